@@ -1,0 +1,209 @@
+// GEMM driver: packs both operands, then walks C in kMR x kNR tiles. Each tile runs the
+// micro-kernel once per (K chunk, A limb, B limb), removes the packing offsets, shifts the
+// limb product into place in an int64 tile, and hands the tile to the epilogue.
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "gemm_kernels.h"
+#include "gemm_pack.h"
+#include "intcore/gemm.h"
+#include "parallel.h"
+
+namespace intcore {
+namespace {
+
+constexpr int64_t kPanelsPerBlock = 16;  // A panels per work item: 96 rows share one B panel
+
+template <class Epilogue>
+void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epilogue) {
+  const MicroKernel kernel = active_microkernel();
+  const int64_t m_blocks = (a.panels + kPanelsPerBlock - 1) / kPanelsPerBlock;
+  const int64_t items = m_blocks * b.panels;
+  const int64_t cost = kPanelsPerBlock * kMR * kNR * (a.k + 1) *
+                       static_cast<int64_t>(a.limbs.size() * b.limbs.size());
+  parallel_for(items, cost, [&](int64_t begin, int64_t end) {
+    alignas(64) int32_t acc[kMR * kNR];
+    alignas(64) int64_t tile[kMR * kNR];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t nb = item / m_blocks, mb = item % m_blocks;
+      const int64_t mp_end = std::min(a.panels, (mb + 1) * kPanelsPerBlock);
+      for (int64_t mp = mb * kPanelsPerBlock; mp < mp_end; ++mp) {
+        std::memset(tile, 0, sizeof(tile));
+        for (int64_t chunk = 0; chunk < a.chunks(); ++chunk) {
+          const int64_t k4 = std::min(kChunkK4, a.k4 - chunk * kChunkK4);
+          const uint32_t k_real = static_cast<uint32_t>(std::min(kChunkK4 * 4, a.k - chunk * kChunkK4 * 4));
+          for (size_t la = 0; la < a.limbs.size(); ++la) {
+            const int32_t* row_sums = a.sums(static_cast<int>(la), chunk) + mp * kMR;
+            const uint32_t off_a = static_cast<uint32_t>(a.limbs[la].offset);
+            for (size_t lb = 0; lb < b.limbs.size(); ++lb) {
+              const int32_t* col_sums = b.sums(static_cast<int>(lb), chunk) + nb * kNR;
+              const uint32_t off_b = static_cast<uint32_t>(b.limbs[lb].offset);
+              const int shift = a.limbs[la].shift + b.limbs[lb].shift;
+              kernel(a.panel(static_cast<int>(la), mp, chunk),
+                     reinterpret_cast<const int8_t*>(b.panel(static_cast<int>(lb), nb, chunk)), k4, acc);
+              // Undo the offsets in wrapping 32-bit arithmetic; the true limb sum fits int32.
+              const uint32_t constant = k_real * off_a * off_b;
+              for (int i = 0; i < kMR; ++i) {
+                const uint32_t row_term = off_b * static_cast<uint32_t>(row_sums[i]) - constant;
+                for (int j = 0; j < kNR; ++j) {
+                  const uint32_t exact = static_cast<uint32_t>(acc[i * kNR + j]) + row_term -
+                                         off_a * static_cast<uint32_t>(col_sums[j]);
+                  tile[i * kNR + j] += static_cast<int64_t>(static_cast<int32_t>(exact)) * (int64_t{1} << shift);
+                }
+              }
+            }
+          }
+        }
+        epilogue(tile, mp * kMR, nb * kNR);
+      }
+    }
+  });
+}
+
+// Writes the exact int32 or int64 result.
+template <typename Out>
+struct ExactEpilogue {
+  Out* c;
+  int64_t m, n;
+  void operator()(const int64_t* tile, int64_t row0, int64_t col0) const {
+    const int64_t rows = std::min<int64_t>(kMR, m - row0), cols = std::min<int64_t>(kNR, n - col0);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) c[(row0 + i) * n + col0 + j] = static_cast<Out>(tile[i * kNR + j]);
+  }
+};
+
+// A per-row (or per-tensor) multiplier: float32 scales, or int32 power-of-two exponents.
+struct ScaleVector {
+  const float* scale = nullptr;
+  const int32_t* exponent = nullptr;
+  bool per_row = false;
+  double operator[](int64_t i) const {
+    const int64_t at = per_row ? i : 0;
+    return scale ? static_cast<double>(scale[at]) : std::ldexp(1.0, exponent[at]);
+  }
+};
+
+struct ScaledEpilogue {
+  float* out;
+  int64_t m, n;
+  ScaleVector row_scale, col_scale;
+  const float* bias;
+  void operator()(const int64_t* tile, int64_t row0, int64_t col0) const {
+    const int64_t rows = std::min<int64_t>(kMR, m - row0), cols = std::min<int64_t>(kNR, n - col0);
+    double cs[kNR];
+    for (int64_t j = 0; j < cols; ++j) cs[j] = col_scale[col0 + j];
+    for (int64_t i = 0; i < rows; ++i) {
+      const double rs = row_scale[row0 + i];
+      float* dst = out + (row0 + i) * n + col0;
+      for (int64_t j = 0; j < cols; ++j) {
+        const float v = static_cast<float>(static_cast<double>(tile[i * kNR + j]) * rs * cs[j]);
+        dst[j] = bias ? v + bias[col0 + j] : v;
+      }
+    }
+  }
+};
+
+void check_operand(const std::string& fn, const IntMatrix& m) {
+  check_cpu(fn, m.values);
+  check_dim(fn, m.values, 2);
+  if (m.packed_int4) {
+    check_dtype(fn, m.values, DType::kUInt8);
+    if (m.values.size(1) != (m.k + 1) / 2) {
+      throw_value_error(fn + ": " + m.values.name() + " holds packed int4 with K = " + std::to_string(m.k) +
+                        ", so it needs " + std::to_string((m.k + 1) / 2) + " bytes per row, got " +
+                        m.values.shape_str());
+    }
+  } else if (m.values.dtype() != DType::kInt8 && m.values.dtype() != DType::kInt16) {
+    throw_type_error(fn + ": " + m.values.name() + " must be int8 or int16 (or packed int4), got " +
+                     dtype_name(m.values.dtype()));
+  }
+}
+
+void check_operands(const std::string& fn, const IntMatrix& a, const IntMatrix& b) {
+  check_operand(fn, a);
+  check_operand(fn, b);
+  if (a.k != b.k) {
+    throw_value_error(fn + ": " + a.values.name() + " and " + b.values.name() +
+                      " must have the same K (reduction size), got " + std::to_string(a.k) + " and " +
+                      std::to_string(b.k));
+  }
+}
+
+ScaleVector scale_vector(const std::string& fn, const TensorView& s, int64_t rows) {
+  check_cpu(fn, s);
+  check_contiguous(fn, s);
+  if (s.dim() != 1 || (s.size(0) != 1 && s.size(0) != rows)) {
+    throw_value_error(fn + ": " + s.name() + " must have shape [1] or [" + std::to_string(rows) + "], got " +
+                      s.shape_str());
+  }
+  ScaleVector v;
+  v.per_row = s.size(0) == rows && rows != 1;
+  if (s.dtype() == DType::kFloat32) v.scale = static_cast<const float*>(s.data());
+  else if (s.dtype() == DType::kInt32) v.exponent = static_cast<const int32_t*>(s.data());
+  else throw_type_error(fn + ": " + s.name() + " must be float32 (scales) or int32 (exponents), got " + dtype_name(s.dtype()));
+  return v;
+}
+
+}  // namespace
+
+IntMatrix IntMatrix::of(const TensorView& values) {
+  IntMatrix m;
+  m.values = values;
+  m.k = values.dim() == 2 ? values.size(1) : 0;
+  return m;
+}
+
+IntMatrix IntMatrix::int4(const TensorView& packed, int64_t k) {
+  IntMatrix m;
+  m.values = packed;
+  m.k = k;
+  m.packed_int4 = true;
+  return m;
+}
+
+void gemm_exact(const IntMatrix& a, const IntMatrix& b, const TensorView& c) {
+  const std::string fn = "gemm_exact";
+  check_operands(fn, a, b);
+  const int64_t m = a.rows(), n = b.rows();
+  check_shape(fn, c, {m, n});
+  check_contiguous(fn, c);
+  check_cpu(fn, c);
+  const bool narrow = a.values.dtype() != DType::kInt16 && b.values.dtype() != DType::kInt16;
+  if (c.dtype() == DType::kInt32) {
+    if (!narrow) throw_type_error(fn + ": " + c.name() + " must be int64 for int16 operands (int32 can overflow)");
+    if (a.k >= (int64_t{1} << 17)) {
+      throw_value_error(fn + ": K = " + std::to_string(a.k) + " can overflow an int32 result; K must be below 131072 "
+                        "(pass an int64 " + c.name() + ")");
+    }
+  } else if (c.dtype() != DType::kInt64) {
+    throw_type_error(fn + ": " + c.name() + " must be int32 or int64, got " + dtype_name(c.dtype()));
+  }
+  if (m == 0 || n == 0) return;
+  const PackedMatrix pa = pack_operand(a, PackSide::kA), pb = pack_operand(b, PackSide::kB);
+  if (c.dtype() == DType::kInt32) run_gemm(pa, pb, ExactEpilogue<int32_t>{static_cast<int32_t*>(c.data()), m, n});
+  else run_gemm(pa, pb, ExactEpilogue<int64_t>{static_cast<int64_t*>(c.data()), m, n});
+}
+
+void gemm_scaled(const IntMatrix& a, const TensorView& a_scale, const IntMatrix& b, const TensorView& b_scale,
+                 const TensorView* bias, const TensorView& out) {
+  const std::string fn = "gemm_scaled";
+  check_operands(fn, a, b);
+  const int64_t m = a.rows(), n = b.rows();
+  check_dtype(fn, out, DType::kFloat32);
+  check_shape(fn, out, {m, n});
+  check_contiguous(fn, out);
+  check_cpu(fn, out);
+  ScaledEpilogue epilogue{static_cast<float*>(out.data()), m, n, scale_vector(fn, a_scale, m),
+                          scale_vector(fn, b_scale, n), nullptr};
+  if (bias != nullptr) {
+    check_dtype(fn, *bias, DType::kFloat32);
+    check_shape(fn, *bias, {n});
+    check_contiguous(fn, *bias);
+    epilogue.bias = static_cast<const float*>(bias->data());
+  }
+  if (m == 0 || n == 0) return;
+  run_gemm(pack_operand(a, PackSide::kA), pack_operand(b, PackSide::kB), epilogue);
+}
+
+}  // namespace intcore

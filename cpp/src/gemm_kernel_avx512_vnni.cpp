@@ -1,0 +1,65 @@
+// AVX-512 VNNI micro-kernel: 6 x 64 int32 accumulators in 24 zmm registers. Per group of four
+// k it loads four 64-byte B vectors, broadcasts four A bytes per row, and issues 24 vpdpbusd
+// (u8 x s8, four products summed into each int32 lane, no saturation).
+// Compiled with a target attribute, so the rest of the engine stays baseline x86-64 and this
+// kernel only runs where cpu_kernel.cpp has seen the instructions.
+#include "gemm_kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#include <cstring>
+
+namespace intcore {
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void microkernel_avx512_vnni(const uint8_t* a,
+                                                                                   const int8_t* b, int64_t k4,
+                                                                                   int32_t* acc) {
+  __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00;
+  __m512i c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+  __m512i c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+  __m512i c40 = c00, c41 = c00, c42 = c00, c43 = c00;
+  __m512i c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+  for (int64_t k = 0; k < k4; ++k) {
+    const int8_t* bk = b + k * kNR * 4;
+    const uint8_t* ak = a + k * kMR * 4;
+    const __m512i b0 = _mm512_loadu_si512(bk);
+    const __m512i b1 = _mm512_loadu_si512(bk + 64);
+    const __m512i b2 = _mm512_loadu_si512(bk + 128);
+    const __m512i b3 = _mm512_loadu_si512(bk + 192);
+    int32_t a4[kMR];
+    std::memcpy(a4, ak, sizeof(a4));
+#define INTCORE_ROW(i, r0, r1, r2, r3)                  \
+  {                                                     \
+    const __m512i ai = _mm512_set1_epi32(a4[i]);        \
+    r0 = _mm512_dpbusd_epi32(r0, ai, b0);               \
+    r1 = _mm512_dpbusd_epi32(r1, ai, b1);               \
+    r2 = _mm512_dpbusd_epi32(r2, ai, b2);               \
+    r3 = _mm512_dpbusd_epi32(r3, ai, b3);               \
+  }
+    INTCORE_ROW(0, c00, c01, c02, c03)
+    INTCORE_ROW(1, c10, c11, c12, c13)
+    INTCORE_ROW(2, c20, c21, c22, c23)
+    INTCORE_ROW(3, c30, c31, c32, c33)
+    INTCORE_ROW(4, c40, c41, c42, c43)
+    INTCORE_ROW(5, c50, c51, c52, c53)
+#undef INTCORE_ROW
+  }
+  const __m512i rows[kMR][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                                {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+  for (int i = 0; i < kMR; ++i)
+    for (int q = 0; q < 4; ++q) _mm512_storeu_si512(acc + i * kNR + q * 16, rows[i][q]);
+}
+
+}  // namespace intcore
+
+#else  // not x86-64: cpu_kernel.cpp never selects this kernel
+
+namespace intcore {
+void microkernel_avx512_vnni(const uint8_t* a, const int8_t* b, int64_t k4, int32_t* acc) {
+  microkernel_generic(a, b, k4, acc);
+}
+}  // namespace intcore
+
+#endif

@@ -1,0 +1,105 @@
+#include "intcore/linear.h"
+
+#include <vector>
+
+#include "float_types.h"
+#include "intcore/gemm.h"
+#include "intcore/quantize.h"
+
+namespace intcore {
+namespace {
+
+// Per-row absmax codes of a 2-D float view, owning their memory.
+struct QuantizedRows {
+  std::vector<uint8_t> codes;
+  std::vector<float> scales;
+  IntMatrix matrix;
+  TensorView scale_view;
+
+  QuantizedRows(const TensorView& x, int bits, Rounding rounding, RandomStream stream) {
+    const int64_t rows = x.size(0), k = x.size(1);
+    const int64_t cols = bits == 8 ? k : (k + 1) / 2;
+    codes.resize(static_cast<size_t>(rows * cols));
+    scales.resize(static_cast<size_t>(rows));
+    const TensorView q(codes.data(), bits == 8 ? DType::kInt8 : DType::kUInt8, {rows, cols}, x.name() + " codes");
+    scale_view = TensorView(scales.data(), DType::kFloat32, {rows}, x.name() + " scales");
+    quantize_absmax(x, q, scale_view, bits, rounding, stream);
+    matrix = bits == 8 ? IntMatrix::of(q) : IntMatrix::int4(q, k);
+  }
+};
+
+void check_operand(const std::string& fn, const TensorView& t) {
+  check_cpu(fn, t);
+  check_floating(fn, t);
+  check_dim(fn, t, 2);
+}
+
+void check_bits(const std::string& fn, int bits) {
+  if (bits != 8 && bits != 4) throw_value_error(fn + ": bits must be 8 or 4, got " + std::to_string(bits));
+}
+
+void check_output(const std::string& fn, const TensorView& t, int64_t rows, int64_t cols) {
+  check_cpu(fn, t);
+  check_dtype(fn, t, DType::kFloat32);
+  check_shape(fn, t, {rows, cols});
+  check_contiguous(fn, t);
+}
+
+}  // namespace
+
+void absmax_linear_forward(const TensorView& x, const TensorView& w, const TensorView* bias, int bits,
+                           const TensorView& out) {
+  const std::string fn = "absmax_linear_forward";
+  check_bits(fn, bits);
+  check_operand(fn, x);
+  check_operand(fn, w);
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  if (w.size(1) != k) {
+    throw_value_error(fn + ": " + x.name() + " has " + std::to_string(k) + " features but " + w.name() + " expects " +
+                      std::to_string(w.size(1)) + " (x is " + x.shape_str() + ", w is " + w.shape_str() + ")");
+  }
+  check_output(fn, out, m, n);
+  std::vector<float> bias_f32;
+  TensorView bias_view;
+  if (bias != nullptr) {
+    check_cpu(fn, *bias);
+    check_floating(fn, *bias);
+    check_shape(fn, *bias, {n});
+    bias_f32.resize(static_cast<size_t>(n));
+    dispatch_float(fn, *bias, [&](auto tag) {
+      using T = decltype(tag);
+      const T* b = static_cast<const T*>(bias->data());
+      for (int64_t j = 0; j < n; ++j) bias_f32[j] = to_float(b[j * bias->stride(0)]);
+    });
+    bias_view = TensorView(bias_f32.data(), DType::kFloat32, {n}, bias->name());
+  }
+  const QuantizedRows qx(x, bits, Rounding::kNearest, {});
+  const QuantizedRows qw(w, bits, Rounding::kNearest, {});
+  gemm_scaled(qx.matrix, qx.scale_view, qw.matrix, qw.scale_view, bias ? &bias_view : nullptr, out);
+}
+
+void absmax_linear_backward(const TensorView& grad, const TensorView& x, const TensorView& w, int bits, uint64_t seed,
+                            const TensorView* dx, const TensorView* dw) {
+  const std::string fn = "absmax_linear_backward";
+  check_bits(fn, bits);
+  check_operand(fn, grad);
+  check_operand(fn, x);
+  check_operand(fn, w);
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  if (w.size(1) != k) throw_value_error(fn + ": " + x.name() + " and " + w.name() + " disagree on K");
+  check_shape(fn, grad, {m, n});
+  if (dx != nullptr) {
+    check_output(fn, *dx, m, k);
+    const QuantizedRows qg(grad, bits, Rounding::kStochastic, {seed, 0});
+    const QuantizedRows qwt(w.transposed(), bits, Rounding::kNearest, {});
+    gemm_scaled(qg.matrix, qg.scale_view, qwt.matrix, qwt.scale_view, nullptr, *dx);
+  }
+  if (dw != nullptr) {
+    check_output(fn, *dw, n, k);
+    const QuantizedRows qgt(grad.transposed(), bits, Rounding::kStochastic, {seed, 1});
+    const QuantizedRows qxt(x.transposed(), bits, Rounding::kNearest, {});
+    gemm_scaled(qgt.matrix, qgt.scale_view, qxt.matrix, qxt.scale_view, nullptr, *dw);
+  }
+}
+
+}  // namespace intcore

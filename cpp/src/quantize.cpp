@@ -1,0 +1,348 @@
+// CPU quantizers. Both quantizers make two passes over the input: per-row absmax (which also
+// catches NaN/Inf before anything is written), then the rounding pass. The input is walked in
+// 64 x 64 tiles, each read along its contiguous dimension into a small buffer, so a transposed
+// view costs no more than a contiguous one.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <vector>
+
+#include "float_types.h"
+#include "intcore/quantize.h"
+#include "parallel.h"
+
+namespace intcore {
+namespace {
+
+constexpr int64_t kTile = 64;
+
+struct Tile {
+  int64_t r0, r1, c0, c1;
+  float values[kTile][kTile];  // values[r - r0][c - c0]
+};
+
+// Loads x[r0:r1, c0:c1] into tile.values, reading memory in its contiguous order.
+template <typename T>
+void load_tile(const TensorView& x, Tile& tile) {
+  const T* base = static_cast<const T*>(x.data());
+  const int64_t rs = x.stride(0), cs = x.stride(1);
+  if (std::abs(cs) <= std::abs(rs)) {
+    for (int64_t r = tile.r0; r < tile.r1; ++r)
+      for (int64_t c = tile.c0; c < tile.c1; ++c) tile.values[r - tile.r0][c - tile.c0] = to_float(base[r * rs + c * cs]);
+  } else {
+    for (int64_t c = tile.c0; c < tile.c1; ++c)
+      for (int64_t r = tile.r0; r < tile.r1; ++r) tile.values[r - tile.r0][c - tile.c0] = to_float(base[r * rs + c * cs]);
+  }
+}
+
+// Calls fn(tile) for every tile of rows [row_begin, row_end), in row-block order.
+template <class Fn>
+void for_each_tile(const std::string& fn_name, const TensorView& x, int64_t row_begin, int64_t row_end, Fn&& fn) {
+  dispatch_float(fn_name, x, [&](auto type_tag) {
+    using T = decltype(type_tag);
+    Tile tile;
+    for (int64_t r0 = row_begin; r0 < row_end; r0 += kTile) {
+      for (int64_t c0 = 0; c0 < x.size(1); c0 += kTile) {
+        tile.r0 = r0;
+        tile.r1 = std::min(r0 + kTile, row_end);
+        tile.c0 = c0;
+        tile.c1 = std::min(c0 + kTile, x.size(1));
+        load_tile<T>(x, tile);
+        fn(tile);
+      }
+    }
+  });
+}
+
+// Per-row max |x|. Raises ValueError naming x if any element is NaN or Inf.
+std::vector<float> row_absmax(const std::string& fn_name, const TensorView& x) {
+  const int64_t rows = x.size(0), cols = x.size(1);
+  std::vector<float> absmax(rows, 0.0f);
+  std::vector<char> bad_block((rows + kTile - 1) / kTile, 0);
+  parallel_for((rows + kTile - 1) / kTile, kTile * cols, [&](int64_t b0, int64_t b1) {
+    for_each_tile(fn_name, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
+      bool bad = false;
+      for (int64_t r = tile.r0; r < tile.r1; ++r) {
+        float m = absmax[r];
+        for (int64_t c = tile.c0; c < tile.c1; ++c) {
+          const float a = std::fabs(tile.values[r - tile.r0][c - tile.c0]);
+          bad |= !(a <= FLT_MAX);
+          m = a > m ? a : m;
+        }
+        absmax[r] = m;
+      }
+      if (bad) bad_block[tile.r0 / kTile] = 1;
+    });
+  });
+  if (std::find(bad_block.begin(), bad_block.end(), 1) != bad_block.end()) {
+    throw_value_error(fn_name + ": " + x.name() + " contains NaN or Inf");
+  }
+  return absmax;
+}
+
+// Rounds v (already in units of the quantization step) to an integer in [-qmax, qmax].
+struct Rounder {
+  Rounding rounding;
+  RandomStream stream;
+  int32_t qmax;
+  uint64_t cached_block = ~uint64_t{0};
+  Philox4x32 block{};
+
+  int32_t operator()(double v, uint64_t index) {
+    double q;
+    if (rounding == Rounding::kNearest) {
+      q = std::nearbyint(v);
+    } else {
+      q = std::floor(v);
+      if ((index >> 2) != cached_block) {
+        cached_block = index >> 2;
+        block = stream.block(cached_block);
+      }
+      if (round_up_stochastic(v - q, block.v[index & 3])) q += 1.0;
+    }
+    return static_cast<int32_t>(std::clamp(q, -static_cast<double>(qmax), static_cast<double>(qmax)));
+  }
+};
+
+void check_input(const std::string& fn, const TensorView& x) {
+  check_cpu(fn, x);
+  check_floating(fn, x);
+  check_dim(fn, x, 2);
+}
+
+void check_scale_vector(const std::string& fn, const TensorView& scale, DType dtype, int64_t rows) {
+  check_dtype(fn, scale, dtype);
+  check_contiguous(fn, scale);
+  if (scale.dim() != 1 || (scale.size(0) != 1 && scale.size(0) != rows)) {
+    throw_value_error(fn + ": " + scale.name() + " must have shape [1] (per tensor) or [" + std::to_string(rows) +
+                      "] (per row), got " + scale.shape_str());
+  }
+}
+
+template <typename Q>
+void write_fixed_point(const TensorView& x, const TensorView& mantissa, const std::vector<int32_t>& exponent_of_row,
+                       int bits, Rounding rounding, RandomStream stream, const std::string& fn) {
+  const int64_t rows = x.size(0), cols = x.size(1);
+  Q* out = static_cast<Q*>(mantissa.data());
+  parallel_for((rows + kTile - 1) / kTile, kTile * cols * (rounding == Rounding::kStochastic ? 8 : 1),
+               [&](int64_t b0, int64_t b1) {
+                 Rounder round{rounding, stream, (1 << (bits - 1)) - 1};
+                 for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
+                   for (int64_t r = tile.r0; r < tile.r1; ++r) {
+                     const int32_t e = exponent_of_row[r];
+                     for (int64_t c = tile.c0; c < tile.c1; ++c) {
+                       const double v = std::ldexp(static_cast<double>(tile.values[r - tile.r0][c - tile.c0]), -e);
+                       out[r * cols + c] = static_cast<Q>(round(v, static_cast<uint64_t>(r * cols + c)));
+                     }
+                   }
+                 });
+               });
+}
+
+}  // namespace
+
+void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const TensorView& exponent, int bits,
+                          Rounding rounding, RandomStream stream) {
+  const std::string fn = "quantize_fixed_point";
+  check_input(fn, x);
+  if (bits < 2 || bits > 16) throw_value_error(fn + ": bits must be in 2..16, got " + std::to_string(bits));
+  const int64_t rows = x.size(0), cols = x.size(1);
+  check_dtype(fn, mantissa, bits <= 8 ? DType::kInt8 : DType::kInt16);
+  check_shape(fn, mantissa, {rows, cols});
+  check_contiguous(fn, mantissa);
+  check_scale_vector(fn, exponent, DType::kInt32, rows);
+
+  std::vector<float> absmax = row_absmax(fn, x);
+  const bool per_row = exponent.size(0) == rows && rows != 1;
+  if (!per_row) {
+    const float m = absmax.empty() ? 0.0f : *std::max_element(absmax.begin(), absmax.end());
+    std::fill(absmax.begin(), absmax.end(), m);
+  }
+  // |x| < 2^e_max (frexp: x = f 2^e_max, 0.5 <= f < 1); the LSB has weight 2^(e_max - bits + 1).
+  std::vector<int32_t> exponent_of_row(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    int e_max = 0;
+    std::frexp(absmax[r], &e_max);
+    exponent_of_row[r] = e_max - (bits - 1);
+  }
+  int32_t* e_out = exponent.data_as<int32_t>();
+  if (per_row) {
+    std::copy(exponent_of_row.begin(), exponent_of_row.end(), e_out);
+  } else {
+    int e_max = 0;
+    std::frexp(absmax.empty() ? 0.0f : absmax[0], &e_max);
+    e_out[0] = e_max - (bits - 1);
+  }
+  if (bits <= 8) {
+    write_fixed_point<int8_t>(x, mantissa, exponent_of_row, bits, rounding, stream, fn);
+  } else {
+    write_fixed_point<int16_t>(x, mantissa, exponent_of_row, bits, rounding, stream, fn);
+  }
+}
+
+void dequantize_fixed_point(const TensorView& mantissa, const TensorView& exponent, const TensorView& out) {
+  const std::string fn = "dequantize_fixed_point";
+  check_cpu(fn, mantissa);
+  check_dim(fn, mantissa, 2);
+  check_contiguous(fn, mantissa);
+  if (mantissa.dtype() != DType::kInt8 && mantissa.dtype() != DType::kInt16) {
+    throw_type_error(fn + ": " + mantissa.name() + " must be int8 or int16, got " + dtype_name(mantissa.dtype()));
+  }
+  const int64_t rows = mantissa.size(0), cols = mantissa.size(1);
+  check_scale_vector(fn, exponent, DType::kInt32, rows);
+  check_dtype(fn, out, DType::kFloat32);
+  check_shape(fn, out, {rows, cols});
+  check_contiguous(fn, out);
+  const int32_t* e = exponent.data_as<int32_t>();
+  const bool per_row = exponent.size(0) == rows && rows != 1;
+  float* y = out.data_as<float>();
+  auto run = [&](auto* q) {
+    parallel_for(rows, cols, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int32_t er = e[per_row ? r : 0];
+        for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = std::ldexp(static_cast<float>(q[r * cols + c]), er);
+      }
+    });
+  };
+  if (mantissa.dtype() == DType::kInt8) run(static_cast<const int8_t*>(mantissa.data()));
+  else run(static_cast<const int16_t*>(mantissa.data()));
+}
+
+void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView& scale, int bits, Rounding rounding,
+                     RandomStream stream) {
+  const std::string fn = "quantize_absmax";
+  check_input(fn, x);
+  if (bits != 8 && bits != 4) throw_value_error(fn + ": bits must be 8 or 4, got " + std::to_string(bits));
+  const int64_t rows = x.size(0), cols = x.size(1);
+  const int64_t q_cols = bits == 8 ? cols : (cols + 1) / 2;
+  check_dtype(fn, q, bits == 8 ? DType::kInt8 : DType::kUInt8);
+  check_shape(fn, q, {rows, q_cols});
+  check_contiguous(fn, q);
+  check_scale_vector(fn, scale, DType::kFloat32, rows);
+
+  const int32_t qmax = bits == 8 ? 127 : 7;
+  std::vector<float> absmax = row_absmax(fn, x);
+  const bool per_row = scale.size(0) == rows && rows != 1;
+  if (!per_row) {
+    const float m = absmax.empty() ? 0.0f : *std::max_element(absmax.begin(), absmax.end());
+    std::fill(absmax.begin(), absmax.end(), m);
+  }
+  std::vector<float> scale_of_row(rows);
+  for (int64_t r = 0; r < rows; ++r) scale_of_row[r] = absmax[r] / static_cast<float>(qmax);
+  float* s_out = scale.data_as<float>();
+  if (per_row) std::copy(scale_of_row.begin(), scale_of_row.end(), s_out);
+  else s_out[0] = absmax.empty() ? 0.0f : scale_of_row[0];
+
+  uint8_t* out = static_cast<uint8_t*>(q.data());
+  parallel_for((rows + kTile - 1) / kTile, kTile * cols * (rounding == Rounding::kStochastic ? 8 : 1),
+               [&](int64_t b0, int64_t b1) {
+                 Rounder round{rounding, stream, qmax};
+                 int8_t codes[kTile];
+                 for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
+                   for (int64_t r = tile.r0; r < tile.r1; ++r) {
+                     const float s = scale_of_row[r];
+                     for (int64_t c = tile.c0; c < tile.c1; ++c) {
+                       // A zero scale means the row is all zeros: its codes are zero.
+                       const float v = s > 0.0f ? tile.values[r - tile.r0][c - tile.c0] / s : 0.0f;
+                       codes[c - tile.c0] = static_cast<int8_t>(round(v, static_cast<uint64_t>(r * cols + c)));
+                     }
+                     const int64_t n = tile.c1 - tile.c0;
+                     if (bits == 8) {
+                       std::copy(codes, codes + n, reinterpret_cast<int8_t*>(out) + r * cols + tile.c0);
+                     } else {  // tiles start at even columns, so pairs never straddle two tiles
+                       for (int64_t i = 0; i < n; i += 2) {
+                         const uint8_t lo = static_cast<uint8_t>(codes[i]) & 0x0Fu;
+                         const uint8_t hi = i + 1 < n ? static_cast<uint8_t>(codes[i + 1]) & 0x0Fu : 0u;
+                         out[r * q_cols + (tile.c0 + i) / 2] = static_cast<uint8_t>(lo | (hi << 4));
+                       }
+                     }
+                   }
+                 });
+               });
+}
+
+void dequantize_absmax(const TensorView& q, const TensorView& scale, int bits, const TensorView& out) {
+  const std::string fn = "dequantize_absmax";
+  check_cpu(fn, q);
+  if (bits != 8 && bits != 4) throw_value_error(fn + ": bits must be 8 or 4, got " + std::to_string(bits));
+  check_dtype(fn, q, bits == 8 ? DType::kInt8 : DType::kUInt8);
+  check_dim(fn, q, 2);
+  check_contiguous(fn, q);
+  check_dtype(fn, out, DType::kFloat32);
+  check_dim(fn, out, 2);
+  check_contiguous(fn, out);
+  const int64_t rows = q.size(0), cols = out.size(1);
+  check_shape(fn, q, {rows, bits == 8 ? cols : (cols + 1) / 2});
+  check_scale_vector(fn, scale, DType::kFloat32, rows);
+  const float* s = scale.data_as<float>();
+  const bool per_row = scale.size(0) == rows && rows != 1;
+  const uint8_t* codes = static_cast<const uint8_t*>(q.data());
+  const int64_t q_cols = q.size(1);
+  float* y = out.data_as<float>();
+  parallel_for(rows, cols, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float sr = s[per_row ? r : 0];
+      for (int64_t c = 0; c < cols; ++c) {
+        int32_t v;
+        if (bits == 8) {
+          v = static_cast<int8_t>(codes[r * q_cols + c]);
+        } else {
+          const uint8_t byte = codes[r * q_cols + c / 2];
+          v = static_cast<int8_t>(static_cast<uint8_t>((c & 1 ? byte >> 4 : byte) << 4)) >> 4;
+        }
+        y[r * cols + c] = static_cast<float>(v) * sr;
+      }
+    }
+  });
+}
+
+void pack_int4(const TensorView& values, const TensorView& packed) {
+  const std::string fn = "pack_int4";
+  check_cpu(fn, values);
+  check_dtype(fn, values, DType::kInt8);
+  check_dim(fn, values, 2);
+  const int64_t rows = values.size(0), cols = values.size(1);
+  check_dtype(fn, packed, DType::kUInt8);
+  check_shape(fn, packed, {rows, (cols + 1) / 2});
+  check_contiguous(fn, packed);
+  const int8_t* v = values.data_as<int8_t>();
+  uint8_t* p = packed.data_as<uint8_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const int8_t x = v[r * values.stride(0) + c * values.stride(1)];
+      if (x < -8 || x > 7) {
+        throw_value_error(fn + ": " + values.name() + " must hold values in [-8, 7], found " + std::to_string(x));
+      }
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; c += 2) {
+      const uint8_t lo = static_cast<uint8_t>(v[r * values.stride(0) + c * values.stride(1)]) & 0x0Fu;
+      const uint8_t hi =
+          c + 1 < cols ? static_cast<uint8_t>(v[r * values.stride(0) + (c + 1) * values.stride(1)]) & 0x0Fu : 0u;
+      p[r * packed.size(1) + c / 2] = static_cast<uint8_t>(lo | (hi << 4));
+    }
+  }
+}
+
+void unpack_int4(const TensorView& packed, const TensorView& values) {
+  const std::string fn = "unpack_int4";
+  check_cpu(fn, packed);
+  check_dtype(fn, packed, DType::kUInt8);
+  check_dim(fn, packed, 2);
+  check_dtype(fn, values, DType::kInt8);
+  check_dim(fn, values, 2);
+  check_contiguous(fn, values);
+  const int64_t rows = values.size(0), cols = values.size(1);
+  check_shape(fn, packed, {rows, (cols + 1) / 2});
+  const uint8_t* p = packed.data_as<uint8_t>();
+  int8_t* v = values.data_as<int8_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const uint8_t byte = p[r * packed.stride(0) + (c / 2) * packed.stride(1)];
+      v[r * cols + c] = static_cast<int8_t>(static_cast<uint8_t>((c & 1 ? byte >> 4 : byte) << 4)) >> 4;
+    }
+  }
+}
+
+}  // namespace intcore

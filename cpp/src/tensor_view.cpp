@@ -1,0 +1,152 @@
+#include "intcore/tensor_view.h"
+
+#include <sstream>
+
+namespace intcore {
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kInt8: return "int8";
+    case DType::kUInt8: return "uint8";
+    case DType::kInt16: return "int16";
+    case DType::kInt32: return "int32";
+    case DType::kInt64: return "int64";
+    case DType::kFloat16: return "float16";
+    case DType::kBFloat16: return "bfloat16";
+    case DType::kFloat32: return "float32";
+    case DType::kFloat64: return "float64";
+  }
+  return "unknown";
+}
+
+int64_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::kInt8:
+    case DType::kUInt8: return 1;
+    case DType::kInt16:
+    case DType::kFloat16:
+    case DType::kBFloat16: return 2;
+    case DType::kInt32:
+    case DType::kFloat32: return 4;
+    case DType::kInt64:
+    case DType::kFloat64: return 8;
+  }
+  return 0;
+}
+
+bool is_floating(DType dtype) {
+  return dtype == DType::kFloat16 || dtype == DType::kBFloat16 || dtype == DType::kFloat32 ||
+         dtype == DType::kFloat64;
+}
+
+std::string device_name(Device device) {
+  return device.type == DeviceType::kCPU ? "cpu" : "cuda:" + std::to_string(device.index);
+}
+
+TensorView::TensorView(void* data, DType dtype, int ndim, const int64_t* shape, const int64_t* strides,
+                       Device device, std::string name)
+    : data_(data), dtype_(dtype), ndim_(ndim), device_(device), name_(std::move(name)) {
+  if (ndim < 0 || ndim > kMaxDims) {
+    throw_value_error(name_ + " has " + std::to_string(ndim) + " dimensions; at most " +
+                      std::to_string(kMaxDims) + " are supported");
+  }
+  int64_t running = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    if (shape[d] < 0) throw_value_error(name_ + " has a negative size");
+    shape_[d] = shape[d];
+    strides_[d] = strides ? strides[d] : running;
+    running *= shape[d];
+  }
+}
+
+TensorView::TensorView(void* data, DType dtype, std::initializer_list<int64_t> shape, std::string name)
+    : TensorView(data, dtype, static_cast<int>(shape.size()), shape.begin(), nullptr, Device{}, std::move(name)) {}
+
+int64_t TensorView::numel() const {
+  int64_t n = 1;
+  for (int d = 0; d < ndim_; ++d) n *= shape_[d];
+  return n;
+}
+
+bool TensorView::is_contiguous() const {
+  int64_t expected = 1;
+  for (int d = ndim_ - 1; d >= 0; --d) {
+    // Strides of size-1 dimensions are irrelevant (DLPack producers set them freely).
+    if (shape_[d] != 1 && strides_[d] != expected) return numel() == 0;
+    expected *= shape_[d];
+  }
+  return true;
+}
+
+std::string TensorView::shape_str() const {
+  std::ostringstream s;
+  s << "[";
+  for (int d = 0; d < ndim_; ++d) s << (d ? ", " : "") << shape_[d];
+  s << "]";
+  return s.str();
+}
+
+TensorView TensorView::transposed() const {
+  if (ndim_ != 2) throw_value_error(name_ + " must be 2-D to transpose, got shape " + shape_str());
+  TensorView t = *this;
+  std::swap(t.shape_[0], t.shape_[1]);
+  std::swap(t.strides_[0], t.strides_[1]);
+  return t;
+}
+
+TensorView TensorView::renamed(std::string name) const {
+  TensorView t = *this;
+  t.name_ = std::move(name);
+  return t;
+}
+
+void check_dtype(const std::string& fn, const TensorView& t, DType dtype) {
+  if (t.dtype() != dtype) {
+    throw_type_error(fn + ": " + t.name() + " must be " + dtype_name(dtype) + ", got " + dtype_name(t.dtype()));
+  }
+}
+
+void check_floating(const std::string& fn, const TensorView& t) {
+  if (!is_floating(t.dtype())) {
+    throw_type_error(fn + ": " + t.name() + " must be a floating-point tensor, got " + dtype_name(t.dtype()));
+  }
+}
+
+void check_dim(const std::string& fn, const TensorView& t, int ndim) {
+  if (t.dim() != ndim) {
+    throw_value_error(fn + ": " + t.name() + " must be " + std::to_string(ndim) + "-D, got shape " + t.shape_str());
+  }
+}
+
+void check_shape(const std::string& fn, const TensorView& t, std::initializer_list<int64_t> shape) {
+  bool same = t.dim() == static_cast<int>(shape.size());
+  int d = 0;
+  for (int64_t s : shape) {
+    if (!same) break;
+    same = t.size(d++) == s;
+  }
+  if (!same) {
+    TensorView expected(nullptr, t.dtype(), shape);
+    throw_value_error(fn + ": " + t.name() + " must have shape " + expected.shape_str() + ", got " + t.shape_str());
+  }
+}
+
+void check_contiguous(const std::string& fn, const TensorView& t) {
+  if (!t.is_contiguous()) throw_value_error(fn + ": " + t.name() + " must be contiguous");
+}
+
+void check_same_device(const std::string& fn, const TensorView& a, const TensorView& b) {
+  if (a.device() != b.device()) {
+    throw_value_error(fn + ": " + a.name() + " is on " + device_name(a.device()) + " but " + b.name() + " is on " +
+                      device_name(b.device()));
+  }
+}
+
+void check_cpu(const std::string& fn, const TensorView& t) {
+  if (t.device().type != DeviceType::kCPU) {
+    throw_value_error(fn + ": " + t.name() + " is on " + device_name(t.device()) +
+                      "; this build of intcore runs on the CPU only");
+  }
+}
+
+}  // namespace intcore

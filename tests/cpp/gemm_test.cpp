@@ -1,0 +1,169 @@
+// Every GEMM bit-exact against the naive int64 reference, with every CPU kernel.
+#include <cmath>
+
+#include "test_util.h"
+
+namespace intcore {
+namespace {
+
+using test::Array;
+using test::for_each_cpu_kernel;
+using test::random_ints;
+using test::reference_gemm;
+
+struct Shape { int64_t m, n, k; };
+const Shape kOddShapes[] = {{1, 1, 1}, {7, 5, 1}, {13, 67, 29}, {97, 131, 263}, {6, 64, 4}, {130, 7, 515}, {3, 200, 77}};
+
+TEST(GemmExact, Int8MatchesReferenceOnOddShapes) {
+  for_each_cpu_kernel([](CpuKernel) {
+    for (const Shape& s : kOddShapes) {
+      auto a = random_ints<int8_t>(s.m, s.k, -128, 127, 1);
+      auto b = random_ints<int8_t>(s.n, s.k, -128, 127, 2);
+      Array<int32_t> c(s.m, s.n);
+      gemm_exact(IntMatrix::of(a.view("a")), IntMatrix::of(b.view("b")), c.view("c"));
+      const auto ref = reference_gemm(s.m, s.n, s.k, a, b);
+      for (int64_t i = 0; i < s.m; ++i)
+        for (int64_t j = 0; j < s.n; ++j) ASSERT_EQ(c(i, j), ref(i, j)) << s.m << "x" << s.n << "x" << s.k;
+    }
+  });
+}
+
+TEST(GemmExact, Int8ExtremesAtLargeKWrapBackExactly) {
+  // All -128: every product is 2^14 and the row sum 2^14 * K, near the int32 limit at K = 2^17 - 4.
+  for_each_cpu_kernel([](CpuKernel) {
+    const int64_t k = (int64_t{1} << 17) - 4;
+    Array<int8_t> a(2, k, -128), b(3, k, -128);
+    b(1, 0) = 127;
+    Array<int32_t> c(2, 3);
+    gemm_exact(IntMatrix::of(a.view("a")), IntMatrix::of(b.view("b")), c.view("c"));
+    EXPECT_EQ(c(0, 0), int64_t{16384} * k);
+    EXPECT_EQ(c(1, 1), int64_t{16384} * (k - 1) - 128 * 127);
+  });
+}
+
+TEST(GemmExact, Int8RefusesKThatCanOverflowInt32) {
+  Array<int8_t> a(1, int64_t{1} << 17), b(1, int64_t{1} << 17);
+  Array<int32_t> c(1, 1);
+  EXPECT_THROW(gemm_exact(IntMatrix::of(a.view("a")), IntMatrix::of(b.view("b")), c.view("c")), Error);
+  Array<int64_t> c64(1, 1);
+  gemm_exact(IntMatrix::of(a.view("a")), IntMatrix::of(b.view("b")), c64.view("c"));
+  EXPECT_EQ(c64(0, 0), 0);
+}
+
+TEST(GemmExact, EmptyAndZeroK) {
+  Array<int8_t> a(0, 5), b(4, 5), a2(3, 0), b2(4, 0);
+  Array<int32_t> c(0, 4), c2(3, 4, 99);
+  gemm_exact(IntMatrix::of(a.view("a")), IntMatrix::of(b.view("b")), c.view("c"));
+  gemm_exact(IntMatrix::of(a2.view("a")), IntMatrix::of(b2.view("b")), c2.view("c"));
+  for (int32_t v : c2.data) EXPECT_EQ(v, 0);
+}
+
+TEST(GemmExact, Int16LimbsExactAt16BitsWithK4096) {
+  for_each_cpu_kernel([](CpuKernel) {
+    const int64_t m = 37, n = 70, k = 4096;
+    auto a = random_ints<int16_t>(m, k, -32768, 32767, 3);
+    auto b = random_ints<int16_t>(n, k, -32768, 32767, 4);
+    a(0, 0) = -32768;
+    b(0, 0) = -32768;
+    a(1, 5) = 32767;
+    Array<int64_t> c(m, n);
+    gemm_exact(IntMatrix::of(a.view("a")), IntMatrix::of(b.view("b")), c.view("c"));
+    const auto ref = reference_gemm(m, n, k, a, b);
+    EXPECT_EQ(c.data, ref.data);
+  });
+}
+
+TEST(GemmExact, Int16AllExtremesAcrossSeveralKChunks) {
+  // K spans three chunks of the limb split; all-minimum operands maximize every limb sum.
+  const int64_t k = 2 * 8192 * 4 + 1000;
+  Array<int16_t> a(2, k, -32768), b(1, k, -32768);
+  b(0, 7) = 32767;
+  Array<int64_t> c(2, 1);
+  gemm_exact(IntMatrix::of(a.view("a")), IntMatrix::of(b.view("b")), c.view("c"));
+  EXPECT_EQ(c(0, 0), (int64_t{1} << 30) * (k - 1) - int64_t{32768} * 32767);
+}
+
+TEST(GemmExact, MixedInt16TimesInt8) {
+  for_each_cpu_kernel([](CpuKernel) {
+    const int64_t m = 19, n = 23, k = 301;
+    auto a = random_ints<int16_t>(m, k, -32768, 32767, 5);
+    auto b = random_ints<int8_t>(n, k, -128, 127, 6);
+    Array<int64_t> c(m, n), c2(n, m);
+    gemm_exact(IntMatrix::of(a.view("a")), IntMatrix::of(b.view("b")), c.view("c"));
+    gemm_exact(IntMatrix::of(b.view("b")), IntMatrix::of(a.view("a")), c2.view("c"));
+    const auto ref = reference_gemm(m, n, k, a, b);
+    EXPECT_EQ(c.data, ref.data);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) ASSERT_EQ(c2(j, i), ref(i, j));
+  });
+}
+
+TEST(GemmExact, PackedInt4MatchesReference) {
+  for_each_cpu_kernel([](CpuKernel) {
+    for (const Shape& s : kOddShapes) {
+      auto a = random_ints<int8_t>(s.m, s.k, -8, 7, 7);
+      auto b = random_ints<int8_t>(s.n, s.k, -8, 7, 8);
+      Array<uint8_t> pa(s.m, (s.k + 1) / 2), pb(s.n, (s.k + 1) / 2);
+      pack_int4(a.view("a"), pa.view("pa"));
+      pack_int4(b.view("b"), pb.view("pb"));
+      Array<int32_t> c(s.m, s.n);
+      gemm_exact(IntMatrix::int4(pa.view("a"), s.k), IntMatrix::int4(pb.view("b"), s.k), c.view("c"));
+      const auto ref = reference_gemm(s.m, s.n, s.k, a, b);
+      for (int64_t i = 0; i < s.m; ++i)
+        for (int64_t j = 0; j < s.n; ++j) ASSERT_EQ(c(i, j), ref(i, j));
+    }
+  });
+}
+
+TEST(GemmExact, TransposedOperandsNeedNoCopy) {
+  const int64_t m = 33, n = 71, k = 45;
+  auto at = random_ints<int8_t>(k, m, -128, 127, 9);   // A^T stored
+  auto b = random_ints<int16_t>(n, k, -3000, 3000, 10);
+  Array<int64_t> c(m, n);
+  gemm_exact(IntMatrix::of(at.view("a").transposed()), IntMatrix::of(b.view("b")), c.view("c"));
+  const auto ref = reference_gemm(m, n, k, [&](int64_t i, int64_t t) { return at(t, i); }, b);
+  EXPECT_EQ(c.data, ref.data);
+}
+
+TEST(GemmExact, BadArgumentsRaiseNamedErrors) {
+  Array<int8_t> a(2, 3), b(2, 4);
+  Array<int32_t> c(2, 2);
+  try {
+    gemm_exact(IntMatrix::of(a.view("a")), IntMatrix::of(b.view("b")), c.view("c"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kValue);
+    EXPECT_NE(std::string(e.what()).find("same K"), std::string::npos);
+  }
+  Array<float> f(2, 3);
+  EXPECT_THROW(gemm_exact(IntMatrix::of(f.view("a")), IntMatrix::of(a.view("b")), c.view("c")), Error);
+  Array<int16_t> w(2, 3);
+  EXPECT_THROW(gemm_exact(IntMatrix::of(w.view("a")), IntMatrix::of(w.view("b")), c.view("c")), Error);
+}
+
+TEST(GemmScaled, EpilogueAppliesScalesExponentsAndBias) {
+  for_each_cpu_kernel([](CpuKernel) {
+    const int64_t m = 9, n = 70, k = 33;
+    auto a = random_ints<int8_t>(m, k, -128, 127, 11);
+    auto b = random_ints<int16_t>(n, k, -32768, 32767, 12);
+    Array<float> sa(m, 1), bias(n, 1), out(m, n);
+    Array<int32_t> eb(1, 1, -20);
+    for (int64_t i = 0; i < m; ++i) sa(i, 0) = 0.01f * static_cast<float>(i + 1);
+    for (int64_t j = 0; j < n; ++j) bias(j, 0) = static_cast<float>(j) - 3.5f;
+    const TensorView sa_v(sa.data.data(), DType::kFloat32, {m}, "a_scale");
+    const TensorView eb_v(eb.data.data(), DType::kInt32, {1}, "b_scale");
+    const TensorView bias_v(bias.data.data(), DType::kFloat32, {n}, "bias");
+    gemm_scaled(IntMatrix::of(a.view("a")), sa_v, IntMatrix::of(b.view("b")), eb_v, &bias_v, out.view("out"));
+    const auto ref = reference_gemm(m, n, k, a, b);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        const float expected =
+            static_cast<float>(static_cast<double>(ref(i, j)) * static_cast<double>(sa(i, 0)) * std::ldexp(1.0, -20)) +
+            bias(j, 0);
+        ASSERT_EQ(out(i, j), expected);
+      }
+  });
+}
+
+}  // namespace
+}  // namespace intcore
