@@ -78,28 +78,36 @@ void absmax_linear_forward(const TensorView& x, const TensorView& w, const Tenso
   gemm_scaled(qx.matrix, qx.scale_view, qw.matrix, qw.scale_view, bias ? &bias_view : nullptr, out);
 }
 
-void absmax_linear_backward(const TensorView& grad, const TensorView& x, const TensorView& w, int bits, uint64_t seed,
-                            const TensorView* dx, const TensorView* dw) {
-  const std::string fn = "absmax_linear_backward";
+void absmax_linear_grad_input(const TensorView& grad, const TensorView& w, int bits, uint64_t seed,
+                              const TensorView& dx) {
+  const std::string fn = "absmax_linear_grad_input";
+  check_bits(fn, bits);
+  check_operand(fn, grad);
+  check_operand(fn, w);
+  if (grad.size(1) != w.size(0)) {
+    throw_value_error(fn + ": " + grad.name() + " " + grad.shape_str() + " and " + w.name() + " " + w.shape_str() +
+                      " disagree on the number of output features");
+  }
+  check_output(fn, dx, grad.size(0), w.size(1));
+  const QuantizedRows qg(grad, bits, Rounding::kStochastic, {seed, 0});
+  const QuantizedRows qwt(w.transposed(), bits, Rounding::kNearest, {});
+  gemm_scaled(qg.matrix, qg.scale_view, qwt.matrix, qwt.scale_view, nullptr, dx);
+}
+
+void absmax_linear_grad_weight(const TensorView& grad, const TensorView& x, int bits, uint64_t seed,
+                               const TensorView& dw) {
+  const std::string fn = "absmax_linear_grad_weight";
   check_bits(fn, bits);
   check_operand(fn, grad);
   check_operand(fn, x);
-  check_operand(fn, w);
-  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
-  if (w.size(1) != k) throw_value_error(fn + ": " + x.name() + " and " + w.name() + " disagree on K");
-  check_shape(fn, grad, {m, n});
-  if (dx != nullptr) {
-    check_output(fn, *dx, m, k);
-    const QuantizedRows qg(grad, bits, Rounding::kStochastic, {seed, 0});
-    const QuantizedRows qwt(w.transposed(), bits, Rounding::kNearest, {});
-    gemm_scaled(qg.matrix, qg.scale_view, qwt.matrix, qwt.scale_view, nullptr, *dx);
+  if (grad.size(0) != x.size(0)) {
+    throw_value_error(fn + ": " + grad.name() + " " + grad.shape_str() + " and " + x.name() + " " + x.shape_str() +
+                      " disagree on the number of rows");
   }
-  if (dw != nullptr) {
-    check_output(fn, *dw, n, k);
-    const QuantizedRows qgt(grad.transposed(), bits, Rounding::kStochastic, {seed, 1});
-    const QuantizedRows qxt(x.transposed(), bits, Rounding::kNearest, {});
-    gemm_scaled(qgt.matrix, qgt.scale_view, qxt.matrix, qxt.scale_view, nullptr, *dw);
-  }
+  check_output(fn, dw, grad.size(1), x.size(1));
+  const QuantizedRows qgt(grad.transposed(), bits, Rounding::kStochastic, {seed, 1});
+  const QuantizedRows qxt(x.transposed(), bits, Rounding::kNearest, {});
+  gemm_scaled(qgt.matrix, qgt.scale_view, qxt.matrix, qxt.scale_view, nullptr, dw);
 }
 
 }  // namespace intcore

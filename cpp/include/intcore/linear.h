@@ -18,9 +18,13 @@ namespace intcore {
 void absmax_linear_forward(const TensorView& x, const TensorView& w, const TensorView* bias, int bits,
                            const TensorView& out);
 
-// grad: [M, N] any float dtype. dx: float32 [M, K], dw: float32 [N, K], contiguous; either may
-// be null when that gradient is not needed. `seed` keys the stochastic rounding of grad.
-void absmax_linear_backward(const TensorView& grad, const TensorView& x, const TensorView& w, int bits,
-                            uint64_t seed, const TensorView* dx, const TensorView* dw);
+// dx = grad w: grad [M, N], w [N, K] (any float dtype and strides) -> dx float32 [M, K].
+void absmax_linear_grad_input(const TensorView& grad, const TensorView& w, int bits, uint64_t seed,
+                              const TensorView& dx);
+
+// dw = grad^T x: grad [M, N], x [M, K] -> dw float32 [N, K]. With the same seed as
+// grad_input, the two draw from independent streams (offsets 0 and 1).
+void absmax_linear_grad_weight(const TensorView& grad, const TensorView& x, int bits, uint64_t seed,
+                               const TensorView& dw);
 
 }  // namespace intcore

@@ -1,0 +1,103 @@
+#include "dlpack_view.h"
+
+#include <cstdint>
+
+namespace py = pybind11;
+
+namespace intcore::bindings {
+
+// The DLPack ABI (dmlc/dlpack, v0.8 "legacy" capsule layout), declared from its specification.
+struct DLDevice {
+  int32_t device_type;  // 1 CPU, 2 CUDA, 3 CUDA pinned host memory
+  int32_t device_id;
+};
+struct DLDataType {
+  uint8_t code;  // 0 int, 1 uint, 2 float, 4 bfloat
+  uint8_t bits;
+  uint16_t lanes;
+};
+struct DLTensor {
+  void* data;
+  DLDevice device;
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t* shape;
+  int64_t* strides;  // in elements; null means compact row-major
+  uint64_t byte_offset;
+};
+struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensor* self);
+};
+
+namespace {
+
+DType to_dtype(const DLDataType& t, const std::string& name) {
+  if (t.lanes == 1) {
+    switch (t.code) {
+      case 0:
+        if (t.bits == 8) return DType::kInt8;
+        if (t.bits == 16) return DType::kInt16;
+        if (t.bits == 32) return DType::kInt32;
+        if (t.bits == 64) return DType::kInt64;
+        break;
+      case 1:
+        if (t.bits == 8) return DType::kUInt8;
+        break;
+      case 2:
+        if (t.bits == 16) return DType::kFloat16;
+        if (t.bits == 32) return DType::kFloat32;
+        if (t.bits == 64) return DType::kFloat64;
+        break;
+      case 4:
+        if (t.bits == 16) return DType::kBFloat16;
+        break;
+    }
+  }
+  throw Error(ErrorKind::kType, name + " has a dtype intcore does not support (DLPack code " +
+                                    std::to_string(t.code) + ", " + std::to_string(t.bits) + " bits, " +
+                                    std::to_string(t.lanes) + " lanes)");
+}
+
+Device to_device(const DLDevice& d, const std::string& name) {
+  switch (d.device_type) {
+    case 1:
+    case 3: return Device{DeviceType::kCPU, 0};
+    case 2: return Device{DeviceType::kCUDA, d.device_id};
+  }
+  throw Error(ErrorKind::kValue, name + " is on a device intcore does not support (DLPack device type " +
+                                     std::to_string(d.device_type) + ")");
+}
+
+}  // namespace
+
+DLPackView::DLPackView(const py::handle& array, const std::string& name) {
+  if (!py::hasattr(array, "__dlpack__")) {
+    throw Error(ErrorKind::kType, name + " must be an array that supports DLPack (torch.Tensor, numpy.ndarray), got " +
+                                      std::string(py::str(py::type::of(array).attr("__name__"))));
+  }
+  py::object capsule = array.attr("__dlpack__")();
+  PyObject* raw = capsule.ptr();
+  managed_ = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(raw, "dltensor"));
+  if (managed_ == nullptr) throw py::error_already_set();
+  // Renaming marks the capsule consumed: from here on we own managed_ and must call its deleter.
+  if (PyCapsule_SetName(raw, "used_dltensor") != 0) throw py::error_already_set();
+  try {
+    const DLTensor& t = managed_->dl_tensor;
+    const DType dtype = to_dtype(t.dtype, name);
+    const Device device = to_device(t.device, name);
+    void* data = static_cast<char*>(t.data) + t.byte_offset;
+    view_ = TensorView(data, dtype, t.ndim, t.shape, t.strides, device, name);
+  } catch (...) {
+    if (managed_->deleter) managed_->deleter(managed_);
+    managed_ = nullptr;
+    throw;
+  }
+}
+
+DLPackView::~DLPackView() {
+  if (managed_ != nullptr && managed_->deleter != nullptr) managed_->deleter(managed_);
+}
+
+}  // namespace intcore::bindings

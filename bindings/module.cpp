@@ -1,0 +1,185 @@
+// intcore._C: the engine's functions over DLPack arrays. Each function turns its array
+// arguments into named TensorViews, releases the GIL, and calls the engine; the engine checks
+// dtypes, shapes and layouts and raises intcore::Error, which becomes TypeError/ValueError.
+// No maths here. Outputs are arrays the caller allocated.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "dlpack_view.h"
+#include "intcore/intcore.h"
+
+namespace py = pybind11;
+using namespace intcore;
+using bindings::DLPackView;
+
+namespace {
+
+Rounding parse_rounding(const std::string& rounding) {
+  if (rounding == "nearest") return Rounding::kNearest;
+  if (rounding == "stochastic") return Rounding::kStochastic;
+  throw Error(ErrorKind::kValue, "rounding must be 'nearest' or 'stochastic', got '" + rounding + "'");
+}
+
+CpuKernel parse_cpu_kernel(const std::string& name) {
+  for (CpuKernel k : {CpuKernel::kGeneric, CpuKernel::kAvx512Vnni}) {
+    if (name == cpu_kernel_name(k)) return k;
+  }
+  throw Error(ErrorKind::kValue, "unknown CPU kernel '" + name + "' (known: generic, avx512_vnni)");
+}
+
+// An optional array argument: None -> no view.
+struct OptionalView {
+  std::unique_ptr<DLPackView> holder;
+  OptionalView(const py::object& array, const std::string& name) {
+    if (!array.is_none()) holder = std::make_unique<DLPackView>(array, name);
+  }
+  const TensorView* get() const { return holder ? &holder->view() : nullptr; }
+};
+
+IntMatrix operand(const DLPackView& v, std::optional<int64_t> int4_k) {
+  return int4_k ? IntMatrix::int4(v.view(), *int4_k) : IntMatrix::of(v.view());
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "intcore engine bindings (internal: use the intcore package)";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      PyErr_SetString(e.kind() == ErrorKind::kType ? PyExc_TypeError : PyExc_ValueError, e.what());
+    }
+  });
+
+#ifdef INTCORE_WITH_CUDA
+  m.attr("built_with_cuda") = true;
+#else
+  m.attr("built_with_cuda") = false;
+#endif
+
+  m.def("supported_cpu_kernels", [] {
+    std::vector<std::string> names;
+    for (CpuKernel k : supported_cpu_kernels()) names.emplace_back(cpu_kernel_name(k));
+    return names;
+  });
+  m.def("cpu_kernel", [] { return std::string(cpu_kernel_name(active_cpu_kernel())); });
+  m.def("set_cpu_kernel", [](const std::string& name) { set_cpu_kernel(parse_cpu_kernel(name)); }, py::arg("name"));
+
+  m.def(
+      "quantize_fixed_point",
+      [](py::object x, py::object mantissa, py::object exponent, int bits, const std::string& rounding,
+         uint64_t seed, uint64_t offset) {
+        DLPackView xv(x, "x"), mv(mantissa, "mantissa"), ev(exponent, "exponent");
+        const Rounding r = parse_rounding(rounding);
+        py::gil_scoped_release release;
+        quantize_fixed_point(xv.view(), mv.view(), ev.view(), bits, r, {seed, offset});
+      },
+      py::arg("x"), py::arg("mantissa"), py::arg("exponent"), py::arg("bits"), py::arg("rounding"),
+      py::arg("seed") = 0, py::arg("offset") = 0);
+
+  m.def(
+      "dequantize_fixed_point",
+      [](py::object mantissa, py::object exponent, py::object out) {
+        DLPackView mv(mantissa, "mantissa"), ev(exponent, "exponent"), ov(out, "out");
+        py::gil_scoped_release release;
+        dequantize_fixed_point(mv.view(), ev.view(), ov.view());
+      },
+      py::arg("mantissa"), py::arg("exponent"), py::arg("out"));
+
+  m.def(
+      "quantize_absmax",
+      [](py::object x, py::object q, py::object scale, int bits, const std::string& rounding, uint64_t seed,
+         uint64_t offset) {
+        DLPackView xv(x, "x"), qv(q, "q"), sv(scale, "scale");
+        const Rounding r = parse_rounding(rounding);
+        py::gil_scoped_release release;
+        quantize_absmax(xv.view(), qv.view(), sv.view(), bits, r, {seed, offset});
+      },
+      py::arg("x"), py::arg("q"), py::arg("scale"), py::arg("bits"), py::arg("rounding"), py::arg("seed") = 0,
+      py::arg("offset") = 0);
+
+  m.def(
+      "dequantize_absmax",
+      [](py::object q, py::object scale, int bits, py::object out) {
+        DLPackView qv(q, "q"), sv(scale, "scale"), ov(out, "out");
+        py::gil_scoped_release release;
+        dequantize_absmax(qv.view(), sv.view(), bits, ov.view());
+      },
+      py::arg("q"), py::arg("scale"), py::arg("bits"), py::arg("out"));
+
+  m.def(
+      "pack_int4",
+      [](py::object values, py::object packed) {
+        DLPackView vv(values, "values"), pv(packed, "packed");
+        py::gil_scoped_release release;
+        pack_int4(vv.view(), pv.view());
+      },
+      py::arg("values"), py::arg("packed"));
+
+  m.def(
+      "unpack_int4",
+      [](py::object packed, py::object values) {
+        DLPackView pv(packed, "packed"), vv(values, "values");
+        py::gil_scoped_release release;
+        unpack_int4(pv.view(), vv.view());
+      },
+      py::arg("packed"), py::arg("values"));
+
+  m.def(
+      "gemm_exact",
+      [](py::object a, py::object b, py::object c, std::optional<int64_t> int4_k) {
+        DLPackView av(a, "a"), bv(b, "b"), cv(c, "c");
+        const IntMatrix am = operand(av, int4_k), bm = operand(bv, int4_k);
+        py::gil_scoped_release release;
+        gemm_exact(am, bm, cv.view());
+      },
+      py::arg("a"), py::arg("b"), py::arg("c"), py::arg("int4_k") = py::none(),
+      "c = a @ b.T exactly. int4_k: both operands are packed int4 with this K.");
+
+  m.def(
+      "gemm_scaled",
+      [](py::object a, py::object a_scale, py::object b, py::object b_scale, py::object bias, py::object out,
+         std::optional<int64_t> int4_k) {
+        DLPackView av(a, "a"), asv(a_scale, "a_scale"), bv(b, "b"), bsv(b_scale, "b_scale"), ov(out, "out");
+        OptionalView biasv(bias, "bias");
+        const IntMatrix am = operand(av, int4_k), bm = operand(bv, int4_k);
+        py::gil_scoped_release release;
+        gemm_scaled(am, asv.view(), bm, bsv.view(), biasv.get(), ov.view());
+      },
+      py::arg("a"), py::arg("a_scale"), py::arg("b"), py::arg("b_scale"), py::arg("bias"), py::arg("out"),
+      py::arg("int4_k") = py::none());
+
+  m.def(
+      "absmax_linear_forward",
+      [](py::object x, py::object w, py::object bias, py::object out, int bits) {
+        DLPackView xv(x, "x"), wv(w, "w"), ov(out, "out");
+        OptionalView biasv(bias, "bias");
+        py::gil_scoped_release release;
+        absmax_linear_forward(xv.view(), wv.view(), biasv.get(), bits, ov.view());
+      },
+      py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("out"), py::arg("bits"));
+
+  m.def(
+      "absmax_linear_grad_input",
+      [](py::object grad, py::object w, int bits, uint64_t seed, py::object dx) {
+        DLPackView gv(grad, "grad"), wv(w, "w"), dxv(dx, "dx");
+        py::gil_scoped_release release;
+        absmax_linear_grad_input(gv.view(), wv.view(), bits, seed, dxv.view());
+      },
+      py::arg("grad"), py::arg("w"), py::arg("bits"), py::arg("seed"), py::arg("dx"));
+
+  m.def(
+      "absmax_linear_grad_weight",
+      [](py::object grad, py::object x, int bits, uint64_t seed, py::object dw) {
+        DLPackView gv(grad, "grad"), xv(x, "x"), dwv(dw, "dw");
+        py::gil_scoped_release release;
+        absmax_linear_grad_weight(gv.view(), xv.view(), bits, seed, dwv.view());
+      },
+      py::arg("grad"), py::arg("x"), py::arg("bits"), py::arg("seed"), py::arg("dw"));
+}

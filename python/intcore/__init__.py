@@ -1,0 +1,36 @@
+"""intcore: training and fine-tuning transformers with integer arithmetic.
+
+Ops (``torch.ops.intcore.*``) are declared in ``intcore._ops``, their kernels live in
+``intcore.backends``, and the functions below are the public way to call them.
+"""
+
+from intcore import _C, _ops, backends, _autograd  # noqa: F401  (registers ops, kernels, autograd)
+from intcore import nn
+from intcore.functional import (
+    FixedPoint,
+    dequantize_absmax,
+    dequantize_fixed_point,
+    int4_linear,
+    int4_mm,
+    int8_linear,
+    int8_mm,
+    int16_mm,
+    quantize_absmax,
+    quantize_fixed_point,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FixedPoint",
+    "dequantize_absmax",
+    "dequantize_fixed_point",
+    "int4_linear",
+    "int4_mm",
+    "int8_linear",
+    "int8_mm",
+    "int16_mm",
+    "nn",
+    "quantize_absmax",
+    "quantize_fixed_point",
+]

@@ -1,0 +1,152 @@
+"""The public functions of intcore: integer linear layers, quantizers and exact integer GEMMs.
+
+All take ordinary torch tensors (any float dtype; any strides), check their arguments, and call
+the ``intcore`` torch ops, which work with autograd and ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from intcore import _checks
+from intcore._random import seed_tensor
+
+ops = torch.ops.intcore
+
+
+class FixedPoint(NamedTuple):
+    """A dynamic fixed-point tensor: value = mantissa * 2**exponent.
+
+    ``mantissa`` has the input's shape (int8 for bits <= 8, int16 above); ``exponent`` (int32)
+    is the exponent of the least significant bit: 0-dim when shared by the whole tensor, or
+    one per row (shape ``x.shape[:-1]``).
+    """
+
+    mantissa: Tensor
+    exponent: Tensor
+
+
+def quantize_fixed_point(
+    x: Tensor, bits: int, rounding: str = "stochastic", *, per_row: bool = False, seed: Optional[int] = None
+) -> FixedPoint:
+    """Maps x to dynamic fixed point with ``bits``-bit signed mantissas (2..16).
+
+    The exponent is chosen so the largest |x| (of the tensor, or of each row along the last
+    dimension with ``per_row=True``) fits: |mantissa| <= 2**(bits-1) - 1. Stochastic rounding
+    is unbiased; its random bits come from ``seed`` or, when None, from PyTorch's generator.
+    Raises ValueError if x holds NaN or Inf.
+    """
+    _checks.check_float("x", x)
+    _checks.check_bits(bits, range(2, 17))
+    _checks.check_rounding(rounding)
+    rows = _checks.as_rows(x)
+    mantissa, exponent = ops.quantize_fixed_point(rows, bits, rounding, bool(per_row), seed_tensor(seed, x.device))
+    exponent_shape = x.shape[:-1] if per_row and x.dim() > 0 else ()
+    return FixedPoint(mantissa.reshape(x.shape), exponent.reshape(exponent_shape))
+
+
+def dequantize_fixed_point(mantissa: Tensor, exponent: Tensor) -> Tensor:
+    """mantissa * 2**exponent as float32 (exact for mantissas of up to 24 bits)."""
+    _checks.check_int("mantissa", mantissa, (torch.int8, torch.int16))
+    _checks.check_int("exponent", exponent, (torch.int32,))
+    _checks.check_same_device(mantissa=mantissa, exponent=exponent)
+    rows = _checks.as_rows(mantissa)
+    if exponent.numel() not in (1, rows.shape[0]):
+        raise ValueError(
+            f"exponent must have one element (per tensor) or one per row ({rows.shape[0]}), got shape "
+            f"{tuple(exponent.shape)}"
+        )
+    out = ops.dequantize_fixed_point(rows.contiguous(), exponent.reshape(-1).contiguous())
+    return out.reshape(mantissa.shape)
+
+
+def quantize_absmax(
+    x: Tensor, bits: int = 8, rounding: str = "nearest", *, per_row: bool = True, seed: Optional[int] = None
+) -> tuple[Tensor, Tensor]:
+    """Symmetric absmax quantization of a 2-D tensor to int8 or int4: x ~= q * scale.
+
+    scale = max|x| / qmax (qmax 127 or 7) per row (default) or per tensor (shape [1]). int8
+    codes are returned as int8 [rows, cols]; int4 codes packed two per byte as uint8
+    [rows, ceil(cols / 2)], the low nibble holding the even column.
+    """
+    _checks.check_float("x", x)
+    _checks.check_dim("x", x, 2)
+    _checks.check_bits(bits, (4, 8))
+    _checks.check_rounding(rounding)
+    return ops.quantize_absmax(x, bits, rounding, bool(per_row), seed_tensor(seed, x.device))
+
+
+def dequantize_absmax(q: Tensor, scale: Tensor, bits: int = 8, cols: Optional[int] = None) -> Tensor:
+    """q * scale as float32. For int4, ``cols`` is the unpacked width (default 2 * bytes)."""
+    _checks.check_bits(bits, (4, 8))
+    _checks.check_int("q", q, (torch.int8,) if bits == 8 else (torch.uint8,))
+    _checks.check_dim("q", q, 2)
+    if cols is None:
+        cols = q.shape[1] if bits == 8 else 2 * q.shape[1]
+    return ops.dequantize_absmax(q, scale, bits, int(cols))
+
+
+def int8_mm(a: Tensor, b: Tensor) -> Tensor:
+    """Exact ``a @ b.T`` of int8 matrices a [M, K], b [N, K] as int32 (K < 2**17)."""
+    _checks.check_int("a", a, (torch.int8,))
+    _checks.check_int("b", b, (torch.int8,))
+    _checks.check_same_device(a=a, b=b)
+    return ops.int8_mm(a, b)
+
+
+def int4_mm(a: Tensor, b: Tensor, k: int) -> Tensor:
+    """Exact ``a @ b.T`` of packed int4 matrices (uint8 [M, ceil(k/2)], [N, ceil(k/2)]) as int32."""
+    _checks.check_int("a", a, (torch.uint8,))
+    _checks.check_int("b", b, (torch.uint8,))
+    _checks.check_same_device(a=a, b=b)
+    return ops.int4_mm(a, b, int(k))
+
+
+def int16_mm(a: Tensor, b: Tensor) -> Tensor:
+    """Exact ``a @ b.T`` of int16 (or int8) matrices as int64, through 8-bit limb GEMMs."""
+    _checks.check_int("a", a, (torch.int8, torch.int16))
+    _checks.check_int("b", b, (torch.int8, torch.int16))
+    _checks.check_same_device(a=a, b=b)
+    return ops.int16_mm(a, b)
+
+
+def _absmax_linear(op, x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
+    _checks.check_float("x", x)
+    _checks.check_float("w", w)
+    if x.dim() == 0:
+        raise ValueError("x must have at least 1 dimension (features last), got a 0-dim tensor")
+    _checks.check_dim("w", w, 2)
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[-1]} features (last dimension) but w expects {w.shape[1]}: "
+            f"x is {tuple(x.shape)}, w is {tuple(w.shape)} (out_features, in_features)"
+        )
+    if bias is not None:
+        _checks.check_float("bias", bias)
+        if bias.shape != (w.shape[0],):
+            raise ValueError(f"bias must have shape ({w.shape[0]},), got {tuple(bias.shape)}")
+    _checks.check_same_device(x=x, w=w, bias=bias)
+    y = op(x.reshape(-1, x.shape[-1]), w, bias)
+    return y.reshape(*x.shape[:-1], w.shape[0])
+
+
+def int8_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``x @ w.T + bias`` through int8 tensor arithmetic, forward and backward.
+
+    Forward: x and w quantized per row to int8 (absmax, round to nearest), one exact int8
+    GEMM, scales and bias applied in float32. Backward: the output gradient is quantized per row
+    with stochastic rounding and dx, dw come from int8 GEMMs too. x: [..., in_features] of any
+    float dtype; w: [out_features, in_features]. Returns x's dtype.
+    """
+    return _absmax_linear(ops.int8_linear, x, w, bias)
+
+
+def int4_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``x @ w.T + bias`` through int4 arithmetic (absmax per row), forward and backward.
+
+    As :func:`int8_linear` with 4-bit codes (values in [-7, 7]) packed two per byte.
+    """
+    return _absmax_linear(ops.int4_linear, x, w, bias)
