@@ -1,6 +1,7 @@
 #include "gemm_pack.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "gemm_kernels.h"
 #include "parallel.h"
@@ -35,6 +36,31 @@ void read_row(const IntMatrix& m, int64_t r, int32_t* out) {
   }
 }
 
+
+// Stores `limb` of every value of a row as bytes (limb value + bias), branch-free so the
+// compiler vectorizes it.
+enum class LimbKind { kWhole, kHigh, kLow };
+
+template <LimbKind kind>
+void limb_bytes(const int32_t* row, int64_t k, int32_t bias, uint8_t* out) {
+  for (int64_t i = 0; i < k; ++i) {
+    const int32_t v = row[i];
+    const int32_t limb = kind == LimbKind::kWhole ? v : kind == LimbKind::kHigh ? (v >> 8) : (v & 0xFF);
+    out[i] = static_cast<uint8_t>(limb + bias);
+  }
+}
+
+// Sum of stored bytes as the kernel reads them: unsigned on the A side, signed on the B side.
+int32_t byte_sum(const uint8_t* bytes, int64_t n, PackSide side) {
+  int32_t sum = 0;
+  if (side == PackSide::kA) {
+    for (int64_t i = 0; i < n; ++i) sum += bytes[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<int8_t>(bytes[i]);
+  }
+  return sum;
+}
+
 }  // namespace
 
 PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
@@ -45,9 +71,11 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
   p.panel_rows = side == PackSide::kA ? kMR : kNR;
   p.panels = (p.rows + p.panel_rows - 1) / p.panel_rows;
   const bool wide = !m.packed_int4 && m.values.dtype() == DType::kInt16;
-  // Limbs: (signed?, shift). Signed limbs come first.
-  struct LimbSpec { bool is_signed; int shift; };
-  std::vector<LimbSpec> specs = wide ? std::vector<LimbSpec>{{true, 8}, {false, 0}} : std::vector<LimbSpec>{{true, 0}};
+  // int8 / int4: one signed limb. int16: signed high byte (shift 8), unsigned low byte.
+  struct LimbSpec { LimbKind kind; bool is_signed; int shift; };
+  const std::vector<LimbSpec> specs =
+      wide ? std::vector<LimbSpec>{{LimbKind::kHigh, true, 8}, {LimbKind::kLow, false, 0}}
+           : std::vector<LimbSpec>{{LimbKind::kWhole, true, 0}};
   const int64_t R = p.panel_rows, chunks = p.chunks(), padded_rows = p.panels * R;
   for (const LimbSpec& s : specs) {
     PackedLimb limb;
@@ -60,28 +88,26 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
 
   parallel_for(p.rows, p.k, [&](int64_t r0, int64_t r1) {
     std::vector<int32_t> row(static_cast<size_t>(p.k));
+    std::vector<uint8_t> bytes(static_cast<size_t>(p.k4 * 4), 0);  // zero tail pads the last group
     for (int64_t r = r0; r < r1; ++r) {
       read_row(m, r, row.data());
       const int64_t panel = r / R, i = r % R;
       for (size_t l = 0; l < specs.size(); ++l) {
         PackedLimb& limb = p.limbs[l];
-        uint8_t* dst = limb.bytes.data() + panel * p.k4 * R * 4 + i * 4;
-        // stored = limb value + offset (A side) or - offset (B side); as a byte either way.
+        // stored = limb value + offset (A side) or - offset (B side)
         const int32_t bias = side == PackSide::kA ? limb.offset : -limb.offset;
+        switch (specs[l].kind) {
+          case LimbKind::kWhole: limb_bytes<LimbKind::kWhole>(row.data(), p.k, bias, bytes.data()); break;
+          case LimbKind::kHigh: limb_bytes<LimbKind::kHigh>(row.data(), p.k, bias, bytes.data()); break;
+          case LimbKind::kLow: limb_bytes<LimbKind::kLow>(row.data(), p.k, bias, bytes.data()); break;
+        }
         for (int64_t c = 0; c < chunks; ++c) {
           const int64_t k_begin = c * kChunkK4 * 4, k_end = std::min(p.k, k_begin + kChunkK4 * 4);
-          int32_t sum = 0;
-          for (int64_t k = k_begin; k < k_end; ++k) {
-            const int32_t v = row[k];
-            const int32_t limb_value = specs[l].shift == 8 ? (v >> 8) : (wide ? (v & 0xFF) : v);
-            const int32_t stored = limb_value + bias;
-            // Sums use the byte as the kernel reads it: unsigned on A, signed on B.
-            sum += side == PackSide::kA ? static_cast<int32_t>(static_cast<uint8_t>(stored))
-                                        : static_cast<int32_t>(static_cast<int8_t>(stored));
-            dst[(k >> 2) * R * 4 + (k & 3)] = static_cast<uint8_t>(stored);
-          }
-          limb.sums[c * padded_rows + r] = sum;
+          limb.sums[c * padded_rows + r] = byte_sum(bytes.data() + k_begin, k_end - k_begin, side);
         }
+        // Each group of four k lands as one 32-bit word in the panel row's slot.
+        uint8_t* dst = limb.bytes.data() + panel * p.k4 * R * 4 + i * 4;
+        for (int64_t g = 0; g < p.k4; ++g) std::memcpy(dst + g * R * 4, bytes.data() + g * 4, 4);
       }
     }
   });

@@ -1,0 +1,71 @@
+"""CPU GEMM throughput: intcore's exact int8 GEMM next to PyTorch on the same shapes, one run.
+
+    python benchmarks/gemm_cpu.py [--tokens 2048] [--repeats 5]
+
+Columns: intcore.int8_mm (int8 x int8 -> int32, C = A B^T), torch.matmul in float32 and
+bfloat16, torch._int_mm (oneDNN int8), and int8_linear (quantize x and w + GEMM + scales),
+all in tera-operations per second (2 M N K per product). The last column is int8_mm / fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+import intcore
+
+
+def seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def shapes(tokens: int):
+    yield "bert-base qkv/out", tokens, 768, 768
+    yield "bert-base ffn up", tokens, 3072, 768
+    yield "bert-base ffn down", tokens, 768, 3072
+    yield "bert-large qkv/out", tokens, 1024, 1024
+    yield "bert-large ffn up", tokens, 4096, 1024
+    yield "bert-large ffn down", tokens, 1024, 4096
+    yield "square 2048", 2048, 2048, 2048
+    yield "square 4096", 4096, 4096, 4096
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=2048, help="M of the BERT shapes (batch x sequence)")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, intcore kernel {intcore._C.cpu_kernel()}")
+    header = f"{'shape':<22}{'M':>6}{'N':>6}{'K':>6} | {'int8_mm':>8}{'fp32':>8}{'bf16':>8}{'_int_mm':>8}{'i8_lin':>8} | {'vs fp32':>7}"
+    print(header + "\n" + "-" * len(header))
+    for name, m, n, k in shapes(args.tokens):
+        a8 = torch.randint(-127, 128, (m, k), dtype=torch.int8)
+        b8 = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+        b8_kn = b8.T.contiguous()
+        x, w = torch.randn(m, k), torch.randn(n, k)
+        xb, wb = x.bfloat16(), w.bfloat16()
+        ops = 2 * m * n * k
+        tops = {
+            "int8_mm": ops / seconds(lambda: intcore.int8_mm(a8, b8), args.repeats),
+            "fp32": ops / seconds(lambda: x @ w.T, args.repeats),
+            "bf16": ops / seconds(lambda: xb @ wb.T, args.repeats),
+            "_int_mm": ops / seconds(lambda: torch._int_mm(a8, b8_kn), args.repeats),
+            "i8_lin": ops / seconds(lambda: intcore.int8_linear(x, w), args.repeats),
+        }
+        cells = "".join(f"{v / 1e12:8.3f}" for v in tops.values())
+        print(f"{name:<22}{m:>6}{n:>6}{k:>6} | {cells} | {tops['int8_mm'] / tops['fp32']:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
