@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
+#include "fixed_point_rows.h"
 #include "float_types.h"
 #include "intcore/quantize.h"
 #include "parallel.h"
@@ -54,39 +56,13 @@ void for_each_tile(const std::string& fn_name, const TensorView& x, int64_t row_
   });
 }
 
-// Per-row max |x|. Raises ValueError naming x if any element is NaN or Inf.
-std::vector<float> row_absmax(const std::string& fn_name, const TensorView& x) {
-  const int64_t rows = x.size(0), cols = x.size(1);
-  std::vector<float> absmax(rows, 0.0f);
-  std::vector<char> bad_block((rows + kTile - 1) / kTile, 0);
-  parallel_for((rows + kTile - 1) / kTile, kTile * cols, [&](int64_t b0, int64_t b1) {
-    for_each_tile(fn_name, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
-      bool bad = false;
-      for (int64_t r = tile.r0; r < tile.r1; ++r) {
-        float m = absmax[r];
-        for (int64_t c = tile.c0; c < tile.c1; ++c) {
-          const float a = std::fabs(tile.values[r - tile.r0][c - tile.c0]);
-          bad |= !(a <= FLT_MAX);
-          m = a > m ? a : m;
-        }
-        absmax[r] = m;
-      }
-      if (bad) bad_block[tile.r0 / kTile] = 1;
-    });
-  });
-  if (std::find(bad_block.begin(), bad_block.end(), 1) != bad_block.end()) {
-    throw_value_error(fn_name + ": " + x.name() + " contains NaN or Inf");
-  }
-  return absmax;
-}
-
 // Rounds v (already in units of the quantization step) to an integer in [-qmax, qmax].
 struct Rounder {
   Rounding rounding;
-  RandomStream stream;
+  StreamReader bits;
   int32_t qmax;
-  uint64_t cached_block = ~uint64_t{0};
-  Philox4x32 block{};
+
+  Rounder(Rounding r, RandomStream stream, int32_t q) : rounding(r), bits(stream), qmax(q) {}
 
   int32_t operator()(double v, uint64_t index) {
     double q;
@@ -94,11 +70,7 @@ struct Rounder {
       q = std::nearbyint(v);
     } else {
       q = std::floor(v);
-      if ((index >> 2) != cached_block) {
-        cached_block = index >> 2;
-        block = stream.block(cached_block);
-      }
-      if (round_up_stochastic(v - q, block.v[index & 3])) q += 1.0;
+      if (round_up_stochastic(v - q, bits(index))) q += 1.0;
     }
     return static_cast<int32_t>(std::clamp(q, -static_cast<double>(qmax), static_cast<double>(qmax)));
   }
@@ -140,6 +112,32 @@ void write_fixed_point(const TensorView& x, const TensorView& mantissa, const st
 }
 
 }  // namespace
+
+// Per-row max |x|. Raises ValueError naming x if any element is NaN or Inf.
+std::vector<float> row_absmax(const std::string& fn_name, const TensorView& x) {
+  const int64_t rows = x.size(0), cols = x.size(1);
+  std::vector<float> absmax(rows, 0.0f);
+  std::vector<char> bad_block((rows + kTile - 1) / kTile, 0);
+  parallel_for((rows + kTile - 1) / kTile, kTile * cols, [&](int64_t b0, int64_t b1) {
+    for_each_tile(fn_name, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
+      bool bad = false;
+      for (int64_t r = tile.r0; r < tile.r1; ++r) {
+        float m = absmax[r];
+        for (int64_t c = tile.c0; c < tile.c1; ++c) {
+          const float a = std::fabs(tile.values[r - tile.r0][c - tile.c0]);
+          bad |= !(a <= FLT_MAX);
+          m = a > m ? a : m;
+        }
+        absmax[r] = m;
+      }
+      if (bad) bad_block[tile.r0 / kTile] = 1;
+    });
+  });
+  if (std::find(bad_block.begin(), bad_block.end(), 1) != bad_block.end()) {
+    throw_value_error(fn_name + ": " + x.name() + " contains NaN or Inf");
+  }
+  return absmax;
+}
 
 void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const TensorView& exponent, int bits,
                           Rounding rounding, RandomStream stream) {
@@ -206,6 +204,41 @@ void dequantize_fixed_point(const TensorView& mantissa, const TensorView& expone
   };
   if (mantissa.dtype() == DType::kInt8) run(static_cast<const int8_t*>(mantissa.data()));
   else run(static_cast<const int16_t*>(mantissa.data()));
+}
+
+void align_fixed_point(const TensorView& mantissa, const TensorView& exponent, const TensorView& out,
+                       const TensorView& out_exponent) {
+  const std::string fn = "align_fixed_point";
+  check_cpu(fn, mantissa);
+  check_dim(fn, mantissa, 2);
+  check_contiguous(fn, mantissa);
+  if (mantissa.dtype() != DType::kInt8 && mantissa.dtype() != DType::kInt16) {
+    throw_type_error(fn + ": " + mantissa.name() + " must be int8 or int16, got " + dtype_name(mantissa.dtype()));
+  }
+  const int64_t rows = mantissa.size(0), cols = mantissa.size(1);
+  check_dtype(fn, exponent, DType::kInt32);
+  check_shape(fn, exponent, {rows});
+  check_dtype(fn, out, mantissa.dtype());
+  check_shape(fn, out, {rows, cols});
+  check_contiguous(fn, out);
+  check_dtype(fn, out_exponent, DType::kInt32);
+  check_shape(fn, out_exponent, {1});
+  const int32_t* e = exponent.data_as<int32_t>();
+  const int32_t e_max = rows ? *std::max_element(e, e + rows) : 0;
+  out_exponent.data_as<int32_t>()[0] = e_max;
+  auto run = [&](auto* in, auto* dst) {
+    parallel_for(rows, cols, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int shift = std::min(e_max - e[r], 62);
+        for (int64_t c = 0; c < cols; ++c) {
+          const double v = std::ldexp(static_cast<double>(in[r * cols + c]), -shift);
+          dst[r * cols + c] = static_cast<std::remove_pointer_t<decltype(dst)>>(std::nearbyint(v));
+        }
+      }
+    });
+  };
+  if (mantissa.dtype() == DType::kInt8) run(static_cast<const int8_t*>(mantissa.data()), static_cast<int8_t*>(out.data()));
+  else run(static_cast<const int16_t*>(mantissa.data()), static_cast<int16_t*>(out.data()));
 }
 
 void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView& scale, int bits, Rounding rounding,

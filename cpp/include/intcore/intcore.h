@@ -2,8 +2,10 @@
 #pragma once
 
 #include "intcore/cpu_kernel.h"
+#include "intcore/embedding.h"
 #include "intcore/error.h"
 #include "intcore/gemm.h"
+#include "intcore/layer_norm.h"
 #include "intcore/linear.h"
 #include "intcore/philox.h"
 #include "intcore/quantize.h"

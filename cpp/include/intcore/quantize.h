@@ -30,6 +30,13 @@ void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const
 // out: float32 [rows, cols] = mantissa * 2^exponent.
 void dequantize_fixed_point(const TensorView& mantissa, const TensorView& exponent, const TensorView& out);
 
+// Moves per-row mantissas onto one shared exponent (the largest): each mantissa is shifted
+// right by (e_max - e_row) and rounded to nearest (ties to even) -- the hardware view of the
+// spec. mantissa/out: int8 or int16 [rows, cols] (same dtype); exponent: int32 [rows];
+// out_exponent: int32 [1]. Lets per-row operands serve in GEMMs that reduce across rows.
+void align_fixed_point(const TensorView& mantissa, const TensorView& exponent, const TensorView& out,
+                       const TensorView& out_exponent);
+
 // bits 8: q int8 [rows, cols]; bits 4: q uint8 [rows, ceil(cols / 2)] packed. scale: float32
 // [1] or [rows] (the granularity follows the scale's shape).
 void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView& scale, int bits,

@@ -1,0 +1,97 @@
+#include "intcore/embedding.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "fixed_point_rows.h"
+#include "float_types.h"
+#include "parallel.h"
+
+namespace intcore {
+namespace {
+
+void check_ids(const std::string& fn, const TensorView& ids, int64_t vocab) {
+  check_cpu(fn, ids);
+  check_dtype(fn, ids, DType::kInt64);
+  check_dim(fn, ids, 1);
+  const int64_t* p = static_cast<const int64_t*>(ids.data());
+  for (int64_t t = 0; t < ids.size(0); ++t) {
+    const int64_t id = p[t * ids.stride(0)];
+    if (id < 0 || id >= vocab) {
+      throw_value_error(fn + ": " + ids.name() + " holds " + std::to_string(id) + " at position " + std::to_string(t) +
+                        ", outside [0, " + std::to_string(vocab) + ")");
+    }
+  }
+}
+
+}  // namespace
+
+void fixed_point_embedding_forward(const TensorView& ids, const TensorView& table, int bits, const TensorView& out) {
+  const std::string fn = "fixed_point_embedding";
+  check_cpu(fn, table);
+  check_floating(fn, table);
+  check_dim(fn, table, 2);
+  if (bits < 2 || bits > 16) throw_value_error(fn + ": bits must be in 2..16, got " + std::to_string(bits));
+  const int64_t vocab = table.size(0), dim = table.size(1);
+  check_ids(fn, ids, vocab);
+  const int64_t tokens = ids.size(0);
+  check_dtype(fn, out, DType::kFloat32);
+  check_shape(fn, out, {tokens, dim});
+  check_contiguous(fn, out);
+  // The exponent is the whole table's; only the gathered rows are rounded (to nearest, as
+  // quantize_fixed_point does for weights).
+  const int32_t exponent = shared_exponent(fn, table, bits);
+  const double qmax = static_cast<double>((1 << (bits - 1)) - 1);
+  const int64_t* id = static_cast<const int64_t*>(ids.data());
+  float* y = out.data_as<float>();
+  dispatch_float(fn, table, [&](auto tag) {
+    using T = decltype(tag);
+    const T* base = static_cast<const T*>(table.data());
+    parallel_for(tokens, dim, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const T* row = base + id[t * ids.stride(0)] * table.stride(0);
+        for (int64_t c = 0; c < dim; ++c) {
+          const double v = std::ldexp(static_cast<double>(to_float(row[c * table.stride(1)])), -exponent);
+          y[t * dim + c] = static_cast<float>(std::ldexp(std::clamp(std::nearbyint(v), -qmax, qmax), exponent));
+        }
+      }
+    });
+  });
+}
+
+void fixed_point_embedding_backward(const TensorView& ids, const TensorView& grad, int grad_bits, Rounding rounding,
+                                    RandomStream stream, int64_t padding_idx, const TensorView& dtable) {
+  const std::string fn = "fixed_point_embedding_backward";
+  check_cpu(fn, grad);
+  check_floating(fn, grad);
+  check_dim(fn, grad, 2);
+  if (grad_bits < 2 || grad_bits > 16) {
+    throw_value_error(fn + ": grad_bits must be in 2..16, got " + std::to_string(grad_bits));
+  }
+  check_dtype(fn, dtable, DType::kFloat32);
+  check_dim(fn, dtable, 2);
+  check_contiguous(fn, dtable);
+  const int64_t vocab = dtable.size(0), dim = dtable.size(1);
+  check_ids(fn, ids, vocab);
+  const int64_t tokens = ids.size(0);
+  check_shape(fn, grad, {tokens, dim});
+
+  const FixedPointRows g = quantize_per_tensor(grad, grad_bits, rounding, stream);
+  const int64_t* id = static_cast<const int64_t*>(ids.data());
+  std::vector<int64_t> acc(static_cast<size_t>(vocab * dim), 0);
+  // Each thread owns a slice of columns for every token: no two threads touch one sum.
+  parallel_for(dim, tokens, [&](int64_t c0, int64_t c1) {
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int64_t row = id[t * ids.stride(0)];
+      if (row == padding_idx) continue;
+      for (int64_t c = c0; c < c1; ++c) acc[row * dim + c] += g.mantissa[t * dim + c];
+    }
+  });
+  float* out = dtable.data_as<float>();
+  parallel_for(vocab, dim, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0 * dim; i < r1 * dim; ++i) out[i] = static_cast<float>(std::ldexp(static_cast<double>(acc[i]), g.exponent));
+  });
+}
+
+}  // namespace intcore

@@ -1,0 +1,25 @@
+// Internal helper for the fixed-point ops: quantize a 2-D float view and hand back the
+// mantissas widened to int32, so the integer arithmetic downstream has one element type.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "intcore/quantize.h"
+
+namespace intcore {
+
+struct FixedPointRows {
+  std::vector<int32_t> mantissa;  // [rows * cols]
+  int32_t exponent = 0;           // one shared exponent (per tensor)
+};
+
+// Per-row max |x| of a 2-D float view; raises ValueError naming x on NaN or Inf.
+std::vector<float> row_absmax(const std::string& fn, const TensorView& x);
+
+// The LSB exponent of `bits`-bit mantissas shared by all of x: frexp(max |x|) - (bits - 1).
+int32_t shared_exponent(const std::string& fn, const TensorView& x, int bits);
+
+FixedPointRows quantize_per_tensor(const TensorView& x, int bits, Rounding rounding, RandomStream stream);
+
+}  // namespace intcore

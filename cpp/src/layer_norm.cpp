@@ -1,0 +1,278 @@
+#include "intcore/layer_norm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "fixed_point_rows.h"
+#include "parallel.h"
+
+namespace intcore {
+namespace {
+
+using int128 = __int128;
+using uint128 = unsigned __int128;
+
+int bit_length(uint128 v) {
+  int n = 0;
+  while (v != 0) {
+    v >>= 1;
+    ++n;
+  }
+  return n;
+}
+
+uint128 magnitude(int128 v) { return v < 0 ? static_cast<uint128>(-v) : static_cast<uint128>(v); }
+
+// round(v / 2^shift) for shift >= 0 (v * 2^-shift for shift < 0), nearest-even or stochastic
+// on the dropped bits.
+int128 shift_round(int128 v, int shift, Rounding rounding, StreamReader& bits, uint64_t index) {
+  if (shift <= 0) return v * (int128{1} << -shift);
+  const int128 floor_v = v >> shift;  // arithmetic shift: floor
+  const uint128 rest = static_cast<uint128>(v - (floor_v << shift));
+  const double frac = std::ldexp(static_cast<double>(rest), -shift);
+  bool up;
+  if (rounding == Rounding::kNearest) {
+    up = frac > 0.5 || (frac == 0.5 && (floor_v & 1));
+  } else {
+    up = round_up_stochastic(frac, bits(index));
+  }
+  return floor_v + (up ? 1 : 0);
+}
+
+int64_t clamp_bits(int128 v, int bits) {
+  const int128 qmax = (int128{1} << (bits - 1)) - 1;
+  return static_cast<int64_t>(v < -qmax ? -qmax : (v > qmax ? qmax : v));
+}
+
+// Mantissas of an [N] vector (gamma or beta), nearest rounding, widened to int32.
+FixedPointRows quantize_vector(const TensorView& v, int bits) {
+  const int64_t shape[2] = {1, v.size(0)}, strides[2] = {0, v.stride(0)};
+  return quantize_per_tensor(TensorView(v.data(), v.dtype(), 2, shape, strides, v.device(), v.name()), bits,
+                             Rounding::kNearest, {});
+}
+
+void check_saved(const std::string& fn, const LayerNormSaved& s, int64_t rows, int64_t cols) {
+  check_dtype(fn, s.xhat, DType::kInt16);
+  check_shape(fn, s.xhat, {rows, cols});
+  check_contiguous(fn, s.xhat);
+  for (const TensorView* e : {&s.xhat_exponent, &s.x_exponent, &s.gamma_exponent}) {
+    check_dtype(fn, *e, DType::kInt32);
+    check_shape(fn, *e, {1});
+  }
+  check_dtype(fn, s.rstd_mantissa, DType::kInt64);
+  check_shape(fn, s.rstd_mantissa, {rows});
+  check_dtype(fn, s.rstd_exponent, DType::kInt32);
+  check_shape(fn, s.rstd_exponent, {rows});
+  check_dtype(fn, s.gamma, DType::kInt16);
+  check_shape(fn, s.gamma, {cols});
+}
+
+void check_vector(const std::string& fn, const TensorView* v, int64_t n) {
+  if (v == nullptr) return;
+  check_cpu(fn, *v);
+  check_floating(fn, *v);
+  check_shape(fn, *v, {n});
+}
+
+}  // namespace
+
+void rsqrt_fixed(uint128 d, RsqrtMode mode, int64_t* m, int32_t* e) {
+  // d = u * 4^k with u in [1, 4), held as U = u * 2^60.
+  const int k = (bit_length(d) - 1) / 2;
+  const int shift = 60 - 2 * k;
+  const uint128 u = shift >= 0 ? d << shift : d >> -shift;
+  int128 y;
+  if (mode == RsqrtMode::kInteger) {
+    // y ~ 1/sqrt(u) in Q30. Start at 1 - u/8 (within 12.5% on [1, 4), inside Newton's basin
+    // y0 < sqrt(3/u)); each step y <- y (3 - u y^2) / 2 squares the error: 6 steps reach Q30.
+    y = (int128{1} << 30) - static_cast<int128>(u >> 33);
+    const int128 three = int128{3} << 60;
+    for (int i = 0; i < 6; ++i) {
+      const int128 uy2 = static_cast<int128>((u * static_cast<uint128>(y * y)) >> 60);
+      y = (y * (three - uy2)) >> 61;
+    }
+  } else {
+    y = static_cast<int128>(std::llround(std::ldexp(1.0 / std::sqrt(std::ldexp(static_cast<double>(u), -60)), 30)));
+  }
+  *m = static_cast<int64_t>(y);
+  *e = -k - 30;
+}
+
+void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma, const TensorView* beta,
+                                    const LayerNormOptions& options, RandomStream stream, const TensorView& y,
+                                    const LayerNormSaved& saved) {
+  const std::string fn = "fixed_point_layer_norm";
+  check_cpu(fn, x);
+  check_floating(fn, x);
+  check_dim(fn, x, 2);
+  const int bits = options.bits;
+  if (bits < 2 || bits > 16) throw_value_error(fn + ": bits must be in 2..16, got " + std::to_string(bits));
+  if (!(options.eps >= 0)) throw_value_error(fn + ": eps must be >= 0");
+  const int64_t rows = x.size(0), n = x.size(1);
+  if (n == 0) throw_value_error(fn + ": " + x.name() + " must have at least one feature");
+  check_vector(fn, gamma, n);
+  check_vector(fn, beta, n);
+  check_dtype(fn, y, DType::kFloat32);
+  check_shape(fn, y, {rows, n});
+  check_contiguous(fn, y);
+  check_saved(fn, saved, rows, n);
+
+  // Streams: offset 0 for x, 1 for xhat.
+  const FixedPointRows q = quantize_per_tensor(x, bits, options.rounding, {stream.seed, stream.offset * 2});
+  const RandomStream xhat_stream{stream.seed, stream.offset * 2 + 1};
+  // eps in units of the input's step squared, times N^2, rounded once.
+  const double eps_q = std::nearbyint(std::ldexp(options.eps * static_cast<double>(n) * static_cast<double>(n),
+                                                 -2 * q.exponent));
+  if (eps_q > 1e30) throw_value_error(fn + ": eps is too large for the input's range");
+
+  int64_t* rstd_m = saved.rstd_mantissa.data_as<int64_t>();
+  int32_t* rstd_e = saved.rstd_exponent.data_as<int32_t>();
+  std::vector<int32_t> row_top(static_cast<size_t>(rows), INT32_MIN);  // bit length + exponent of max |xhat|
+  // Pass 1: per-row statistics and the reciprocal square root.
+  parallel_for(rows, n, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int32_t* qr = q.mantissa.data() + r * n;
+      int64_t s1 = 0;
+      int128 s2 = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        s1 += qr[i];
+        s2 += static_cast<int64_t>(qr[i]) * qr[i];
+      }
+      const int128 d = static_cast<int128>(n) * s2 - static_cast<int128>(s1) * s1 + static_cast<int128>(eps_q);
+      if (d <= 0) {  // a constant row with eps = 0: xhat is 0 there
+        rstd_m[r] = 0;
+        rstd_e[r] = 0;
+        continue;
+      }
+      rsqrt_fixed(static_cast<uint128>(d), options.rsqrt, &rstd_m[r], &rstd_e[r]);
+      uint128 top = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        top = std::max(top, magnitude(static_cast<int128>(n * qr[i] - s1) * rstd_m[r]));
+      }
+      if (top != 0) row_top[r] = bit_length(top) + rstd_e[r];
+    }
+  });
+  // |xhat| < 2^e_max; its LSB exponent follows the fixed-point rule.
+  const int32_t e_max = rows ? *std::max_element(row_top.begin(), row_top.end()) : INT32_MIN;
+  const int32_t e_xhat = (e_max == INT32_MIN ? 0 : e_max) - (bits - 1);
+  saved.xhat_exponent.data_as<int32_t>()[0] = e_xhat;
+  saved.x_exponent.data_as<int32_t>()[0] = q.exponent;
+
+  FixedPointRows g, b;
+  if (gamma) g = quantize_vector(*gamma, bits);
+  if (beta) b = quantize_vector(*beta, bits);
+  int16_t* g_saved = saved.gamma.data_as<int16_t>();
+  for (int64_t i = 0; i < n; ++i) g_saved[i] = static_cast<int16_t>(gamma ? g.mantissa[i] : 0);
+  saved.gamma_exponent.data_as<int32_t>()[0] = gamma ? g.exponent : 0;
+
+  // Pass 2: xhat mapped to `bits` bits, then y = gamma * xhat + beta.
+  int16_t* xhat = saved.xhat.data_as<int16_t>();
+  float* out = y.data_as<float>();
+  parallel_for(rows, n * 4, [&](int64_t r0, int64_t r1) {
+    StreamReader xhat_bits(xhat_stream);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int32_t* qr = q.mantissa.data() + r * n;
+      int64_t s1 = 0;
+      for (int64_t i = 0; i < n; ++i) s1 += qr[i];
+      for (int64_t i = 0; i < n; ++i) {
+        const int128 v = static_cast<int128>(n * qr[i] - s1) * rstd_m[r];
+        const int64_t qx = clamp_bits(
+            shift_round(v, e_xhat - rstd_e[r], options.rounding, xhat_bits, static_cast<uint64_t>(r * n + i)), bits);
+        xhat[r * n + i] = static_cast<int16_t>(qx);
+        double value = gamma ? std::ldexp(static_cast<double>(qx * g.mantissa[i]), e_xhat + g.exponent)
+                             : std::ldexp(static_cast<double>(qx), e_xhat);
+        if (beta) value += std::ldexp(static_cast<double>(b.mantissa[i]), b.exponent);
+        out[r * n + i] = static_cast<float>(value);
+      }
+    }
+  });
+}
+
+void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved& saved, bool has_gamma,
+                                     int grad_bits, Rounding rounding, RandomStream stream, const TensorView& dx,
+                                     const TensorView* dgamma, const TensorView* dbeta) {
+  const std::string fn = "fixed_point_layer_norm_backward";
+  check_cpu(fn, dy);
+  check_floating(fn, dy);
+  check_dim(fn, dy, 2);
+  if (grad_bits < 2 || grad_bits > 16) {
+    throw_value_error(fn + ": grad_bits must be in 2..16, got " + std::to_string(grad_bits));
+  }
+  const int64_t rows = dy.size(0), n = dy.size(1);
+  check_saved(fn, saved, rows, n);
+  check_dtype(fn, dx, DType::kFloat32);
+  check_shape(fn, dx, {rows, n});
+  check_contiguous(fn, dx);
+  for (const TensorView* v : {dgamma, dbeta}) {
+    if (v == nullptr) continue;
+    check_dtype(fn, *v, DType::kFloat32);
+    check_shape(fn, *v, {n});
+    check_contiguous(fn, *v);
+  }
+
+  const FixedPointRows g = quantize_per_tensor(dy, grad_bits, rounding, stream);
+  const int16_t* xhat = saved.xhat.data_as<int16_t>();
+  const int16_t* gamma = saved.gamma.data_as<int16_t>();
+  const int32_t e_xhat = saved.xhat_exponent.data_as<int32_t>()[0];
+  const int32_t e_x = saved.x_exponent.data_as<int32_t>()[0];
+  const int32_t e_gamma = has_gamma ? saved.gamma_exponent.data_as<int32_t>()[0] : 0;
+  const int64_t* rstd_m = saved.rstd_mantissa.data_as<int64_t>();
+  const int32_t* rstd_e = saved.rstd_exponent.data_as<int32_t>();
+  const int32_t e_g = g.exponent + e_gamma;
+
+  float* out = dx.data_as<float>();
+  parallel_for(rows, n * 4, [&](int64_t r0, int64_t r1) {
+    StreamReader unused({});
+    std::vector<int64_t> prod(static_cast<size_t>(n));
+    for (int64_t r = r0; r < r1; ++r) {
+      const int32_t* gr = g.mantissa.data() + r * n;
+      const int16_t* xr = xhat + r * n;
+      int64_t sum_g = 0;
+      int128 sum_gx = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        prod[i] = has_gamma ? static_cast<int64_t>(gr[i]) * gamma[i] : gr[i];
+        sum_g += prod[i];
+        sum_gx += static_cast<int128>(prod[i]) * xr[i];
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        // xhat_q sum_gx 2^(2 e_xhat), rounded to an integer (e_xhat < 0 for any useful width).
+        const int128 correction =
+            shift_round(static_cast<int128>(xr[i]) * sum_gx, -2 * e_xhat, Rounding::kNearest, unused, 0);
+        const int128 t = static_cast<int128>(n) * prod[i] - sum_g - correction;
+        const double value = static_cast<double>(t * rstd_m[r]);
+        out[r * n + i] = static_cast<float>(std::ldexp(value, rstd_e[r] - e_x + e_g));
+      }
+    }
+  });
+
+  // Column sums over rows, exact in int64: partial sums per block of rows, added in block
+  // order, so the result never depends on the thread count.
+  if (dgamma != nullptr || dbeta != nullptr) {
+    const int64_t blocks = std::min<int64_t>(rows, 64);
+    std::vector<int64_t> part_g(static_cast<size_t>(blocks * n), 0), part_gx(static_cast<size_t>(blocks * n), 0);
+    parallel_for(blocks, (rows / std::max<int64_t>(blocks, 1) + 1) * n * 2, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        int64_t* pg = part_g.data() + b * n;
+        int64_t* pgx = part_gx.data() + b * n;
+        for (int64_t r = b * rows / blocks; r < (b + 1) * rows / blocks; ++r) {
+          for (int64_t c = 0; c < n; ++c) {
+            pg[c] += g.mantissa[r * n + c];
+            pgx[c] += static_cast<int64_t>(g.mantissa[r * n + c]) * xhat[r * n + c];
+          }
+        }
+      }
+    });
+    for (int64_t c = 0; c < n; ++c) {
+      int64_t s_g = 0, s_gx = 0;
+      for (int64_t b = 0; b < blocks; ++b) {
+        s_g += part_g[b * n + c];
+        s_gx += part_gx[b * n + c];
+      }
+      if (dgamma) dgamma->data_as<float>()[c] = static_cast<float>(std::ldexp(static_cast<double>(s_gx), g.exponent + e_xhat));
+      if (dbeta) dbeta->data_as<float>()[c] = static_cast<float>(std::ldexp(static_cast<double>(s_g), g.exponent));
+    }
+  }
+}
+
+}  // namespace intcore
