@@ -24,6 +24,12 @@ Rounding parse_rounding(const std::string& rounding) {
   throw Error(ErrorKind::kValue, "rounding must be 'nearest' or 'stochastic', got '" + rounding + "'");
 }
 
+RsqrtMode parse_rsqrt(const std::string& rsqrt) {
+  if (rsqrt == "integer") return RsqrtMode::kInteger;
+  if (rsqrt == "float") return RsqrtMode::kFloat;
+  throw Error(ErrorKind::kValue, "rsqrt must be 'integer' or 'float', got '" + rsqrt + "'");
+}
+
 CpuKernel parse_cpu_kernel(const std::string& name) {
   for (CpuKernel k : {CpuKernel::kGeneric, CpuKernel::kAvx512Vnni}) {
     if (name == cpu_kernel_name(k)) return k;
@@ -182,4 +188,78 @@ PYBIND11_MODULE(_C, m) {
         absmax_linear_grad_weight(gv.view(), xv.view(), bits, seed, dwv.view());
       },
       py::arg("grad"), py::arg("x"), py::arg("bits"), py::arg("seed"), py::arg("dw"));
+
+  m.def(
+      "align_fixed_point",
+      [](py::object mantissa, py::object exponent, py::object out, py::object out_exponent) {
+        DLPackView mv(mantissa, "mantissa"), ev(exponent, "exponent"), ov(out, "out"), oev(out_exponent, "out_exponent");
+        py::gil_scoped_release release;
+        align_fixed_point(mv.view(), ev.view(), ov.view(), oev.view());
+      },
+      py::arg("mantissa"), py::arg("exponent"), py::arg("out"), py::arg("out_exponent"));
+
+  m.def(
+      "fixed_point_layer_norm_forward",
+      [](py::object x, py::object gamma, py::object beta, int bits, double eps, const std::string& rounding,
+         const std::string& rsqrt, uint64_t seed, py::object y, py::object xhat, py::object xhat_exponent,
+         py::object x_exponent, py::object rstd_mantissa, py::object rstd_exponent, py::object gamma_mantissa,
+         py::object gamma_exponent) {
+        DLPackView xv(x, "x"), yv(y, "y"), xh(xhat, "xhat"), xhe(xhat_exponent, "xhat_exponent"),
+            xe(x_exponent, "x_exponent"), rm(rstd_mantissa, "rstd_mantissa"), re(rstd_exponent, "rstd_exponent"),
+            gm(gamma_mantissa, "gamma_mantissa"), ge(gamma_exponent, "gamma_exponent");
+        OptionalView gv(gamma, "weight"), bv(beta, "bias");
+        LayerNormOptions options;
+        options.bits = bits;
+        options.eps = eps;
+        options.rounding = parse_rounding(rounding);
+        options.rsqrt = parse_rsqrt(rsqrt);
+        const LayerNormSaved saved{xh.view(), xhe.view(), xe.view(), rm.view(), re.view(), gm.view(), ge.view()};
+        py::gil_scoped_release release;
+        fixed_point_layer_norm_forward(xv.view(), gv.get(), bv.get(), options, {seed, 0}, yv.view(), saved);
+      },
+      py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("bits"), py::arg("eps"), py::arg("rounding"),
+      py::arg("rsqrt"), py::arg("seed"), py::arg("y"), py::arg("xhat"), py::arg("xhat_exponent"),
+      py::arg("x_exponent"), py::arg("rstd_mantissa"), py::arg("rstd_exponent"), py::arg("gamma_mantissa"),
+      py::arg("gamma_exponent"));
+
+  m.def(
+      "fixed_point_layer_norm_backward",
+      [](py::object dy, py::object xhat, py::object xhat_exponent, py::object x_exponent, py::object rstd_mantissa,
+         py::object rstd_exponent, py::object gamma_mantissa, py::object gamma_exponent, bool has_gamma,
+         int grad_bits, const std::string& rounding, uint64_t seed, py::object dx, py::object dgamma,
+         py::object dbeta) {
+        DLPackView dyv(dy, "grad"), xh(xhat, "xhat"), xhe(xhat_exponent, "xhat_exponent"), xe(x_exponent, "x_exponent"),
+            rm(rstd_mantissa, "rstd_mantissa"), re(rstd_exponent, "rstd_exponent"), gm(gamma_mantissa, "gamma_mantissa"),
+            ge(gamma_exponent, "gamma_exponent"), dxv(dx, "dx");
+        OptionalView dgv(dgamma, "dgamma"), dbv(dbeta, "dbeta");
+        const Rounding r = parse_rounding(rounding);
+        const LayerNormSaved saved{xh.view(), xhe.view(), xe.view(), rm.view(), re.view(), gm.view(), ge.view()};
+        py::gil_scoped_release release;
+        fixed_point_layer_norm_backward(dyv.view(), saved, has_gamma, grad_bits, r, {seed, 0}, dxv.view(), dgv.get(),
+                                        dbv.get());
+      },
+      py::arg("dy"), py::arg("xhat"), py::arg("xhat_exponent"), py::arg("x_exponent"), py::arg("rstd_mantissa"),
+      py::arg("rstd_exponent"), py::arg("gamma_mantissa"), py::arg("gamma_exponent"), py::arg("has_gamma"),
+      py::arg("grad_bits"), py::arg("rounding"), py::arg("seed"), py::arg("dx"), py::arg("dgamma"), py::arg("dbeta"));
+
+  m.def(
+      "fixed_point_embedding_forward",
+      [](py::object ids, py::object table, int bits, py::object out) {
+        DLPackView iv(ids, "input"), tv(table, "weight"), ov(out, "out");
+        py::gil_scoped_release release;
+        fixed_point_embedding_forward(iv.view(), tv.view(), bits, ov.view());
+      },
+      py::arg("ids"), py::arg("table"), py::arg("bits"), py::arg("out"));
+
+  m.def(
+      "fixed_point_embedding_backward",
+      [](py::object ids, py::object grad, int grad_bits, const std::string& rounding, uint64_t seed,
+         int64_t padding_idx, py::object dtable) {
+        DLPackView iv(ids, "input"), gv(grad, "grad"), dv(dtable, "dtable");
+        const Rounding r = parse_rounding(rounding);
+        py::gil_scoped_release release;
+        fixed_point_embedding_backward(iv.view(), gv.view(), grad_bits, r, {seed, 0}, padding_idx, dv.view());
+      },
+      py::arg("ids"), py::arg("grad"), py::arg("grad_bits"), py::arg("rounding"), py::arg("seed"),
+      py::arg("padding_idx"), py::arg("dtable"));
 }

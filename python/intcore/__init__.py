@@ -5,7 +5,9 @@ Ops (``torch.ops.intcore.*``) are declared in ``intcore._ops``, their kernels li
 """
 
 from intcore import _C, _ops, backends, _autograd  # noqa: F401  (registers ops, kernels, autograd)
-from intcore import nn
+from intcore import nn, recipes
+from intcore.convert import convert, summary
+from intcore.fixed_point import FixedPointConfig, fixed_point_embedding, fixed_point_layer_norm, fixed_point_linear
 from intcore.functional import (
     FixedPoint,
     dequantize_absmax,
@@ -23,6 +25,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FixedPoint",
+    "FixedPointConfig",
+    "convert",
+    "fixed_point_embedding",
+    "fixed_point_layer_norm",
+    "fixed_point_linear",
+    "recipes",
+    "summary",
     "dequantize_absmax",
     "dequantize_fixed_point",
     "int4_linear",

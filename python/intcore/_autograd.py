@@ -37,3 +37,75 @@ def _register_linear_autograd(forward, grad_input, grad_weight) -> None:
 
 _register_linear_autograd(_ops.int8_linear, _ops.int8_linear_grad_input, _ops.int8_linear_grad_weight)
 _register_linear_autograd(_ops.int4_linear, _ops.int4_linear_grad_input, _ops.int4_linear_grad_weight)
+
+
+def _fixed_point_linear_setup(ctx, inputs, output):
+    x, w, bias, bits, rounding, per_row, seed = inputs
+    _, qx, ex, qw, ew = output
+    ctx.save_for_backward(qx, ex, qw, ew)
+    ctx.grad_bits, ctx.rounding, ctx.per_row = bits[2], rounding, per_row
+    ctx.x_dtype, ctx.w_dtype = x.dtype, w.dtype
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _fixed_point_linear_backward(ctx, grad, *_code_grads):
+    qx, ex, qw, ew = ctx.saved_tensors
+    need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1]]
+    dx = dw = db = None
+    if any(need):
+        dx, dw = _ops.fixed_point_linear_backward(
+            grad, qx, ex, qw, ew, ctx.grad_bits, ctx.rounding, ctx.per_row, need, draw_seed(grad.device)
+        )
+        dx = dx.to(ctx.x_dtype) if need[0] else None
+        dw = dw.to(ctx.w_dtype) if need[1] else None
+    if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+        db = grad.sum(0).to(ctx.bias_dtype)
+    return dx, dw, db, None, None, None, None
+
+
+_ops.fixed_point_linear.register_autograd(_fixed_point_linear_backward, setup_context=_fixed_point_linear_setup)
+
+
+def _fixed_point_layer_norm_setup(ctx, inputs, output):
+    x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, seed = inputs
+    ctx.save_for_backward(*output[1:])
+    ctx.has_affine = weight is not None
+    ctx.grad_bits, ctx.rounding = grad_bits, rounding
+    ctx.dtypes = (x.dtype, None if weight is None else weight.dtype, None if bias is None else bias.dtype)
+
+
+def _fixed_point_layer_norm_backward(ctx, grad, *_saved_grads):
+    dx, dgamma, dbeta = _ops.fixed_point_layer_norm_backward(
+        grad, *ctx.saved_tensors, ctx.has_affine, ctx.grad_bits, ctx.rounding, draw_seed(grad.device)
+    )
+    x_dtype, w_dtype, b_dtype = ctx.dtypes
+    dgamma = dgamma.to(w_dtype) if w_dtype is not None and ctx.needs_input_grad[1] else None
+    dbeta = dbeta.to(b_dtype) if b_dtype is not None and ctx.needs_input_grad[2] else None
+    return dx.to(x_dtype), dgamma, dbeta, None, None, None, None, None, None
+
+
+_ops.fixed_point_layer_norm.register_autograd(
+    _fixed_point_layer_norm_backward, setup_context=_fixed_point_layer_norm_setup
+)
+
+
+def _fixed_point_embedding_setup(ctx, inputs, output):
+    ids, weight, bits, grad_bits, rounding, padding_idx = inputs
+    ctx.save_for_backward(ids)
+    ctx.num_embeddings, ctx.weight_dtype = weight.shape[0], weight.dtype
+    ctx.grad_bits, ctx.rounding, ctx.padding_idx = grad_bits, rounding, padding_idx
+
+
+def _fixed_point_embedding_backward(ctx, grad):
+    (ids,) = ctx.saved_tensors
+    dweight = None
+    if ctx.needs_input_grad[1]:
+        dweight = _ops.fixed_point_embedding_backward(
+            grad, ids, ctx.num_embeddings, ctx.grad_bits, ctx.rounding, ctx.padding_idx, draw_seed(grad.device)
+        ).to(ctx.weight_dtype)
+    return None, dweight, None, None, None, None
+
+
+_ops.fixed_point_embedding.register_autograd(
+    _fixed_point_embedding_backward, setup_context=_fixed_point_embedding_setup
+)

@@ -147,3 +147,143 @@ def _define_absmax_linear(name: str):
 
 int8_linear, int8_linear_grad_input, int8_linear_grad_weight = _define_absmax_linear("int8_linear")
 int4_linear, int4_linear_grad_input, int4_linear_grad_weight = _define_absmax_linear("int4_linear")
+
+
+# ---- dynamic fixed point: linear, layer norm, embedding -------------------------------------
+# bits lists are [activation, weight, grad] for the linear layer. The forward ops also return
+# the integer codes the backward reuses (specs/integer-finetuning.md: "reusing Qx, Qw").
+
+
+@torch.library.custom_op("intcore::fixed_point_linear", mutates_args=())
+def fixed_point_linear(
+    x: Tensor, w: Tensor, bias: Optional[Tensor], bits: list[int], rounding: str, per_row: bool, seed: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    _no_kernel("fixed_point_linear", x, w, bias)
+
+
+def _mantissa_dtype(bits: int) -> torch.dtype:
+    return torch.int8 if bits <= 8 else torch.int16
+
+
+@fixed_point_linear.register_fake
+def _(x, w, bias, bits, rounding, per_row, seed):
+    return (
+        x.new_empty((x.shape[0], w.shape[0])),
+        x.new_empty(x.shape, dtype=_mantissa_dtype(bits[0])),
+        x.new_empty(_exponent_shape(x, per_row), dtype=torch.int32),
+        w.new_empty(w.shape, dtype=_mantissa_dtype(bits[1])),
+        w.new_empty(_exponent_shape(w, per_row), dtype=torch.int32),
+    )
+
+
+@torch.library.custom_op("intcore::fixed_point_linear_backward", mutates_args=())
+def fixed_point_linear_backward(
+    grad: Tensor,
+    x_mantissa: Tensor,
+    x_exponent: Tensor,
+    w_mantissa: Tensor,
+    w_exponent: Tensor,
+    grad_bits: int,
+    rounding: str,
+    per_row: bool,
+    need_grad: list[bool],
+    seed: Tensor,
+) -> tuple[Tensor, Tensor]:
+    _no_kernel("fixed_point_linear_backward", grad)
+
+
+@fixed_point_linear_backward.register_fake
+def _(grad, x_mantissa, x_exponent, w_mantissa, w_exponent, grad_bits, rounding, per_row, need_grad, seed):
+    m, k, n = x_mantissa.shape[0], x_mantissa.shape[1], w_mantissa.shape[0]
+    dx = grad.new_empty((m, k) if need_grad[0] else (0,), dtype=torch.float32)
+    dw = grad.new_empty((n, k) if need_grad[1] else (0,), dtype=torch.float32)
+    return dx, dw
+
+
+@torch.library.custom_op("intcore::fixed_point_layer_norm", mutates_args=())
+def fixed_point_layer_norm(
+    x: Tensor,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    bits: int,
+    grad_bits: int,
+    eps: float,
+    rounding: str,
+    rsqrt: str,
+    seed: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    _no_kernel("fixed_point_layer_norm", x, weight, bias)
+
+
+def _layer_norm_outputs(x: Tensor):
+    rows, n = x.shape
+    one = lambda: x.new_empty((1,), dtype=torch.int32)  # noqa: E731
+    return (
+        x.new_empty((rows, n)),  # y
+        x.new_empty((rows, n), dtype=torch.int16),  # xhat mantissas
+        one(),  # xhat exponent
+        one(),  # x exponent
+        x.new_empty((rows,), dtype=torch.int64),  # rstd mantissas
+        x.new_empty((rows,), dtype=torch.int32),  # rstd exponents
+        x.new_empty((n,), dtype=torch.int16),  # gamma mantissas
+        one(),  # gamma exponent
+    )
+
+
+@fixed_point_layer_norm.register_fake
+def _(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, seed):
+    return _layer_norm_outputs(x)
+
+
+@torch.library.custom_op("intcore::fixed_point_layer_norm_backward", mutates_args=())
+def fixed_point_layer_norm_backward(
+    grad: Tensor,
+    xhat: Tensor,
+    xhat_exponent: Tensor,
+    x_exponent: Tensor,
+    rstd_mantissa: Tensor,
+    rstd_exponent: Tensor,
+    gamma_mantissa: Tensor,
+    gamma_exponent: Tensor,
+    has_affine: bool,
+    grad_bits: int,
+    rounding: str,
+    seed: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    _no_kernel("fixed_point_layer_norm_backward", grad)
+
+
+@fixed_point_layer_norm_backward.register_fake
+def _(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent,
+      has_affine, grad_bits, rounding, seed):
+    n = xhat.shape[1]
+    affine_shape = (n,) if has_affine else (0,)
+    return (
+        grad.new_empty(xhat.shape, dtype=torch.float32),
+        grad.new_empty(affine_shape, dtype=torch.float32),
+        grad.new_empty(affine_shape, dtype=torch.float32),
+    )
+
+
+@torch.library.custom_op("intcore::fixed_point_embedding", mutates_args=())
+def fixed_point_embedding(
+    ids: Tensor, weight: Tensor, bits: int, grad_bits: int, rounding: str, padding_idx: int
+) -> Tensor:
+    _no_kernel("fixed_point_embedding", ids, weight)
+
+
+@fixed_point_embedding.register_fake
+def _(ids, weight, bits, grad_bits, rounding, padding_idx):
+    return weight.new_empty((ids.shape[0], weight.shape[1]))
+
+
+@torch.library.custom_op("intcore::fixed_point_embedding_backward", mutates_args=())
+def fixed_point_embedding_backward(
+    grad: Tensor, ids: Tensor, num_embeddings: int, grad_bits: int, rounding: str, padding_idx: int, seed: Tensor
+) -> Tensor:
+    _no_kernel("fixed_point_embedding_backward", grad, ids)
+
+
+@fixed_point_embedding_backward.register_fake
+def _(grad, ids, num_embeddings, grad_bits, rounding, padding_idx, seed):
+    return grad.new_empty((num_embeddings, grad.shape[1]), dtype=torch.float32)

@@ -111,3 +111,94 @@ def _register_absmax_linear(name: str, bits: int) -> None:
 
 _register_absmax_linear("int8_linear", 8)
 _register_absmax_linear("int4_linear", 4)
+
+
+# ---- dynamic fixed point ---------------------------------------------------------------------
+
+
+def _quantize_fixed_point(x: Tensor, bits: int, rounding: str, per_row: bool, seed: int, offset: int):
+    mantissa = torch.empty(x.shape, dtype=torch.int8 if bits <= 8 else torch.int16)
+    exponent = torch.empty((_size(x, 0),) if per_row else (1,), dtype=torch.int32)
+    _C.quantize_fixed_point(x, mantissa, exponent, bits, rounding, seed, offset)
+    return mantissa, exponent
+
+
+def _shared_exponent(mantissa: Tensor, exponent: Tensor):
+    """Per-row codes moved onto one exponent, for GEMMs that reduce across those rows."""
+    if exponent.numel() == 1:
+        return mantissa, exponent
+    out, out_exponent = torch.empty_like(mantissa), torch.empty((1,), dtype=torch.int32)
+    _C.align_fixed_point(mantissa, exponent, out, out_exponent)
+    return out, out_exponent
+
+
+@torch.library.register_kernel("intcore::fixed_point_linear", "cpu")
+def _(x, w, bias, bits, rounding, per_row, seed):
+    x, w = x.detach(), w.detach()
+    qx, ex = _quantize_fixed_point(x, bits[0], rounding, per_row, _seed_value(seed), 0)
+    qw, ew = _quantize_fixed_point(w, bits[1], "nearest", per_row, 0, 0)
+    y = torch.empty((_size(x, 0), _size(w, 0)), dtype=torch.float32)
+    bias32 = None if bias is None else bias.detach().float().contiguous()
+    _C.gemm_scaled(qx, ex, qw, ew, bias32, y)
+    return y.to(x.dtype), qx, ex, qw, ew
+
+
+@torch.library.register_kernel("intcore::fixed_point_linear_backward", "cpu")
+def _(grad, x_mantissa, x_exponent, w_mantissa, w_exponent, grad_bits, rounding, per_row, need_grad, seed):
+    grad, seed_value = grad.detach(), _seed_value(seed)
+    dx = torch.empty((0,), dtype=torch.float32)
+    dw = torch.empty((0,), dtype=torch.float32)
+    if need_grad[0]:  # dx = G W: rows of G are rows of dx, so G may carry per-row exponents
+        qg, eg = _quantize_fixed_point(grad, grad_bits, rounding, per_row, seed_value, 0)
+        qw, ew = _shared_exponent(w_mantissa, w_exponent)
+        dx = torch.empty((grad.shape[0], qw.shape[1]), dtype=torch.float32)
+        _C.gemm_scaled(qg, eg, qw.T, ew, None, dx)
+    if need_grad[1]:  # dw = G^T X: reduces over tokens, so X needs one exponent
+        if per_row or not need_grad[0]:
+            qgt, egt = _quantize_fixed_point(grad.T, grad_bits, rounding, per_row, seed_value, 1)
+        else:  # one shared exponent: G^T is the transposed view of the same codes
+            qgt, egt = qg.T, eg
+        qx, ex = _shared_exponent(x_mantissa, x_exponent)
+        dw = torch.empty((grad.shape[1], qx.shape[1]), dtype=torch.float32)
+        _C.gemm_scaled(qgt, egt, qx.T, ex, None, dw)
+    return dx, dw
+
+
+@torch.library.register_kernel("intcore::fixed_point_layer_norm", "cpu")
+def _(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, seed):
+    y, xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e = _ops._layer_norm_outputs(x)
+    y = torch.empty(y.shape, dtype=torch.float32)
+    _C.fixed_point_layer_norm_forward(
+        x.detach(), _detached(weight), _detached(bias), bits, eps, rounding, rsqrt, _seed_value(seed),
+        y, xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e,
+    )
+    return y.to(x.dtype), xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e
+
+
+@torch.library.register_kernel("intcore::fixed_point_layer_norm_backward", "cpu")
+def _(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent,
+      has_affine, grad_bits, rounding, seed):
+    n = xhat.shape[1]
+    dx = torch.empty(xhat.shape, dtype=torch.float32)
+    dgamma = torch.empty((n,) if has_affine else (0,), dtype=torch.float32)
+    dbeta = torch.empty((n,) if has_affine else (0,), dtype=torch.float32)
+    _C.fixed_point_layer_norm_backward(
+        grad.detach(), xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa,
+        gamma_exponent, has_affine, grad_bits, rounding, _seed_value(seed), dx,
+        dgamma if has_affine else None, dbeta if has_affine else None,
+    )
+    return dx, dgamma, dbeta
+
+
+@torch.library.register_kernel("intcore::fixed_point_embedding", "cpu")
+def _(ids, weight, bits, grad_bits, rounding, padding_idx):
+    out = torch.empty((_size(ids, 0), _size(weight, 1)), dtype=torch.float32)
+    _C.fixed_point_embedding_forward(ids, weight.detach(), bits, out)
+    return out.to(weight.dtype)
+
+
+@torch.library.register_kernel("intcore::fixed_point_embedding_backward", "cpu")
+def _(grad, ids, num_embeddings, grad_bits, rounding, padding_idx, seed):
+    dweight = torch.empty((num_embeddings, _size(grad, 1)), dtype=torch.float32)
+    _C.fixed_point_embedding_backward(ids, grad.detach(), grad_bits, rounding, _seed_value(seed), padding_idx, dweight)
+    return dweight

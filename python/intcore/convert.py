@@ -1,0 +1,101 @@
+"""Model conversion: swap nn.Linear / nn.LayerNorm / nn.Embedding for integer modules in place.
+
+Converted modules share the original parameters and keep their names, so a state_dict saved
+before conversion loads after it and the other way round, and an optimizer built on the
+original parameters keeps working.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable, Iterable, Optional, Union
+
+from torch import nn
+
+from intcore import recipes as _recipes
+from intcore.nn.fixed_point import FixedPointEmbedding, FixedPointLayerNorm, FixedPointLinear
+from intcore.nn.linear import Int4Linear, Int8Linear
+
+Skip = Union[None, str, Iterable[str], Callable[[str, nn.Module], bool]]
+
+
+def _skip_predicate(skip: Skip) -> Callable[[str, nn.Module], bool]:
+    if skip is None:
+        return lambda name, module: False
+    if callable(skip):
+        return skip
+    patterns = [skip] if isinstance(skip, str) else list(skip)
+    for p in patterns:
+        if not isinstance(p, str):
+            raise TypeError(f"skip patterns must be strings, got {type(p).__name__}")
+
+    def matches(name: str, module: nn.Module) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + ".*") for p in patterns)
+
+    return matches
+
+
+def _replacement(module: nn.Module, recipe: "_recipes.Recipe") -> Optional[nn.Module]:
+    # Exact types only: an already converted module (a subclass) is left alone.
+    if type(module) is nn.Linear and recipe.linear is not None:
+        return FixedPointLinear.from_linear(module, recipe.linear)
+    if type(module) is nn.LayerNorm and recipe.layer_norm is not None:
+        return FixedPointLayerNorm.from_layer_norm(module, recipe.layer_norm)
+    if type(module) is nn.Embedding and recipe.embedding is not None:
+        return FixedPointEmbedding.from_embedding(module, recipe.embedding)
+    return None
+
+
+def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
+    """Converts ``model`` in place to ``recipe`` (a name from :mod:`intcore.recipes` or a Recipe).
+
+    skip: module names to leave in float -- a glob pattern or list of them ("classifier",
+    "*.pooler.*"; a pattern also covers the module's children), or a callable
+    ``(name, module) -> bool``. Returns the model.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    recipe = _recipes.get(recipe)
+    should_skip = _skip_predicate(skip)
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if should_skip(name, child):
+                continue
+            new = _replacement(child, recipe)
+            if new is not None:
+                setattr(parent, child_name, new)
+    return model
+
+
+def _format(module: nn.Module) -> Optional[str]:
+    if isinstance(module, (FixedPointLinear, FixedPointLayerNorm, FixedPointEmbedding)):
+        return module.config.describe()
+    if isinstance(module, Int8Linear):
+        return "int8 absmax"
+    if isinstance(module, Int4Linear):
+        return "int4 absmax"
+    if isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)):
+        dtypes = {p.dtype for p in module.parameters(recurse=False)}
+        return "float" + (f" ({', '.join(str(d).replace('torch.', '') for d in dtypes)})" if dtypes else "")
+    return None
+
+
+def summary(model: nn.Module) -> str:
+    """A table of the model's linear, layer-norm and embedding modules and their formats."""
+    rows = []
+    counts: dict[str, int] = {}
+    for name, module in model.named_modules():
+        fmt = _format(module)
+        if fmt is None:
+            continue
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        rows.append((name or "(model)", type(module).__name__, fmt, params))
+        counts[fmt] = counts.get(fmt, 0) + params
+    width = max([len(r[0]) for r in rows] + [6])
+    type_width = max([len(r[1]) for r in rows] + [4])
+    lines = [f"{'module':<{width}}  {'type':<{type_width}}  {'params':>10}  format"]
+    lines += [f"{n:<{width}}  {t:<{type_width}}  {p:>10,}  {f}" for n, t, f, p in rows]
+    total = sum(counts.values()) or 1
+    lines.append("parameters by format: " + ", ".join(f"{f} {c / total:.1%}" for f, c in counts.items()))
+    return "\n".join(lines)

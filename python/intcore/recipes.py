@@ -1,0 +1,67 @@
+"""Named recipes: which format each kind of layer computes in.
+
+    fp32        nothing converted (the float baseline)
+    int16       linear, layer norm and embedding in 16-bit dynamic fixed point (paper)
+    int12       the same at 12 bits (paper)
+    int10       the same at 10 bits (paper)
+    int8        the same at 8 bits (paper; about 3 points below fp32 on GLUE)
+    int8-mixed  int8 linear layers, 16-bit layer norm and embedding (ours: the GEMMs carry
+                the cost, the normalizations carry the sensitivity)
+
+``intcore.convert(model, "int16")`` applies one; ``get(name)`` returns its :class:`Recipe`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from intcore.fixed_point import FixedPointConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    linear: Optional[FixedPointConfig] = None
+    layer_norm: Optional[FixedPointConfig] = None
+    embedding: Optional[FixedPointConfig] = None
+
+    def describe(self) -> str:
+        parts = []
+        for role in ("linear", "layer_norm", "embedding"):
+            config = getattr(self, role)
+            parts.append(f"{role}: {config.describe() if config else 'float'}")
+        return f"{self.name} ({'; '.join(parts)})"
+
+
+def _uniform(name: str, bits: int) -> Recipe:
+    config = FixedPointConfig.uniform(bits)
+    return Recipe(name, linear=config, layer_norm=config, embedding=config)
+
+
+RECIPES: dict[str, Recipe] = {
+    "fp32": Recipe("fp32"),
+    "int16": _uniform("int16", 16),
+    "int12": _uniform("int12", 12),
+    "int10": _uniform("int10", 10),
+    "int8": _uniform("int8", 8),
+    "int8-mixed": Recipe(
+        "int8-mixed",
+        linear=FixedPointConfig.uniform(8),
+        layer_norm=FixedPointConfig.uniform(16),
+        embedding=FixedPointConfig.uniform(16),
+    ),
+}
+
+
+def names() -> list[str]:
+    return list(RECIPES)
+
+
+def get(recipe) -> Recipe:
+    """The Recipe for a name (or a Recipe itself)."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; known recipes: {', '.join(RECIPES)}")
+    return RECIPES[recipe]

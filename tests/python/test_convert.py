@@ -1,0 +1,99 @@
+"""convert / recipes / summary on a Hugging Face BERT (random init, 2 layers)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import intcore
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def bert():
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        max_position_embeddings=32, num_labels=2,
+    )
+    return transformers.BertForSequenceClassification(config).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 300, (8, 20), generator=g)
+    mask = torch.ones_like(ids)
+    mask[:, 15:] = 0
+    return ids, mask, torch.randint(0, 2, (8,), generator=g)
+
+
+# Logit error of the converted random-init model vs float: shrinks ~4x per 2 bits.
+LOGIT_TOLERANCE = {"int16": 2e-4, "int12": 2e-3, "int10": 8e-3, "int8": 3e-2, "int8-mixed": 1e-2}
+
+
+@pytest.mark.parametrize("recipe", list(LOGIT_TOLERANCE))
+def test_converted_logits_stay_close_to_float(bert, batch, recipe):
+    ids, mask, _ = batch
+    model = intcore.convert(copy.deepcopy(bert), recipe, skip="classifier")
+    with torch.no_grad():
+        ref = bert(input_ids=ids, attention_mask=mask).logits
+        out = model(input_ids=ids, attention_mask=mask).logits
+    assert (out - ref).abs().max() < LOGIT_TOLERANCE[recipe]
+    assert type(model.classifier) is nn.Linear
+
+
+@pytest.mark.parametrize("recipe", ["int16", "int8"])
+def test_training_loss_falls_over_30_steps(bert, batch, recipe):
+    ids, mask, labels = batch
+    torch.manual_seed(0)
+    model = intcore.convert(copy.deepcopy(bert), recipe).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.3 * sum(losses[:5]) / 5
+
+
+def test_state_dicts_load_both_ways(bert):
+    model = intcore.convert(copy.deepcopy(bert), "int12")
+    assert list(model.state_dict()) == list(bert.state_dict())
+    fresh = copy.deepcopy(bert)
+    fresh.load_state_dict(model.state_dict())
+    model.load_state_dict(bert.state_dict())
+    assert isinstance(model.bert.encoder.layer[0].output.dense, intcore.nn.FixedPointLinear)
+
+
+def test_parameters_are_shared_not_copied(bert):
+    model = copy.deepcopy(bert)
+    weight = model.bert.encoder.layer[1].intermediate.dense.weight
+    intcore.convert(model, "int8")
+    assert model.bert.encoder.layer[1].intermediate.dense.weight is weight
+
+
+def test_skip_patterns_and_callables(bert):
+    model = intcore.convert(copy.deepcopy(bert), "int16", skip=["bert.embeddings", "*.attention.*"])
+    assert type(model.bert.embeddings.word_embeddings) is nn.Embedding
+    assert type(model.bert.embeddings.LayerNorm) is nn.LayerNorm
+    assert type(model.bert.encoder.layer[0].attention.self.query) is nn.Linear
+    assert isinstance(model.bert.encoder.layer[0].intermediate.dense, intcore.nn.FixedPointLinear)
+    model = intcore.convert(copy.deepcopy(bert), "int16", skip=lambda name, m: isinstance(m, nn.Embedding))
+    assert type(model.bert.embeddings.word_embeddings) is nn.Embedding
+    assert isinstance(model.bert.embeddings.LayerNorm, intcore.nn.FixedPointLayerNorm)
+
+
+def test_summary_and_recipes(bert):
+    model = intcore.convert(copy.deepcopy(bert), "int8-mixed", skip="classifier")
+    text = intcore.summary(model)
+    assert "bert.encoder.layer.0.intermediate.dense" in text and "fixed-point int8" in text
+    assert "fixed-point int16" in text and "classifier" in text and "float (float32)" in text
+    assert intcore.recipes.names() == ["fp32", "int16", "int12", "int10", "int8", "int8-mixed"]
+    assert intcore.convert(copy.deepcopy(bert), "fp32").state_dict().keys() == bert.state_dict().keys()
+    with pytest.raises(ValueError, match="unknown recipe 'int7'; known recipes: fp32, int16"):
+        intcore.convert(bert, "int7")
