@@ -48,12 +48,13 @@ void fixed_point_embedding_forward(const TensorView& ids, const TensorView& tabl
   dispatch_float(fn, table, [&](auto tag) {
     using T = decltype(tag);
     const T* base = static_cast<const T*>(table.data());
+    const double step = pow2(exponent), inv_step = pow2(-exponent);
     parallel_for(tokens, dim, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const T* row = base + id[t * ids.stride(0)] * table.stride(0);
         for (int64_t c = 0; c < dim; ++c) {
-          const double v = std::ldexp(static_cast<double>(to_float(row[c * table.stride(1)])), -exponent);
-          y[t * dim + c] = static_cast<float>(std::ldexp(std::clamp(std::nearbyint(v), -qmax, qmax), exponent));
+          const double v = static_cast<double>(to_float(row[c * table.stride(1)])) * inv_step;
+          y[t * dim + c] = static_cast<float>(std::clamp(std::nearbyint(v), -qmax, qmax) * step);
         }
       }
     });
@@ -89,8 +90,9 @@ void fixed_point_embedding_backward(const TensorView& ids, const TensorView& gra
     }
   });
   float* out = dtable.data_as<float>();
+  const double step = pow2(g.exponent);
   parallel_for(vocab, dim, [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0 * dim; i < r1 * dim; ++i) out[i] = static_cast<float>(std::ldexp(static_cast<double>(acc[i]), g.exponent));
+    for (int64_t i = r0 * dim; i < r1 * dim; ++i) out[i] = static_cast<float>(static_cast<double>(acc[i]) * step);
   });
 }
 

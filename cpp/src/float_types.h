@@ -2,6 +2,7 @@
 // call rather than once per element.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -35,6 +36,15 @@ inline float to_float(Half v) {
     ++shift;
   }
   return bits_to_float(sign | static_cast<uint32_t>(113 - shift) << 23 | ((mantissa & 0x3FFu) << 13));
+}
+
+// 2^e as a double, exactly, without a libm call (the quantizers' inner loops multiply by it).
+inline double pow2(int e) {
+  if (e < -1022 || e > 1023) return std::ldexp(1.0, e);
+  const uint64_t bits = static_cast<uint64_t>(e + 1023) << 52;
+  double d;
+  std::memcpy(&d, &bits, sizeof(d));
+  return d;
 }
 
 // Calls fn(T{}) with T the C++ type of a float dtype.

@@ -4,7 +4,9 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
+#include "float_types.h"
 #include "gemm_kernels.h"
 #include "gemm_pack.h"
 #include "intcore/gemm.h"
@@ -73,16 +75,8 @@ struct ExactEpilogue {
   }
 };
 
-// A per-row (or per-tensor) multiplier: float32 scales, or int32 power-of-two exponents.
-struct ScaleVector {
-  const float* scale = nullptr;
-  const int32_t* exponent = nullptr;
-  bool per_row = false;
-  double operator[](int64_t i) const {
-    const int64_t at = per_row ? i : 0;
-    return scale ? static_cast<double>(scale[at]) : std::ldexp(1.0, exponent[at]);
-  }
-};
+// Per-row multipliers as doubles, one per row (a per-tensor scale is repeated).
+using ScaleVector = std::vector<double>;
 
 struct ScaledEpilogue {
   float* out;
@@ -91,8 +85,7 @@ struct ScaledEpilogue {
   const float* bias;
   void operator()(const int64_t* tile, int64_t row0, int64_t col0) const {
     const int64_t rows = std::min<int64_t>(kMR, m - row0), cols = std::min<int64_t>(kNR, n - col0);
-    double cs[kNR];
-    for (int64_t j = 0; j < cols; ++j) cs[j] = col_scale[col0 + j];
+    const double* cs = col_scale.data() + col0;
     for (int64_t i = 0; i < rows; ++i) {
       const double rs = row_scale[row0 + i];
       float* dst = out + (row0 + i) * n + col0;
@@ -137,11 +130,14 @@ ScaleVector scale_vector(const std::string& fn, const TensorView& s, int64_t row
     throw_value_error(fn + ": " + s.name() + " must have shape [1] or [" + std::to_string(rows) + "], got " +
                       s.shape_str());
   }
-  ScaleVector v;
-  v.per_row = s.size(0) == rows && rows != 1;
-  if (s.dtype() == DType::kFloat32) v.scale = static_cast<const float*>(s.data());
-  else if (s.dtype() == DType::kInt32) v.exponent = static_cast<const int32_t*>(s.data());
-  else throw_type_error(fn + ": " + s.name() + " must be float32 (scales) or int32 (exponents), got " + dtype_name(s.dtype()));
+  const bool per_row = s.size(0) == rows && rows != 1;
+  ScaleVector v(static_cast<size_t>(rows));
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t at = per_row ? i : 0;
+    if (s.dtype() == DType::kFloat32) v[i] = static_cast<const float*>(s.data())[at];
+    else if (s.dtype() == DType::kInt32) v[i] = pow2(static_cast<const int32_t*>(s.data())[at]);
+    else throw_type_error(fn + ": " + s.name() + " must be float32 (scales) or int32 (exponents), got " + dtype_name(s.dtype()));
+  }
   return v;
 }
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "fixed_point_rows.h"
+#include "float_types.h"
 #include "parallel.h"
 
 namespace intcore {
@@ -167,6 +168,7 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
   saved.gamma_exponent.data_as<int32_t>()[0] = gamma ? g.exponent : 0;
 
   // Pass 2: xhat mapped to `bits` bits, then y = gamma * xhat + beta.
+  const double xhat_step = pow2(e_xhat), gamma_step = pow2(e_xhat + g.exponent), beta_step = pow2(b.exponent);
   int16_t* xhat = saved.xhat.data_as<int16_t>();
   float* out = y.data_as<float>();
   parallel_for(rows, n * 4, [&](int64_t r0, int64_t r1) {
@@ -180,9 +182,8 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
         const int64_t qx = clamp_bits(
             shift_round(v, e_xhat - rstd_e[r], options.rounding, xhat_bits, static_cast<uint64_t>(r * n + i)), bits);
         xhat[r * n + i] = static_cast<int16_t>(qx);
-        double value = gamma ? std::ldexp(static_cast<double>(qx * g.mantissa[i]), e_xhat + g.exponent)
-                             : std::ldexp(static_cast<double>(qx), e_xhat);
-        if (beta) value += std::ldexp(static_cast<double>(b.mantissa[i]), b.exponent);
+        double value = gamma ? static_cast<double>(qx * g.mantissa[i]) * gamma_step : static_cast<double>(qx) * xhat_step;
+        if (beta) value += static_cast<double>(b.mantissa[i]) * beta_step;
         out[r * n + i] = static_cast<float>(value);
       }
     }
@@ -235,13 +236,14 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
         sum_g += prod[i];
         sum_gx += static_cast<int128>(prod[i]) * xr[i];
       }
+      const double row_step = pow2(rstd_e[r] - e_x + e_g);
       for (int64_t i = 0; i < n; ++i) {
         // xhat_q sum_gx 2^(2 e_xhat), rounded to an integer (e_xhat < 0 for any useful width).
         const int128 correction =
             shift_round(static_cast<int128>(xr[i]) * sum_gx, -2 * e_xhat, Rounding::kNearest, unused, 0);
         const int128 t = static_cast<int128>(n) * prod[i] - sum_g - correction;
         const double value = static_cast<double>(t * rstd_m[r]);
-        out[r * n + i] = static_cast<float>(std::ldexp(value, rstd_e[r] - e_x + e_g));
+        out[r * n + i] = static_cast<float>(value * row_step);
       }
     }
   });

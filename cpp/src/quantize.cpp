@@ -56,23 +56,26 @@ void for_each_tile(const std::string& fn_name, const TensorView& x, int64_t row_
   });
 }
 
-// Rounds v (already in units of the quantization step) to an integer in [-qmax, qmax].
+// Rounds a run of values (already in units of the quantization step) to integers in
+// [-qmax, qmax]; stochastic rounding reads the stream at indices first, first + 1, ...
 struct Rounder {
   Rounding rounding;
-  StreamReader bits;
+  RandomStream stream;
   int32_t qmax;
+  uint32_t bits[kTile];
 
-  Rounder(Rounding r, RandomStream stream, int32_t q) : rounding(r), bits(stream), qmax(q) {}
-
-  int32_t operator()(double v, uint64_t index) {
-    double q;
+  void operator()(const double* v, int64_t n, uint64_t first, int32_t* q) {
+    const double lo = -static_cast<double>(qmax), hi = static_cast<double>(qmax);
     if (rounding == Rounding::kNearest) {
-      q = std::nearbyint(v);
-    } else {
-      q = std::floor(v);
-      if (round_up_stochastic(v - q, bits(index))) q += 1.0;
+      for (int64_t i = 0; i < n; ++i) q[i] = static_cast<int32_t>(std::clamp(std::nearbyint(v[i]), lo, hi));
+      return;
     }
-    return static_cast<int32_t>(std::clamp(q, -static_cast<double>(qmax), static_cast<double>(qmax)));
+    stream_words(stream, first, n, bits);
+    for (int64_t i = 0; i < n; ++i) {
+      const double f = std::floor(v[i]);
+      const double up = round_up_stochastic(v[i] - f, bits[i]) ? 1.0 : 0.0;
+      q[i] = static_cast<int32_t>(std::clamp(f + up, lo, hi));
+    }
   }
 };
 
@@ -98,14 +101,16 @@ void write_fixed_point(const TensorView& x, const TensorView& mantissa, const st
   Q* out = static_cast<Q*>(mantissa.data());
   parallel_for((rows + kTile - 1) / kTile, kTile * cols * (rounding == Rounding::kStochastic ? 8 : 1),
                [&](int64_t b0, int64_t b1) {
-                 Rounder round{rounding, stream, (1 << (bits - 1)) - 1};
+                 Rounder round{rounding, stream, (1 << (bits - 1)) - 1, {}};
+                 double v[kTile];
+                 int32_t q[kTile];
                  for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
+                   const int64_t n = tile.c1 - tile.c0;
                    for (int64_t r = tile.r0; r < tile.r1; ++r) {
-                     const int32_t e = exponent_of_row[r];
-                     for (int64_t c = tile.c0; c < tile.c1; ++c) {
-                       const double v = std::ldexp(static_cast<double>(tile.values[r - tile.r0][c - tile.c0]), -e);
-                       out[r * cols + c] = static_cast<Q>(round(v, static_cast<uint64_t>(r * cols + c)));
-                     }
+                     const double inv_step = pow2(-exponent_of_row[r]);
+                     for (int64_t i = 0; i < n; ++i) v[i] = static_cast<double>(tile.values[r - tile.r0][i]) * inv_step;
+                     round(v, n, static_cast<uint64_t>(r * cols + tile.c0), q);
+                     for (int64_t i = 0; i < n; ++i) out[r * cols + tile.c0 + i] = static_cast<Q>(q[i]);
                    }
                  });
                });
@@ -197,8 +202,8 @@ void dequantize_fixed_point(const TensorView& mantissa, const TensorView& expone
   auto run = [&](auto* q) {
     parallel_for(rows, cols, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const int32_t er = e[per_row ? r : 0];
-        for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = std::ldexp(static_cast<float>(q[r * cols + c]), er);
+        const double step = pow2(e[per_row ? r : 0]);
+        for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = static_cast<float>(q[r * cols + c] * step);
       }
     });
   };
@@ -229,9 +234,9 @@ void align_fixed_point(const TensorView& mantissa, const TensorView& exponent, c
   auto run = [&](auto* in, auto* dst) {
     parallel_for(rows, cols, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const int shift = std::min(e_max - e[r], 62);
+        const double scale = pow2(-std::min(e_max - e[r], 62));
         for (int64_t c = 0; c < cols; ++c) {
-          const double v = std::ldexp(static_cast<double>(in[r * cols + c]), -shift);
+          const double v = static_cast<double>(in[r * cols + c]) * scale;
           dst[r * cols + c] = static_cast<std::remove_pointer_t<decltype(dst)>>(std::nearbyint(v));
         }
       }
@@ -269,19 +274,19 @@ void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView&
   uint8_t* out = static_cast<uint8_t*>(q.data());
   parallel_for((rows + kTile - 1) / kTile, kTile * cols * (rounding == Rounding::kStochastic ? 8 : 1),
                [&](int64_t b0, int64_t b1) {
-                 Rounder round{rounding, stream, qmax};
-                 int8_t codes[kTile];
+                 Rounder round{rounding, stream, qmax, {}};
+                 double v[kTile];
+                 int32_t codes[kTile];
                  for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
+                   const int64_t n = tile.c1 - tile.c0;
                    for (int64_t r = tile.r0; r < tile.r1; ++r) {
                      const float s = scale_of_row[r];
-                     for (int64_t c = tile.c0; c < tile.c1; ++c) {
-                       // A zero scale means the row is all zeros: its codes are zero.
-                       const float v = s > 0.0f ? tile.values[r - tile.r0][c - tile.c0] / s : 0.0f;
-                       codes[c - tile.c0] = static_cast<int8_t>(round(v, static_cast<uint64_t>(r * cols + c)));
-                     }
-                     const int64_t n = tile.c1 - tile.c0;
+                     // A zero scale means the row is all zeros: its codes are zero.
+                     for (int64_t i = 0; i < n; ++i) v[i] = s > 0.0f ? tile.values[r - tile.r0][i] / s : 0.0f;
+                     round(v, n, static_cast<uint64_t>(r * cols + tile.c0), codes);
                      if (bits == 8) {
-                       std::copy(codes, codes + n, reinterpret_cast<int8_t*>(out) + r * cols + tile.c0);
+                       int8_t* dst = reinterpret_cast<int8_t*>(out) + r * cols + tile.c0;
+                       for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<int8_t>(codes[i]);
                      } else {  // tiles start at even columns, so pairs never straddle two tiles
                        for (int64_t i = 0; i < n; i += 2) {
                          const uint8_t lo = static_cast<uint8_t>(codes[i]) & 0x0Fu;

@@ -55,6 +55,10 @@ struct RandomStream {
   INTCORE_HOST_DEVICE uint32_t word(uint64_t index) const { return block(index >> 2).v[index & 3]; }
 };
 
+// Words [first, first + count) of a stream, in bulk: a plain loop over blocks that the
+// compiler vectorizes (the CPU quantizers draw their bits through this).
+void stream_words(const RandomStream& stream, uint64_t first, int64_t count, uint32_t* out);
+
 // Reads a stream mostly in index order: four consecutive indices share one Philox block, so
 // this computes each block once instead of once per word.
 class StreamReader {
