@@ -80,19 +80,35 @@ void fixed_point_embedding_backward(const TensorView& ids, const TensorView& gra
 
   const FixedPointRows g = quantize_per_tensor(grad, grad_bits, rounding, stream);
   const int64_t* id = static_cast<const int64_t*>(ids.data());
-  std::vector<int64_t> acc(static_cast<size_t>(vocab * dim), 0);
-  // Each thread owns a slice of columns for every token: no two threads touch one sum.
-  parallel_for(dim, tokens, [&](int64_t c0, int64_t c1) {
-    for (int64_t t = 0; t < tokens; ++t) {
-      const int64_t row = id[t * ids.stride(0)];
-      if (row == padding_idx) continue;
-      for (int64_t c = c0; c < c1; ++c) acc[row * dim + c] += g.mantissa[t * dim + c];
-    }
-  });
+  // Group the tokens by id; each group's rows are summed in int64 by one thread, so the sums
+  // are exact and the result never depends on the thread count or the order of repeated ids.
+  std::vector<int64_t> order(static_cast<size_t>(tokens));
+  for (int64_t t = 0; t < tokens; ++t) order[t] = t;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return id[a * ids.stride(0)] < id[b * ids.stride(0)]; });
+  std::vector<int64_t> group_start;
+  for (int64_t i = 0; i < tokens; ++i) {
+    if (i == 0 || id[order[i] * ids.stride(0)] != id[order[i - 1] * ids.stride(0)]) group_start.push_back(i);
+  }
+  group_start.push_back(tokens);
   float* out = dtable.data_as<float>();
+  parallel_for(vocab, dim / 4 + 1, [&](int64_t r0, int64_t r1) {
+    std::fill(out + r0 * dim, out + r1 * dim, 0.0f);  // rows no token touched
+  });
   const double step = pow2(g.exponent);
-  parallel_for(vocab, dim, [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0 * dim; i < r1 * dim; ++i) out[i] = static_cast<float>(static_cast<double>(acc[i]) * step);
+  const int64_t groups = static_cast<int64_t>(group_start.size()) - 1;
+  parallel_for(groups, tokens / std::max<int64_t>(groups, 1) * dim + dim, [&](int64_t g0, int64_t g1) {
+    std::vector<int64_t> acc(static_cast<size_t>(dim));
+    for (int64_t k = g0; k < g1; ++k) {
+      const int64_t row = id[order[group_start[k]] * ids.stride(0)];
+      if (row == padding_idx) continue;
+      std::fill(acc.begin(), acc.end(), 0);
+      for (int64_t i = group_start[k]; i < group_start[k + 1]; ++i) {
+        const int32_t* src = g.mantissa.data() + order[i] * dim;
+        for (int64_t c = 0; c < dim; ++c) acc[c] += src[c];
+      }
+      for (int64_t c = 0; c < dim; ++c) out[row * dim + c] = static_cast<float>(static_cast<double>(acc[c]) * step);
+    }
   });
 }
 

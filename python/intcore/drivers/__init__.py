@@ -1,0 +1,1 @@
+"""The drivers: `intcore finetune` (BERT classification) and `intcore train-lm` (GPT-style LM)."""

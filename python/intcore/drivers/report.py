@@ -1,0 +1,46 @@
+"""What the drivers print and draw: the final table and the curves plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[h for h in headers]] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def plot_curves(path: Path, series: dict, panels: list[tuple[str, str, str]], title: str) -> None:
+    """series: recipe -> list of history rows (dicts). panels: (x key, y key, y label) each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
+    axes = axes if len(panels) > 1 else [axes]
+    for ax, (x_key, y_key, label) in zip(axes, panels):
+        for recipe, rows in series.items():
+            points = [(r[x_key], r[y_key]) for r in rows if r.get(y_key) is not None]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=recipe)
+        ax.set_xlabel(x_key.replace("_", " "))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
