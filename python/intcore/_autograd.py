@@ -8,7 +8,6 @@ drawn from PyTorch's generator at every backward, so successive steps round diff
 
 from __future__ import annotations
 
-import torch
 
 from intcore import _ops
 from intcore._random import draw_seed

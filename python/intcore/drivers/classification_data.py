@@ -169,4 +169,6 @@ def evaluation_batches(data: list, batch_size: int, pad_id: int) -> list[Batch]:
 
 
 def steps_per_epoch(n_examples: int, batch_size: int, world_size: int) -> int:
-    return math.ceil(math.ceil(n_examples / batch_size) / world_size)
+    """Steps each rank takes per epoch: the batches split evenly, the remainder dropped so that
+    every rank takes the same number of steps (DDP needs it)."""
+    return max(1, math.ceil(n_examples / batch_size) // world_size)

@@ -11,7 +11,6 @@ with --resume), and prints recipe, test accuracy, F1, step time and peak memory 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 import intcore
 from intcore import assets
-from intcore.drivers import checkpoint, classification_data, distributed, memory, recipe_setup, report
+from intcore.drivers import checkpoint, classification_data, distributed, memory, recipe_setup, report, session
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.outputs import OutputDir
 
@@ -195,10 +194,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     world = distributed.init(args.device)
     device = distributed.device_for(world, args.device)
     try:
-        output = OutputDir(args.output, args.resume) if world.is_main else None
-        distributed.barrier(world)
-        output = output or OutputDir.__new__(OutputDir)
-        output.path = Path(args.output)
+        output = session.open_output(args.output, args.resume, world)
         if args.model:
             model_path = Path(args.model)
             if not model_path.is_dir():
@@ -216,20 +212,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for split in ("train", "validation", "test"):
             setattr(data, f"{split}_ids", classification_data.tokenize(tokenizer, getattr(data, split), args.max_length))
         data.pad_id = tokenizer.pad_token_id or 0
-        results = output.load_results() if (args.resume and world.is_main) else {}
+        results = session.previous_results(output, args.resume)
         results.setdefault("command", "finetune")
         results["args"] = {k: v for k, v in vars(args).items() if k != "resume"}
         results["data"] = {"source": args.data, "labels": data.label_names,
                            "train": len(data.train), "validation": len(data.validation), "test": len(data.test)}
-        results["environment"] = {"device": str(device), "world_size": world.size, "torch": torch.__version__,
-                                  "intcore": intcore.__version__, "threads": torch.get_num_threads()}
+        results["environment"] = session.environment(world, device)
         results.setdefault("recipes", {})
         if world.is_main:
             print(f"intcore finetune: {model_path.name} on {args.data} ({len(data.train)} train, "
                   f"{len(data.validation)} validation, {len(data.test)} test); recipes {', '.join(args.recipes)}; "
                   f"output {output.path}")
         for recipe in args.recipes:
-            if results["recipes"].get(recipe, {}).get("complete"):
+            if session.is_complete(results, recipe):
                 if world.is_main:
                     print(f"[{recipe}] already complete in {output.results}; skipping")
                 continue

@@ -33,8 +33,11 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 class OutputDir:
-    def __init__(self, path, resume: bool):
+    def __init__(self, path):
         self.path = Path(path)
+
+    def prepare(self, resume: bool) -> None:
+        """Refuses to overwrite a run (or to resume none), then creates the directory."""
         held = [p for p in ("results.json", "curves.csv", "checkpoints") if (self.path / p).exists()]
         if held and not resume:
             raise DriverError(

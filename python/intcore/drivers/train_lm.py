@@ -1,0 +1,214 @@
+"""`intcore train-lm`: train a GPT-style language model from scratch with integer recipes.
+
+    intcore train-lm                                  # Shakespeare, characters, int16
+    intcore train-lm --recipes fp32,int16,int8
+    torchrun --nproc_per_node=2 -m intcore.train_lm
+
+Reports train/validation loss (nats per token), perplexity and tokens per second, against
+the unigram baseline; writes results.json, curves.csv, curves.png and checkpoints/ (resumable
+with --resume) to --output. The output head stays float; every other linear, layer norm and
+embedding follows the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from datetime import datetime
+from typing import Optional, Sequence
+
+import torch
+
+import intcore
+from intcore.drivers import checkpoint, distributed, lm_data, memory, recipe_setup, report, session
+from intcore.drivers.errors import DriverError, run_cli
+from intcore.drivers.gpt import GPT, GPTConfig
+from intcore.drivers.outputs import OutputDir
+
+DEFAULT_RECIPE = "int16"
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="intcore train-lm", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", default="shakespeare", help="shakespeare (default), a .txt file or a directory of them")
+    p.add_argument("--tokens", choices=["char", "byte"], default="char")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"one recipe (default {DEFAULT_RECIPE})")
+    p.add_argument("--recipes", help="comma-separated recipes to run one after another and compare")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--context", type=int, default=128)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--eval-every", type=int, default=100, help="steps between validation passes")
+    p.add_argument("--eval-batches", type=int, default=20, help="batches per validation pass")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--output", help="output directory (default: runs/train-lm-<date>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoints")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    args.recipes = [r.strip() for r in (args.recipes or args.recipe).split(",") if r.strip()]
+    recipe_setup.check_recipes(args.recipes)
+    for name in ("layers", "width", "heads", "context", "steps", "batch_size", "eval_every", "eval_batches",
+                 "checkpoint_every"):
+        if getattr(args, name) < 1:
+            raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.width % args.heads:
+        raise DriverError(f"--width ({args.width}) must be a multiple of --heads ({args.heads})")
+    if args.resume and not args.output:
+        raise DriverError("--resume needs --output: the directory of the run to continue")
+    if args.output is None:
+        args.output = f"runs/train-lm-{datetime.now():%Y%m%d-%H%M%S}"
+    return args
+
+
+@torch.no_grad()
+def evaluate(model, corpus, args, recipe: str, device, world) -> float:
+    model.eval()
+    total = 0.0
+    for b in range(world.rank, args.eval_batches, world.size):
+        x, y = lm_data.windows(corpus.validation, args.batch_size, args.context, seed=10**9 + b)
+        with recipe_setup.forward_context(recipe, device):
+            _, loss = distributed.unwrap(model)(x.to(device), y.to(device))
+        total += loss.item()
+    model.train()
+    return distributed.sum_across(world, [total], device)[0] / args.eval_batches
+
+
+def train_recipe(args, recipe: str, corpus, world, device, output: OutputDir) -> dict:
+    torch.manual_seed(args.seed)  # the same initial weights on every rank and for every recipe
+    config = GPTConfig(corpus.vocab_size, args.context, args.layers, args.width, args.heads, args.dropout)
+    model = recipe_setup.apply(GPT(config).to(device), recipe, skip="head")
+    torch.manual_seed(args.seed + 1 + world.rank)
+    model = distributed.wrap(model, world, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    warmup = max(1, args.steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+        (s + 1) / warmup, 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / args.steps)))))
+    state = {"history": [], "train_seconds": 0.0, "tokens": 0}
+    ckpt_dir = output.checkpoints(recipe)
+    step = 0
+    latest = checkpoint.latest(ckpt_dir) if args.resume else None
+    if latest is not None:
+        state, rng = checkpoint.load(latest, distributed.unwrap(model), optimizer, scheduler)
+        distributed.restore_rng(world, device, rng)
+        step = state.pop("step")
+        if world.is_main:
+            print(f"[{recipe}] resuming from {latest} (step {step} of {args.steps})")
+    memory.reset_peak(device)
+    progress = None
+    if world.is_main and not args.no_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=args.steps, initial=step, desc=f"{recipe:>10}", unit="step", dynamic_ncols=True)
+    model.train()
+    while step < args.steps:
+        # Windows depend only on (seed, rank, step), so a resumed run sees the same data.
+        x, y = lm_data.windows(corpus.train, args.batch_size, args.context,
+                               seed=(args.seed * 1_000_003 + world.rank) * 10_000_019 + step)
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with recipe_setup.forward_context(recipe, device):
+            _, loss = model(x.to(device), y.to(device))
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        state["train_seconds"] += time.perf_counter() - start
+        state["tokens"] += x.numel() * world.size
+        step += 1
+        row = {"step": step, "train_loss": loss.item()}
+        if step % args.eval_every == 0 or step == args.steps:
+            row["val_loss"] = evaluate(model, corpus, args, recipe, device, world)
+            row["val_perplexity"] = math.exp(row["val_loss"])
+        state["history"].append(row)
+        if progress:
+            progress.update(1)
+            progress.set_postfix(loss=f"{row['train_loss']:.3f}",
+                                 **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            rng = distributed.rng_states(world, device)
+            if world.is_main:
+                checkpoint.save(ckpt_dir, step, distributed.unwrap(model), optimizer, scheduler, state, rng)
+            distributed.barrier(world)
+    if progress:
+        progress.close()
+    final_val = next(r["val_loss"] for r in reversed(state["history"]) if "val_loss" in r)
+    train_tail = [r["train_loss"] for r in state["history"][-max(1, args.eval_every // 2):]]
+    return {
+        "recipe": recipe,
+        "description": recipe if recipe in recipe_setup.FLOAT_RECIPES else intcore.recipes.get(recipe).describe(),
+        "val_loss": final_val,
+        "val_perplexity": math.exp(final_val),
+        "train_loss": sum(train_tail) / len(train_tail),
+        "tokens_per_second": state["tokens"] / max(state["train_seconds"], 1e-9),
+        "train_seconds": state["train_seconds"],
+        "peak_memory_mb": memory.peak_mb(device),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "history": state["history"],
+        "complete": True,
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    world = distributed.init(args.device)
+    device = distributed.device_for(world, args.device)
+    try:
+        output = session.open_output(args.output, args.resume, world)
+        if world.is_main and args.corpus == "shakespeare":
+            lm_data.load(args.corpus, args.tokens)  # download once, before the other ranks look
+        distributed.barrier(world)
+        corpus = lm_data.load(args.corpus, args.tokens)
+        results = session.previous_results(output, args.resume)
+        results.setdefault("command", "train-lm")
+        results["args"] = {k: v for k, v in vars(args).items() if k != "resume"}
+        results["corpus"] = {"source": args.corpus, "tokens": args.tokens, "vocab_size": corpus.vocab_size,
+                             "train_tokens": len(corpus.train), "validation_tokens": len(corpus.validation),
+                             "unigram_val_loss": corpus.unigram_loss()}
+        results["environment"] = session.environment(world, device)
+        results.setdefault("recipes", {})
+        if world.is_main:
+            print(f"intcore train-lm: {args.corpus} ({len(corpus.train):,} train / {len(corpus.validation):,} "
+                  f"validation {args.tokens} tokens, vocabulary {corpus.vocab_size}); unigram baseline "
+                  f"{corpus.unigram_loss():.3f} nats; recipes {', '.join(args.recipes)}; output {output.path}")
+        for recipe in args.recipes:
+            if session.is_complete(results, recipe):
+                if world.is_main:
+                    print(f"[{recipe}] already complete in {output.results}; skipping")
+                continue
+            results["recipes"][recipe] = train_recipe(args, recipe, corpus, world, device, output)
+            if world.is_main:
+                _write(output, results)
+        if world.is_main:
+            rows = [[name, r["val_loss"], r["val_perplexity"], r["train_loss"], r["tokens_per_second"],
+                     r["peak_memory_mb"]] for name, r in results["recipes"].items() if name in args.recipes]
+            rows.append(["unigram", corpus.unigram_loss(), math.exp(corpus.unigram_loss()), "", "", ""])
+            print()
+            print(report.table(["recipe", "val loss", "val ppl", "train loss", "tokens/s", "peak MB"], rows))
+            print(f"\nresults: {output.results}\ncurves:  {output.curves}\nplot:    {output.plot}")
+    finally:
+        distributed.shutdown(world)
+    return 0
+
+
+def _write(output: OutputDir, results: dict) -> None:
+    output.write_results(results)
+    output.write_curves([{"recipe": name, **row} for name, r in results["recipes"].items() for row in r["history"]])
+    series = {name: r["history"] for name, r in results["recipes"].items()}
+    report.plot_curves(output.plot, series, [("step", "train_loss", "train loss (nats/token)"),
+                                             ("step", "val_loss", "validation loss (nats/token)")],
+                       "intcore train-lm")
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli("train-lm", main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
