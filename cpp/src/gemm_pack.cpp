@@ -9,6 +9,33 @@
 namespace intcore {
 namespace {
 
+// Reads logical rows [r0, r0 + count) of the operand into out[i * k + t] as int32. Operands
+// whose rows are strided (a transposed view) are read column block by column block, so that
+// memory is walked along its contiguous dimension instead of one cache line per element.
+template <typename T>
+void read_rows_transposed(const T* base, int64_t rs, int64_t cs, int64_t r0, int64_t count, int64_t k, int32_t* out) {
+  for (int64_t t = 0; t < k; ++t) {
+    const T* src = base + t * cs + r0 * rs;
+    for (int64_t i = 0; i < count; ++i) out[i * k + t] = src[i * rs];
+  }
+}
+
+void read_row(const IntMatrix& m, int64_t r, int32_t* out);
+
+void read_rows(const IntMatrix& m, int64_t r0, int64_t count, int32_t* out) {
+  const TensorView& v = m.values;
+  const int64_t rs = v.stride(0), cs = v.stride(1);
+  if (!m.packed_int4 && cs != 1 && std::abs(rs) < std::abs(cs)) {
+    if (v.dtype() == DType::kInt8) {
+      read_rows_transposed(static_cast<const int8_t*>(v.data()), rs, cs, r0, count, m.k, out);
+    } else {
+      read_rows_transposed(static_cast<const int16_t*>(v.data()), rs, cs, r0, count, m.k, out);
+    }
+    return;
+  }
+  for (int64_t i = 0; i < count; ++i) read_row(m, r0 + i, out + i * m.k);
+}
+
 // Reads logical row r of the operand (k values) into `out` as int32.
 void read_row(const IntMatrix& m, int64_t r, int32_t* out) {
   const TensorView& v = m.values;
@@ -86,29 +113,35 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
     p.limbs.push_back(std::move(limb));
   }
 
-  parallel_for(p.rows, p.k, [&](int64_t r0, int64_t r1) {
-    std::vector<int32_t> row(static_cast<size_t>(p.k));
-    std::vector<uint8_t> bytes(static_cast<size_t>(p.k4 * 4), 0);  // zero tail pads the last group
-    for (int64_t r = r0; r < r1; ++r) {
-      read_row(m, r, row.data());
-      const int64_t panel = r / R, i = r % R;
-      for (size_t l = 0; l < specs.size(); ++l) {
-        PackedLimb& limb = p.limbs[l];
-        // stored = limb value + offset (A side) or - offset (B side)
-        const int32_t bias = side == PackSide::kA ? limb.offset : -limb.offset;
-        switch (specs[l].kind) {
-          case LimbKind::kWhole: limb_bytes<LimbKind::kWhole>(row.data(), p.k, bias, bytes.data()); break;
-          case LimbKind::kHigh: limb_bytes<LimbKind::kHigh>(row.data(), p.k, bias, bytes.data()); break;
-          case LimbKind::kLow: limb_bytes<LimbKind::kLow>(row.data(), p.k, bias, bytes.data()); break;
-        }
-        for (int64_t c = 0; c < chunks; ++c) {
-          const int64_t k_begin = c * kChunkK4 * 4, k_end = std::min(p.k, k_begin + kChunkK4 * 4);
-          limb.sums[c * padded_rows + r] = byte_sum(bytes.data() + k_begin, k_end - k_begin, side);
-        }
-        // Each group of four k lands as one 32-bit word in the panel row's slot.
-        uint8_t* dst = limb.bytes.data() + panel * p.k4 * R * 4 + i * 4;
-        for (int64_t g = 0; g < p.k4; ++g) std::memcpy(dst + g * R * 4, bytes.data() + g * 4, 4);
+  // Writes one row's limbs into its slot of the panel and records its byte sums.
+  auto pack_row = [&](const int32_t* row, int64_t r, uint8_t* bytes) {
+    const int64_t panel = r / R, i = r % R;
+    for (size_t l = 0; l < specs.size(); ++l) {
+      PackedLimb& limb = p.limbs[l];
+      // stored = limb value + offset (A side) or - offset (B side)
+      const int32_t bias = side == PackSide::kA ? limb.offset : -limb.offset;
+      switch (specs[l].kind) {
+        case LimbKind::kWhole: limb_bytes<LimbKind::kWhole>(row, p.k, bias, bytes); break;
+        case LimbKind::kHigh: limb_bytes<LimbKind::kHigh>(row, p.k, bias, bytes); break;
+        case LimbKind::kLow: limb_bytes<LimbKind::kLow>(row, p.k, bias, bytes); break;
       }
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t k_begin = c * kChunkK4 * 4, k_end = std::min(p.k, k_begin + kChunkK4 * 4);
+        limb.sums[c * padded_rows + r] = byte_sum(bytes + k_begin, k_end - k_begin, side);
+      }
+      // Each group of four k lands as one 32-bit word in the panel row's slot.
+      uint8_t* dst = limb.bytes.data() + panel * p.k4 * R * 4 + i * 4;
+      for (int64_t g = 0; g < p.k4; ++g) std::memcpy(dst + g * R * 4, bytes + g * 4, 4);
+    }
+  };
+
+  parallel_for(p.panels, R * p.k, [&](int64_t p0, int64_t p1) {
+    std::vector<int32_t> rows(static_cast<size_t>(R * p.k));
+    std::vector<uint8_t> bytes(static_cast<size_t>(p.k4 * 4), 0);  // zero tail pads the last group
+    for (int64_t panel = p0; panel < p1; ++panel) {
+      const int64_t first = panel * R, count = std::min<int64_t>(R, p.rows - first);
+      read_rows(m, first, count, rows.data());
+      for (int64_t i = 0; i < count; ++i) pack_row(rows.data() + i * p.k, first + i, bytes.data());
     }
   });
   return p;

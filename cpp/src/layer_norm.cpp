@@ -25,18 +25,20 @@ int bit_length(uint128 v) {
 
 uint128 magnitude(int128 v) { return v < 0 ? static_cast<uint128>(-v) : static_cast<uint128>(v); }
 
-// round(v / 2^shift) for shift >= 0 (v * 2^-shift for shift < 0), nearest-even or stochastic
-// on the dropped bits.
-int128 shift_round(int128 v, int shift, Rounding rounding, StreamReader& bits, uint64_t index) {
+// round(v / 2^shift) for 0 <= shift < 100 (v * 2^-shift for shift < 0), in integers only:
+// nearest rounds half to even; stochastic rounds up when the top 24 bits of `bits`, read as a
+// fraction, fall below the dropped fraction (the rule of round_up_stochastic, exactly).
+int128 shift_round(int128 v, int shift, Rounding rounding, uint32_t bits) {
   if (shift <= 0) return v * (int128{1} << -shift);
+  shift = std::min(shift, 120);  // |v| < 2^127: any larger shift rounds the same way
   const int128 floor_v = v >> shift;  // arithmetic shift: floor
-  const uint128 rest = static_cast<uint128>(v - (floor_v << shift));
-  const double frac = std::ldexp(static_cast<double>(rest), -shift);
+  const uint128 rest = static_cast<uint128>(v - (floor_v * (int128{1} << shift)));
   bool up;
   if (rounding == Rounding::kNearest) {
-    up = frac > 0.5 || (frac == 0.5 && (floor_v & 1));
+    const uint128 half = uint128{1} << (shift - 1);
+    up = rest > half || (rest == half && (floor_v & 1));
   } else {
-    up = round_up_stochastic(frac, bits(index));
+    up = (static_cast<uint128>(bits >> 8) << shift) < (rest << 24);
   }
   return floor_v + (up ? 1 : 0);
 }
@@ -172,15 +174,16 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
   int16_t* xhat = saved.xhat.data_as<int16_t>();
   float* out = y.data_as<float>();
   parallel_for(rows, n * 4, [&](int64_t r0, int64_t r1) {
-    StreamReader xhat_bits(xhat_stream);
+    std::vector<uint32_t> random(static_cast<size_t>(options.rounding == Rounding::kStochastic ? n : 0));
     for (int64_t r = r0; r < r1; ++r) {
       const int32_t* qr = q.mantissa.data() + r * n;
       int64_t s1 = 0;
       for (int64_t i = 0; i < n; ++i) s1 += qr[i];
+      if (!random.empty()) stream_words(xhat_stream, static_cast<uint64_t>(r * n), n, random.data());
       for (int64_t i = 0; i < n; ++i) {
         const int128 v = static_cast<int128>(n * qr[i] - s1) * rstd_m[r];
-        const int64_t qx = clamp_bits(
-            shift_round(v, e_xhat - rstd_e[r], options.rounding, xhat_bits, static_cast<uint64_t>(r * n + i)), bits);
+        const int64_t qx =
+            clamp_bits(shift_round(v, e_xhat - rstd_e[r], options.rounding, random.empty() ? 0 : random[i]), bits);
         xhat[r * n + i] = static_cast<int16_t>(qx);
         double value = gamma ? static_cast<double>(qx * g.mantissa[i]) * gamma_step : static_cast<double>(qx) * xhat_step;
         if (beta) value += static_cast<double>(b.mantissa[i]) * beta_step;
@@ -224,7 +227,6 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
 
   float* out = dx.data_as<float>();
   parallel_for(rows, n * 4, [&](int64_t r0, int64_t r1) {
-    StreamReader unused({});
     std::vector<int64_t> prod(static_cast<size_t>(n));
     for (int64_t r = r0; r < r1; ++r) {
       const int32_t* gr = g.mantissa.data() + r * n;
@@ -239,11 +241,10 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
       const double row_step = pow2(rstd_e[r] - e_x + e_g);
       for (int64_t i = 0; i < n; ++i) {
         // xhat_q sum_gx 2^(2 e_xhat), rounded to an integer (e_xhat < 0 for any useful width).
-        const int128 correction =
-            shift_round(static_cast<int128>(xr[i]) * sum_gx, -2 * e_xhat, Rounding::kNearest, unused, 0);
-        const int128 t = static_cast<int128>(n) * prod[i] - sum_g - correction;
-        const double value = static_cast<double>(t * rstd_m[r]);
-        out[r * n + i] = static_cast<float>(value * row_step);
+        const int128 correction = shift_round(static_cast<int128>(xr[i]) * sum_gx, -2 * e_xhat, Rounding::kNearest, 0);
+        const int64_t t = static_cast<int64_t>(static_cast<int128>(n) * prod[i] - sum_g - correction);
+        // t and m are exact doubles (|t| < 2^53 for N < 2^20 at 16 bits), so one rounding here.
+        out[r * n + i] = static_cast<float>(static_cast<double>(t) * static_cast<double>(rstd_m[r]) * row_step);
       }
     }
   });

@@ -1,21 +1,34 @@
 #include "intcore/philox.h"
 
+#include <algorithm>
+#include <cstring>
+
 namespace intcore {
 
-// One clone per ISA, picked at load time: with AVX-512 sixteen blocks run per instruction.
+// One clone per ISA, picked at load time: with AVX-512, sixteen blocks run per instruction.
+// Blocks are generated sixteen at a time into a buffer (a loop the compiler vectorizes), then
+// the requested words are copied out.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void stream_words(const RandomStream& stream,
                                                                                 uint64_t first, int64_t count,
                                                                                 uint32_t* out) {
   if (count <= 0) return;
-  const uint64_t first_block = first >> 2, last_block = (first + count - 1) >> 2;
-  const int64_t skip = static_cast<int64_t>(first & 3);
-  // Whole blocks go straight to out (shifted by `skip`); the first and last are clipped.
-  for (uint64_t b = first_block; b <= last_block; ++b) {
-    const Philox4x32 r = stream.block(b);
-    for (int i = 0; i < 4; ++i) {
-      const int64_t at = static_cast<int64_t>((b - first_block) * 4 + i) - skip;
-      if (at >= 0 && at < count) out[at] = r.v[i];
+  constexpr int64_t kBlocks = 16;
+  uint32_t buffer[kBlocks * 4];
+  const uint64_t first_block = first >> 2, end_block = ((first + count - 1) >> 2) + 1;
+  int64_t written = 0;
+  for (uint64_t b0 = first_block; b0 < end_block; b0 += kBlocks) {
+    const int64_t blocks = std::min<int64_t>(kBlocks, static_cast<int64_t>(end_block - b0));
+    for (int64_t j = 0; j < blocks; ++j) {
+      const Philox4x32 r = stream.block(b0 + j);
+      buffer[4 * j + 0] = r.v[0];
+      buffer[4 * j + 1] = r.v[1];
+      buffer[4 * j + 2] = r.v[2];
+      buffer[4 * j + 3] = r.v[3];
     }
+    const int64_t skip = b0 == first_block ? static_cast<int64_t>(first & 3) : 0;
+    const int64_t take = std::min<int64_t>(blocks * 4 - skip, count - written);
+    std::memcpy(out + written, buffer + skip, static_cast<size_t>(take) * sizeof(uint32_t));
+    written += take;
   }
 }
 

@@ -59,27 +59,6 @@ struct RandomStream {
 // compiler vectorizes (the CPU quantizers draw their bits through this).
 void stream_words(const RandomStream& stream, uint64_t first, int64_t count, uint32_t* out);
 
-// Reads a stream mostly in index order: four consecutive indices share one Philox block, so
-// this computes each block once instead of once per word.
-class StreamReader {
- public:
-  INTCORE_HOST_DEVICE explicit StreamReader(RandomStream stream) : stream_(stream) {}
-  INTCORE_HOST_DEVICE uint32_t operator()(uint64_t index) {
-    if ((index >> 2) != cached_ || !valid_) {
-      cached_ = index >> 2;
-      block_ = stream_.block(cached_);
-      valid_ = true;
-    }
-    return block_.v[index & 3];
-  }
-
- private:
-  RandomStream stream_;
-  uint64_t cached_ = 0;
-  bool valid_ = false;
-  Philox4x32 block_{};
-};
-
 // Stochastic rounding decision shared by all quantizers: round v up from floor(v) when the top
 // 24 bits of `bits`, read as a fraction u in [0, 1), are below frac = v - floor(v). The
 // comparison is exact in double (frac has at most 53 bits, u has 24), so P(up) = frac up to
