@@ -262,4 +262,58 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("ids"), py::arg("grad"), py::arg("grad_bits"), py::arg("rounding"), py::arg("seed"),
       py::arg("padding_idx"), py::arg("dtable"));
+
+  m.def(
+      "hadamard_transform",
+      [](py::object x, int64_t block, py::object out) {
+        DLPackView xv(x, "x"), ov(out, "out");
+        py::gil_scoped_release release;
+        hadamard_transform(xv.view(), block, ov.view());
+      },
+      py::arg("x"), py::arg("block"), py::arg("out"));
+
+  m.def(
+      "split_gradient",
+      [](py::object grad, uint64_t seed, py::object high, py::object low, py::object scale) {
+        DLPackView gv(grad, "grad"), hv(high, "high"), lv(low, "low"), sv(scale, "scale");
+        py::gil_scoped_release release;
+        split_gradient(gv.view(), {seed, 0}, hv.view(), lv.view(), sv.view());
+      },
+      py::arg("grad"), py::arg("seed"), py::arg("high"), py::arg("low"), py::arg("scale"));
+
+  m.def(
+      "hq_linear_forward",
+      [](py::object x, py::object w, py::object bias, int64_t block, py::object out, py::object x_codes,
+         py::object x_scale, py::object w_codes, py::object w_scale) {
+        DLPackView xv(x, "x"), wv(w, "w"), ov(out, "out"), xc(x_codes, "x_codes"), xs(x_scale, "x_scale"),
+            wc(w_codes, "w_codes"), ws(w_scale, "w_scale");
+        OptionalView bv(bias, "bias");
+        py::gil_scoped_release release;
+        hq_linear_forward(xv.view(), wv.view(), bv.get(), block, ov.view(), {xc.view(), xs.view()},
+                          {wc.view(), ws.view()});
+      },
+      py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("block"), py::arg("out"), py::arg("x_codes"),
+      py::arg("x_scale"), py::arg("w_codes"), py::arg("w_scale"));
+
+  m.def(
+      "hq_linear_grad_input",
+      [](py::object grad, py::object w_codes, py::object w_scale, int64_t k, int64_t block, bool sampling,
+         double budget, uint64_t seed, py::object dx) {
+        DLPackView gv(grad, "grad"), wc(w_codes, "w_codes"), ws(w_scale, "w_scale"), dxv(dx, "dx");
+        py::gil_scoped_release release;
+        hq_linear_grad_input(gv.view(), {wc.view(), ws.view()}, k, block, {sampling, budget}, seed, dxv.view());
+      },
+      py::arg("grad"), py::arg("w_codes"), py::arg("w_scale"), py::arg("k"), py::arg("block"), py::arg("sampling"),
+      py::arg("budget"), py::arg("seed"), py::arg("dx"));
+
+  m.def(
+      "hq_linear_grad_weight",
+      [](py::object grad, py::object x_codes, py::object x_scale, int64_t k, int64_t block, bool sampling,
+         double budget, uint64_t seed, py::object dw) {
+        DLPackView gv(grad, "grad"), xc(x_codes, "x_codes"), xs(x_scale, "x_scale"), dwv(dw, "dw");
+        py::gil_scoped_release release;
+        hq_linear_grad_weight(gv.view(), {xc.view(), xs.view()}, k, block, {sampling, budget}, seed, dwv.view());
+      },
+      py::arg("grad"), py::arg("x_codes"), py::arg("x_scale"), py::arg("k"), py::arg("block"), py::arg("sampling"),
+      py::arg("budget"), py::arg("seed"), py::arg("dw"));
 }

@@ -38,6 +38,34 @@ inline float to_float(Half v) {
   return bits_to_float(sign | static_cast<uint32_t>(113 - shift) << 23 | ((mantissa & 0x3FFu) << 13));
 }
 
+inline uint32_t float_to_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return bits;
+}
+
+// float -> bfloat16 / float16 with round-to-nearest-even (NaN stays NaN).
+inline BFloat16 to_bfloat16(float f) {
+  const uint32_t bits = float_to_bits(f);
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return BFloat16{static_cast<uint16_t>((bits >> 16) | 0x40u)};
+  return BFloat16{static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16)};
+}
+
+inline Half to_half(float f) {
+  const uint32_t bits = float_to_bits(f);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t abs = bits & 0x7FFFFFFFu;
+  if (abs > 0x7F800000u) return Half{static_cast<uint16_t>(sign | 0x7E00u)};  // NaN
+  if (abs >= 0x477FF000u) return Half{static_cast<uint16_t>(sign | 0x7C00u)};  // rounds to Inf
+  if (abs < 0x38800000u) {  // half subnormal (or zero): round abs * 2^24 to an integer
+    const float scaled = bits_to_float(abs) * 16777216.0f;  // exact: a power-of-two scaling
+    return Half{static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(scaled)))};
+  }
+  // Normal: rebias the exponent, round the 13 dropped mantissa bits to nearest even.
+  const uint32_t rounded = abs + 0xFFFu + ((abs >> 13) & 1u);
+  return Half{static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13))};
+}
+
 // 2^e as a double, exactly, without a libm call (the quantizers' inner loops multiply by it).
 inline double pow2(int e) {
   if (e < -1022 || e > 1023) return std::ldexp(1.0, e);

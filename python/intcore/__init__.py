@@ -8,11 +8,11 @@ from intcore import _C, _ops, backends, _autograd  # noqa: F401  (registers ops,
 from intcore import nn, recipes
 from intcore.convert import convert, summary
 from intcore.fixed_point import FixedPointConfig, fixed_point_embedding, fixed_point_layer_norm, fixed_point_linear
+from intcore.int4_training import Int4Config, hadamard, int4_linear, search_block_size
 from intcore.functional import (
     FixedPoint,
     dequantize_absmax,
     dequantize_fixed_point,
-    int4_linear,
     int4_mm,
     int8_linear,
     int8_mm,
@@ -26,6 +26,9 @@ __version__ = "0.1.0"
 __all__ = [
     "FixedPoint",
     "FixedPointConfig",
+    "Int4Config",
+    "hadamard",
+    "search_block_size",
     "convert",
     "fixed_point_embedding",
     "fixed_point_layer_norm",

@@ -108,3 +108,42 @@ def _fixed_point_embedding_backward(ctx, grad):
 _ops.fixed_point_embedding.register_autograd(
     _fixed_point_embedding_backward, setup_context=_fixed_point_embedding_setup
 )
+
+
+def _hadamard_backward(ctx, grad):
+    # H / sqrt(g) is symmetric and orthonormal: the transform is its own adjoint.
+    return _ops.hadamard(grad, ctx.block_size).to(ctx.dtype), None
+
+
+def _hadamard_setup(ctx, inputs, output):
+    x, block_size = inputs
+    ctx.block_size, ctx.dtype = block_size, x.dtype
+
+
+_ops.hadamard.register_autograd(_hadamard_backward, setup_context=_hadamard_setup)
+
+
+def _hq_linear_setup(ctx, inputs, output):
+    x, w, bias, block_size, sampling, budget = inputs
+    _, x_codes, x_scale, w_codes, w_scale = output
+    ctx.save_for_backward(x_codes, x_scale, w_codes, w_scale)
+    ctx.k, ctx.block_size, ctx.sampling, ctx.budget = x.shape[1], block_size, sampling, budget
+    ctx.x_dtype, ctx.w_dtype = x.dtype, w.dtype
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _hq_linear_backward(ctx, grad, *_code_grads):
+    x_codes, x_scale, w_codes, w_scale = ctx.saved_tensors
+    need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1]]
+    dx = dw = db = None
+    if any(need):
+        dx, dw = _ops.hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, ctx.k, ctx.block_size,
+                                         ctx.sampling, ctx.budget, need, draw_seed(grad.device))
+        dx = dx.to(ctx.x_dtype) if need[0] else None
+        dw = dw.to(ctx.w_dtype) if need[1] else None
+    if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+        db = grad.sum(0).to(ctx.bias_dtype)
+    return dx, dw, db, None, None, None
+
+
+_ops.hq_linear.register_autograd(_hq_linear_backward, setup_context=_hq_linear_setup)

@@ -287,3 +287,60 @@ def fixed_point_embedding_backward(
 @fixed_point_embedding_backward.register_fake
 def _(grad, ids, num_embeddings, grad_bits, rounding, padding_idx, seed):
     return grad.new_empty((num_embeddings, grad.shape[1]), dtype=torch.float32)
+
+
+# ---- INT4 training: Hadamard transform and the HQ-LSS linear layer --------------------------
+
+
+@torch.library.custom_op("intcore::hadamard", mutates_args=())
+def hadamard(x: Tensor, block_size: int) -> Tensor:
+    _no_kernel("hadamard", x)
+
+
+@hadamard.register_fake
+def _(x, block_size):
+    return torch.empty_like(x, dtype=x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.float32)
+
+
+@torch.library.custom_op("intcore::hq_linear", mutates_args=())
+def hq_linear(
+    x: Tensor, w: Tensor, bias: Optional[Tensor], block_size: int, sampling: bool, budget: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    # sampling and budget configure the backward (they reach it through the autograd context).
+    _no_kernel("hq_linear", x, w, bias)
+
+
+@hq_linear.register_fake
+def _(x, w, bias, block_size, sampling, budget):
+    k = x.shape[1]
+    return (
+        x.new_empty((x.shape[0], w.shape[0])),
+        x.new_empty((x.shape[0], (k + 1) // 2), dtype=torch.uint8),
+        x.new_empty((1,), dtype=torch.float32),
+        w.new_empty((w.shape[0], (k + 1) // 2), dtype=torch.uint8),
+        w.new_empty((1,), dtype=torch.float32),
+    )
+
+
+@torch.library.custom_op("intcore::hq_linear_backward", mutates_args=())
+def hq_linear_backward(
+    grad: Tensor,
+    x_codes: Tensor,
+    x_scale: Tensor,
+    w_codes: Tensor,
+    w_scale: Tensor,
+    k: int,
+    block_size: int,
+    sampling: bool,
+    budget: float,
+    need_grad: list[bool],
+    seed: Tensor,
+) -> tuple[Tensor, Tensor]:
+    _no_kernel("hq_linear_backward", grad)
+
+
+@hq_linear_backward.register_fake
+def _(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed):
+    dx = grad.new_empty((grad.shape[0], k) if need_grad[0] else (0,), dtype=torch.float32)
+    dw = grad.new_empty((grad.shape[1], k) if need_grad[1] else (0,), dtype=torch.float32)
+    return dx, dw

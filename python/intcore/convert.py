@@ -14,6 +14,7 @@ from torch import nn
 
 from intcore import recipes as _recipes
 from intcore.nn.fixed_point import FixedPointEmbedding, FixedPointLayerNorm, FixedPointLinear
+from intcore.int4_training import Int4Config
 from intcore.nn.linear import Int4Linear, Int8Linear
 
 Skip = Union[None, str, Iterable[str], Callable[[str, nn.Module], bool]]
@@ -37,6 +38,8 @@ def _skip_predicate(skip: Skip) -> Callable[[str, nn.Module], bool]:
 
 def _replacement(module: nn.Module, recipe: "_recipes.Recipe") -> Optional[nn.Module]:
     # Exact types only: an already converted module (a subclass) is left alone.
+    if type(module) is nn.Linear and isinstance(recipe.linear, Int4Config):
+        return Int4Linear.from_linear(module, recipe.linear)
     if type(module) is nn.Linear and recipe.linear is not None:
         return FixedPointLinear.from_linear(module, recipe.linear)
     if type(module) is nn.LayerNorm and recipe.layer_norm is not None:
@@ -74,7 +77,7 @@ def _format(module: nn.Module) -> Optional[str]:
     if isinstance(module, Int8Linear):
         return "int8 absmax"
     if isinstance(module, Int4Linear):
-        return "int4 absmax"
+        return module.config.describe()
     if isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)):
         dtypes = {p.dtype for p in module.parameters(recurse=False)}
         return "float" + (f" ({', '.join(str(d).replace('torch.', '') for d in dtypes)})" if dtypes else "")

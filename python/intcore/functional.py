@@ -113,7 +113,7 @@ def int16_mm(a: Tensor, b: Tensor) -> Tensor:
     return ops.int16_mm(a, b)
 
 
-def _absmax_linear(op, x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
+def _check_linear_args(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> None:
     _checks.check_float("x", x)
     _checks.check_float("w", w)
     if x.dim() == 0:
@@ -129,6 +129,10 @@ def _absmax_linear(op, x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
         if bias.shape != (w.shape[0],):
             raise ValueError(f"bias must have shape ({w.shape[0]},), got {tuple(bias.shape)}")
     _checks.check_same_device(x=x, w=w, bias=bias)
+
+
+def _absmax_linear(op, x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
+    _check_linear_args(x, w, bias)
     y = op(x.reshape(-1, x.shape[-1]), w, bias)
     return y.reshape(*x.shape[:-1], w.shape[0])
 
@@ -142,11 +146,3 @@ def int8_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     float dtype; w: [out_features, in_features]. Returns x's dtype.
     """
     return _absmax_linear(ops.int8_linear, x, w, bias)
-
-
-def int4_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """``x @ w.T + bias`` through int4 arithmetic (absmax per row), forward and backward.
-
-    As :func:`int8_linear` with 4-bit codes (values in [-7, 7]) packed two per byte.
-    """
-    return _absmax_linear(ops.int4_linear, x, w, bias)

@@ -7,6 +7,8 @@
     int8        the same at 8 bits (paper; about 3 points below fp32 on GLUE)
     int8-mixed  int8 linear layers, 16-bit layer norm and embedding (ours: the GEMMs carry
                 the cost, the normalizations carry the sensitivity)
+    int4-hq     every linear layer in INT4 with the Hadamard quantizer and leverage score
+                sampling (specs/int4-training.md); layer norm and embedding stay float
 
 ``intcore.convert(model, "int16")`` applies one; ``get(name)`` returns its :class:`Recipe`.
 """
@@ -16,13 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from typing import Union
+
 from intcore.fixed_point import FixedPointConfig
+from intcore.int4_training import Int4Config
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    linear: Optional[FixedPointConfig] = None
+    linear: Optional[Union[FixedPointConfig, Int4Config]] = None
     layer_norm: Optional[FixedPointConfig] = None
     embedding: Optional[FixedPointConfig] = None
 
@@ -51,6 +56,7 @@ RECIPES: dict[str, Recipe] = {
         layer_norm=FixedPointConfig.uniform(16),
         embedding=FixedPointConfig.uniform(16),
     ),
+    "int4-hq": Recipe("int4-hq", linear=Int4Config()),
 }
 
 

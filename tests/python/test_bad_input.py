@@ -41,7 +41,7 @@ def test_nan_and_inf_raise(bad):
     with raises(ValueError, "x contains NaN or Inf"):
         intcore.int8_linear(x, w)
     with raises(ValueError, "w contains NaN or Inf"):
-        intcore.int4_linear(w[:4], x.new_full((5, 8), bad))
+        intcore.int4_linear(w[:4], x.new_full((5, 8), bad), block_size=8)
     with raises(ValueError, "x contains NaN or Inf"):
         intcore.quantize_fixed_point(x, 8)
 

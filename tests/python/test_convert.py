@@ -93,7 +93,7 @@ def test_summary_and_recipes(bert):
     text = intcore.summary(model)
     assert "bert.encoder.layer.0.intermediate.dense" in text and "fixed-point int8" in text
     assert "fixed-point int16" in text and "classifier" in text and "float (float32)" in text
-    assert intcore.recipes.names() == ["fp32", "int16", "int12", "int10", "int8", "int8-mixed"]
+    assert intcore.recipes.names() == ["fp32", "int16", "int12", "int10", "int8", "int8-mixed", "int4-hq"]
     assert intcore.convert(copy.deepcopy(bert), "fp32").state_dict().keys() == bert.state_dict().keys()
     with pytest.raises(ValueError, match="unknown recipe 'int7'; known recipes: fp32, int16"):
         intcore.convert(bert, "int7")

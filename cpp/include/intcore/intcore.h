@@ -5,6 +5,8 @@
 #include "intcore/embedding.h"
 #include "intcore/error.h"
 #include "intcore/gemm.h"
+#include "intcore/hadamard.h"
+#include "intcore/int4_training.h"
 #include "intcore/layer_norm.h"
 #include "intcore/linear.h"
 #include "intcore/philox.h"

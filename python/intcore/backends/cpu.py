@@ -202,3 +202,38 @@ def _(grad, ids, num_embeddings, grad_bits, rounding, padding_idx, seed):
     dweight = torch.empty((num_embeddings, _size(grad, 1)), dtype=torch.float32)
     _C.fixed_point_embedding_backward(ids, grad.detach(), grad_bits, rounding, _seed_value(seed), padding_idx, dweight)
     return dweight
+
+
+# ---- INT4 training ---------------------------------------------------------------------------
+
+
+@torch.library.register_kernel("intcore::hadamard", "cpu")
+def _(x, block_size):
+    out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.float32
+    out = torch.empty(x.shape, dtype=out_dtype)
+    _C.hadamard_transform(x.detach(), block_size, out)
+    return out
+
+
+@torch.library.register_kernel("intcore::hq_linear", "cpu")
+def _(x, w, bias, block_size, sampling, budget):
+    k = _size(x, 1)
+    y = torch.empty((_size(x, 0), _size(w, 0)), dtype=torch.float32)
+    x_codes = torch.empty((_size(x, 0), (k + 1) // 2), dtype=torch.uint8)
+    w_codes = torch.empty((_size(w, 0), (k + 1) // 2), dtype=torch.uint8)
+    x_scale, w_scale = torch.empty(1), torch.empty(1)
+    _C.hq_linear_forward(x.detach(), w.detach(), _detached(bias), block_size, y, x_codes, x_scale, w_codes, w_scale)
+    return y.to(x.dtype), x_codes, x_scale, w_codes, w_scale
+
+
+@torch.library.register_kernel("intcore::hq_linear_backward", "cpu")
+def _(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed):
+    grad, seed_value = grad.detach(), _seed_value(seed)
+    x_scale, w_scale = x_scale.detach(), w_scale.detach()  # float outputs of hq_linear: tracked by autograd
+    dx = torch.empty((_size(grad, 0), k) if need_grad[0] else (0,), dtype=torch.float32)
+    dw = torch.empty((_size(grad, 1), k) if need_grad[1] else (0,), dtype=torch.float32)
+    if need_grad[0]:
+        _C.hq_linear_grad_input(grad, w_codes, w_scale, k, block_size, sampling, budget, seed_value, dx)
+    if need_grad[1]:
+        _C.hq_linear_grad_weight(grad, x_codes, x_scale, k, block_size, sampling, budget, seed_value, dw)
+    return dx, dw

@@ -41,7 +41,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--context", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-every", type=int, default=100, help="steps between validation passes")

@@ -9,35 +9,68 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from intcore import functional
+from intcore import functional, int4_training
+from intcore.int4_training import Int4Config
 
 
-class _IntegerLinear(nn.Linear):
-    _linear = None  # the functional form, set by subclasses
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return type(self)._linear(x, self.weight, self.bias)
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "_IntegerLinear":
-        """A module sharing ``linear``'s parameters (no copy)."""
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
-        module = cls.__new__(cls)
-        nn.Module.__init__(module)
-        module.in_features, module.out_features = linear.in_features, linear.out_features
-        module.weight = linear.weight
-        module.bias = linear.bias
-        return module
+def _share_parameters(cls, linear: nn.Linear) -> nn.Linear:
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+    module = cls.__new__(cls)
+    nn.Module.__init__(module)
+    module.in_features, module.out_features = linear.in_features, linear.out_features
+    module.weight = linear.weight
+    module.bias = linear.bias
+    return module
 
 
-class Int8Linear(_IntegerLinear):
+class Int8Linear(nn.Linear):
     """nn.Linear computed with :func:`intcore.int8_linear` (forward and backward)."""
 
-    _linear = staticmethod(functional.int8_linear)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional.int8_linear(x, self.weight, self.bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+        """A module sharing ``linear``'s parameters (no copy)."""
+        return _share_parameters(cls, linear)
 
 
-class Int4Linear(_IntegerLinear):
-    """nn.Linear computed with :func:`intcore.int4_linear` (forward and backward)."""
+class Int4Linear(nn.Linear):
+    """nn.Linear computed with :func:`intcore.int4_linear`: the HQ-LSS method by default.
 
-    _linear = staticmethod(functional.int4_linear)
+    With ``Int4Config(block_size="auto")`` the Hadamard block is chosen on the first forward
+    in training mode by the error-product search and kept in ``self.chosen_block_size``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 config: Int4Config = Int4Config(), device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.config = config
+        self.chosen_block_size = None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, config: Int4Config = Int4Config()) -> "Int4Linear":
+        """A module sharing ``linear``'s parameters (no copy)."""
+        if not isinstance(config, Int4Config):
+            raise TypeError(f"config must be an Int4Config, got {type(config).__name__}")
+        module = _share_parameters(cls, linear)
+        module.config, module.chosen_block_size = config, None
+        return module
+
+    def block_size(self, x: torch.Tensor) -> int:
+        if self.config.block_size != "auto":
+            return self.config.block_size
+        if self.chosen_block_size is None:
+            self.chosen_block_size = int4_training.search_block_size(x, self.weight)
+        return self.chosen_block_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.recipe == "absmax":
+            return int4_training.int4_linear(x, self.weight, self.bias, recipe="absmax")
+        return int4_training.int4_linear(x, self.weight, self.bias, block_size=self.block_size(x),
+                                         sampling=c.sampling, budget=c.budget)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self.config.describe()}"

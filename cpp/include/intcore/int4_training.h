@@ -1,0 +1,67 @@
+// INT4 training (specs/int4-training.md): the Hadamard quantizer (HQ) forward, and the
+// backward's bit splitting and leverage score sampling (LSS).
+//
+// Notation: y = x w^T, x [M, K] (tokens x in_features), w [C, K], G = dL/dy [M, C].
+// Forward: XH = x H, WH = w H (H block-diagonal Hadamard along K), each quantized to int4
+// codes in [-7, 7] with one absmax scale per tensor, round to nearest; y = QX QW^T sx sw + b.
+// Backward: G is split into two int4 digits, G ~ (14 h + l) / s with s = 98 / max|G|,
+// h = round(G s / 14), l = stochastic_round(G s - 14 h); no digit is clipped. The 2M stacked
+// digit rows (h rows weighted 14, l rows weighted 1) are sampled: row i is kept with
+// probability p_i (sum p_i = budget * 2M, each p_i <= 1, the excess re-spread), kept rows are
+// divided by p_i, so both gradients are unbiased estimates of the products with the mapped G.
+//   grad-input:  p_i ~ ||row i||; dX H = sum over kept rows of (w_i / (s p_i)) row_i QW sw,
+//                an int4 GEMM over the kept rows with the row factors in its epilogue.
+//   grad-weight: p_i ~ ||row i|| ||QX row of its token||; the kept rows, scaled by w_i / p_i,
+//                are re-encoded with one scale (stochastic rounding, unbiased) and
+//                dW H = R^T QX_kept. The re-encoding is int8, not int4: the rows mix high
+//                digits (x14) and low digits, and one int4 grid would crush the low ones
+//                (measured on a 256x128x64 layer: dW SNR 6.2 dB with int4, 10.8 dB with int8,
+//                10.8 dB without sampling). An int8 x int4 product costs what int4 x int4 does
+//                on the CPU and on Hopper (no int4 tensor cores).
+// Then dX = (dX H) H and dW = (dW H) H. With sampling off, the digits combine exactly into
+// 14 h + l (an int8 code) and each gradient is one GEMM over all rows.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "intcore/philox.h"
+#include "intcore/tensor_view.h"
+
+namespace intcore {
+
+struct HqCodes {
+  TensorView codes;  // uint8 [rows, ceil(K / 2)], packed int4
+  TensorView scale;  // float32 [1]
+};
+
+// x: [M, K], w: [C, K] (any float dtype/strides), bias: [C] or null, K % block == 0.
+// out: float32 [M, C]; x_codes / w_codes receive the int4 codes the backward reuses.
+void hq_linear_forward(const TensorView& x, const TensorView& w, const TensorView* bias, int64_t block,
+                       const TensorView& out, const HqCodes& x_codes, const HqCodes& w_codes);
+
+struct SamplingOptions {
+  bool enabled = true;
+  double budget = 0.5;  // expected fraction of the 2M stacked digit rows kept
+};
+
+// dx: float32 [M, K]. Random streams: seed with offsets 0 (split), 1 (sampling).
+void hq_linear_grad_input(const TensorView& grad, const HqCodes& w_codes, int64_t k, int64_t block,
+                          SamplingOptions sampling, uint64_t seed, const TensorView& dx);
+// dw: float32 [C, K]. Offsets 0 (split, the same digits as grad_input), 2 (sampling),
+// 3 (requantization).
+void hq_linear_grad_weight(const TensorView& grad, const HqCodes& x_codes, int64_t k, int64_t block,
+                           SamplingOptions sampling, uint64_t seed, const TensorView& dw);
+
+// The pieces, exposed for tests and the bindings.
+// G [M, C] -> high, low: int8 [M, C] in [-7, 7]; scale: float32 [1] (s above).
+void split_gradient(const TensorView& grad, RandomStream stream, const TensorView& high, const TensorView& low,
+                    const TensorView& scale);
+// Keep probabilities proportional to weights (>= 0), each at most 1, summing to
+// min(budget, number of positive weights): the water-filling solution.
+void sampling_probabilities(const double* weights, int64_t n, double budget, double* p);
+// Rows kept by independent Bernoulli draws with probabilities p: row i is kept when the top 24
+// bits of stream word i, read as a fraction, fall below p[i].
+std::vector<int64_t> draw_rows(const std::vector<double>& p, RandomStream stream);
+
+}  // namespace intcore

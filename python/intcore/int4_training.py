@@ -1,0 +1,128 @@
+"""INT4 training (specs/int4-training.md): the Hadamard quantizer forward, bit splitting and
+leverage score sampling backward.
+
+``int4_linear(x, w)`` trains with this method ("hq-lss") by default; ``recipe="absmax"`` is
+the plain per-row absmax int4 layer. ``intcore.convert(model, "int4-hq")`` converts every
+linear layer (except those skipped) to :class:`intcore.nn.Int4Linear` with these defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from intcore import _checks, functional
+
+ops = torch.ops.intcore
+
+BLOCK_SEARCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class Int4Config:
+    """How an Int4Linear layer computes.
+
+    recipe: "hq-lss" (the method) or "absmax" (per-row absmax int4, round to nearest in the
+        forward and stochastic in the backward).
+    block_size: Hadamard block along in_features, a power of two dividing it, or "auto" to
+        choose per layer on the first training step by the error-product search.
+    sampling: leverage score sampling in the backward (False keeps every digit row).
+    budget: expected fraction of the 2M stacked gradient digit rows kept (0.5: the cost of
+        one int4 GEMM).
+    """
+
+    recipe: str = "hq-lss"
+    block_size: Union[int, str] = 32
+    sampling: bool = True
+    budget: float = 0.5
+
+    def __post_init__(self):
+        if self.recipe not in ("hq-lss", "absmax"):
+            raise ValueError(f"Int4Config.recipe must be 'hq-lss' or 'absmax', got {self.recipe!r}")
+        if self.block_size != "auto" and not _is_power_of_two(self.block_size):
+            raise ValueError(f"Int4Config.block_size must be a power of two or 'auto', got {self.block_size!r}")
+        if not 0 < self.budget <= 1:
+            raise ValueError(f"Int4Config.budget must be in (0, 1], got {self.budget!r}")
+
+    def describe(self) -> str:
+        if self.recipe == "absmax":
+            return "int4 absmax"
+        sampled = f"LSS {self.budget:g}" if self.sampling else "no sampling"
+        return f"int4 HQ (block {self.block_size}, {sampled})"
+
+
+def _is_power_of_two(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 32768 and v & (v - 1) == 0
+
+
+def hadamard(x: Tensor, block_size: int) -> Tensor:
+    """Block-diagonal normalized Walsh-Hadamard transform along the last dimension.
+
+    Every run of ``block_size`` (a power of two, 1..32768, dividing the last dimension)
+    elements is multiplied by H / sqrt(block_size). The transform is orthonormal and its own
+    inverse; its gradient is the transform of the gradient. float32/bfloat16/float16 keep
+    their dtype; other float dtypes give float32.
+    """
+    _checks.check_float("x", x)
+    if x.dim() == 0:
+        raise ValueError("x must have at least 1 dimension, got a 0-dim tensor")
+    if not _is_power_of_two(block_size):
+        raise ValueError(f"block_size must be a power of two in 1..32768, got {block_size!r}")
+    if x.shape[-1] % block_size:
+        raise ValueError(f"the last dimension of x ({x.shape[-1]}) must be a multiple of block_size ({block_size})")
+    return ops.hadamard(x.reshape(-1, x.shape[-1]), block_size).reshape(x.shape)
+
+
+def _int4_error(v: Tensor, block_size: int) -> float:
+    """||vH - Q(vH)|| for per-tensor absmax int4 (the forward's quantizer)."""
+    vh = hadamard(v.detach().float(), block_size)
+    scale = vh.abs().max() / 7
+    if scale == 0:
+        return 0.0
+    return float((vh - (vh / scale).round().clamp(-7, 7) * scale).norm())
+
+
+def search_block_size(x: Tensor, w: Tensor) -> int:
+    """The block size (1, 2, 4, ... 1024 dividing in_features) with the smallest product of
+    the quantization errors of x H and w H: the reference's per-layer search."""
+    k = w.shape[1]
+    x2 = x.detach().reshape(-1, k)
+    best, best_error = 1, float("inf")
+    for g in BLOCK_SEARCH:
+        if k % g:
+            continue
+        error = _int4_error(x2, g) * _int4_error(w, g)
+        if error < best_error:
+            best, best_error = g, error
+    return best
+
+
+def int4_linear(
+    x: Tensor,
+    w: Tensor,
+    bias: Optional[Tensor] = None,
+    *,
+    recipe: str = "hq-lss",
+    block_size: int = 32,
+    sampling: bool = True,
+    budget: float = 0.5,
+) -> Tensor:
+    """``x @ w.T + bias`` through int4 arithmetic, forward and backward.
+
+    recipe "hq-lss" (default): x and w go through a Hadamard transform of ``block_size``
+    along in_features and per-tensor absmax int4 codes; the backward splits the output
+    gradient into two int4 digits and samples their rows by leverage score (``sampling``,
+    ``budget``), giving unbiased gradients from int4 GEMMs. recipe "absmax": per-row absmax
+    int4 codes, no transform, no sampling.
+    """
+    config = Int4Config(recipe, block_size, sampling, budget)
+    if config.recipe == "absmax":
+        return functional._absmax_linear(ops.int4_linear, x, w, bias)
+    functional._check_linear_args(x, w, bias)
+    if w.shape[1] % block_size:
+        raise ValueError(f"block_size ({block_size}) must divide in_features ({w.shape[1]})")
+    y = ops.hq_linear(x.reshape(-1, x.shape[-1]), w, bias, block_size, bool(sampling), float(budget))[0]
+    return y.reshape(*x.shape[:-1], w.shape[0])
