@@ -11,6 +11,9 @@
 
 #include "dlpack_view.h"
 #include "intcore/intcore.h"
+#ifdef INTCORE_WITH_CUDA
+#include "../cuda/backend.h"
+#endif
 
 namespace py = pybind11;
 using namespace intcore;
@@ -68,6 +71,31 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("built_with_cuda") = false;
 #endif
+
+  m.def(
+      "cuda_available",
+      [] {
+#ifdef INTCORE_WITH_CUDA
+        std::string reason;
+        const bool ok = cuda::available(&reason);
+        return std::make_pair(ok, reason);
+#else
+        return std::make_pair(false, std::string("this build of intcore has no CUDA backend (no nvcc was found when "
+                                                 "it was built; rebuild with -DINTCORE_CUDA=ON)"));
+#endif
+      },
+      "(available, reason): whether intcore's CUDA kernels can run here, and if not, why.");
+
+  m.def(
+      "set_cuda_stream",
+      [](uintptr_t stream) {
+#ifdef INTCORE_WITH_CUDA
+        cuda::set_current_stream(reinterpret_cast<void*>(stream));
+#else
+        (void)stream;
+#endif
+      },
+      py::arg("stream"), "The cudaStream_t (as an integer) this thread's engine calls run on.");
 
   m.def("supported_cpu_kernels", [] {
     std::vector<std::string> names;

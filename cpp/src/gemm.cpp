@@ -11,6 +11,7 @@
 #include "gemm_pack.h"
 #include "intcore/gemm.h"
 #include "parallel.h"
+#include "cuda_dispatch.h"
 
 namespace intcore {
 namespace {
@@ -98,7 +99,6 @@ struct ScaledEpilogue {
 };
 
 void check_operand(const std::string& fn, const IntMatrix& m) {
-  check_cpu(fn, m.values);
   check_dim(fn, m.values, 2);
   if (m.packed_int4) {
     check_dtype(fn, m.values, DType::kUInt8);
@@ -123,20 +123,26 @@ void check_operands(const std::string& fn, const IntMatrix& a, const IntMatrix& 
   }
 }
 
-ScaleVector scale_vector(const std::string& fn, const TensorView& s, int64_t rows) {
-  check_cpu(fn, s);
+void check_scales(const std::string& fn, const TensorView& s, int64_t rows) {
   check_contiguous(fn, s);
   if (s.dim() != 1 || (s.size(0) != 1 && s.size(0) != rows)) {
     throw_value_error(fn + ": " + s.name() + " must have shape [1] or [" + std::to_string(rows) + "], got " +
                       s.shape_str());
   }
+  if (s.dtype() != DType::kFloat32 && s.dtype() != DType::kInt32) {
+    throw_type_error(fn + ": " + s.name() + " must be float32 (scales) or int32 (exponents), got " +
+                     dtype_name(s.dtype()));
+  }
+}
+
+// The scales as doubles, one per row (host memory: CPU only).
+ScaleVector scale_vector(const TensorView& s, int64_t rows) {
   const bool per_row = s.size(0) == rows && rows != 1;
   ScaleVector v(static_cast<size_t>(rows));
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t at = per_row ? i : 0;
     if (s.dtype() == DType::kFloat32) v[i] = static_cast<const float*>(s.data())[at];
-    else if (s.dtype() == DType::kInt32) v[i] = pow2(static_cast<const int32_t*>(s.data())[at]);
-    else throw_type_error(fn + ": " + s.name() + " must be float32 (scales) or int32 (exponents), got " + dtype_name(s.dtype()));
+    else v[i] = pow2(static_cast<const int32_t*>(s.data())[at]);
   }
   return v;
 }
@@ -164,7 +170,6 @@ void gemm_exact(const IntMatrix& a, const IntMatrix& b, const TensorView& c) {
   const int64_t m = a.rows(), n = b.rows();
   check_shape(fn, c, {m, n});
   check_contiguous(fn, c);
-  check_cpu(fn, c);
   const bool narrow = a.values.dtype() != DType::kInt16 && b.values.dtype() != DType::kInt16;
   if (c.dtype() == DType::kInt32) {
     if (!narrow) throw_type_error(fn + ": " + c.name() + " must be int64 for int16 operands (int32 can overflow)");
@@ -174,6 +179,10 @@ void gemm_exact(const IntMatrix& a, const IntMatrix& b, const TensorView& c) {
     }
   } else if (c.dtype() != DType::kInt64) {
     throw_type_error(fn + ": " + c.name() + " must be int32 or int64, got " + dtype_name(c.dtype()));
+  }
+  if (runs_on_cuda(fn, {&a.values, &b.values, &c})) {
+    INTCORE_ON_CUDA(cuda::gemm_exact(a, b, c));
+    return;
   }
   if (m == 0 || n == 0) return;
   const PackedMatrix pa = pack_operand(a, PackSide::kA), pb = pack_operand(b, PackSide::kB);
@@ -189,16 +198,20 @@ void gemm_scaled(const IntMatrix& a, const TensorView& a_scale, const IntMatrix&
   check_dtype(fn, out, DType::kFloat32);
   check_shape(fn, out, {m, n});
   check_contiguous(fn, out);
-  check_cpu(fn, out);
-  ScaledEpilogue epilogue{static_cast<float*>(out.data()), m, n, scale_vector(fn, a_scale, m),
-                          scale_vector(fn, b_scale, n), nullptr};
+  check_scales(fn, a_scale, m);
+  check_scales(fn, b_scale, n);
   if (bias != nullptr) {
     check_dtype(fn, *bias, DType::kFloat32);
     check_shape(fn, *bias, {n});
     check_contiguous(fn, *bias);
-    epilogue.bias = static_cast<const float*>(bias->data());
+  }
+  if (runs_on_cuda(fn, {&a.values, &b.values, &a_scale, &b_scale, bias, &out})) {
+    INTCORE_ON_CUDA(cuda::gemm_scaled(a, a_scale, b, b_scale, bias, out));
+    return;
   }
   if (m == 0 || n == 0) return;
+  ScaledEpilogue epilogue{static_cast<float*>(out.data()), m, n, scale_vector(a_scale, m), scale_vector(b_scale, n),
+                          bias ? static_cast<const float*>(bias->data()) : nullptr};
   run_gemm(pack_operand(a, PackSide::kA), pack_operand(b, PackSide::kB), epilogue);
 }
 

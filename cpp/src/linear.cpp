@@ -2,34 +2,32 @@
 
 #include <vector>
 
-#include "float_types.h"
+#include "workspace.h"
 #include "intcore/gemm.h"
 #include "intcore/quantize.h"
 
 namespace intcore {
 namespace {
 
-// Per-row absmax codes of a 2-D float view, owning their memory.
+// Per-row absmax codes of a 2-D float view, in memory on x's device.
 struct QuantizedRows {
-  std::vector<uint8_t> codes;
-  std::vector<float> scales;
+  Workspace codes, scales;
   IntMatrix matrix;
   TensorView scale_view;
 
-  QuantizedRows(const TensorView& x, int bits, Rounding rounding, RandomStream stream) {
+  QuantizedRows(const TensorView& x, int bits, Rounding rounding, RandomStream stream)
+      : codes(x.device(), static_cast<size_t>(x.size(0) * (bits == 8 ? x.size(1) : (x.size(1) + 1) / 2))),
+        scales(x.device(), static_cast<size_t>(x.size(0)) * sizeof(float)) {
     const int64_t rows = x.size(0), k = x.size(1);
-    const int64_t cols = bits == 8 ? k : (k + 1) / 2;
-    codes.resize(static_cast<size_t>(rows * cols));
-    scales.resize(static_cast<size_t>(rows));
-    const TensorView q(codes.data(), bits == 8 ? DType::kInt8 : DType::kUInt8, {rows, cols}, x.name() + " codes");
-    scale_view = TensorView(scales.data(), DType::kFloat32, {rows}, x.name() + " scales");
+    const TensorView q = codes.view(bits == 8 ? DType::kInt8 : DType::kUInt8, {rows, bits == 8 ? k : (k + 1) / 2},
+                                    x.name() + " codes");
+    scale_view = scales.view(DType::kFloat32, {rows}, x.name() + " scales");
     quantize_absmax(x, q, scale_view, bits, rounding, stream);
     matrix = bits == 8 ? IntMatrix::of(q) : IntMatrix::int4(q, k);
   }
 };
 
 void check_operand(const std::string& fn, const TensorView& t) {
-  check_cpu(fn, t);
   check_floating(fn, t);
   check_dim(fn, t, 2);
 }
@@ -39,7 +37,6 @@ void check_bits(const std::string& fn, int bits) {
 }
 
 void check_output(const std::string& fn, const TensorView& t, int64_t rows, int64_t cols) {
-  check_cpu(fn, t);
   check_dtype(fn, t, DType::kFloat32);
   check_shape(fn, t, {rows, cols});
   check_contiguous(fn, t);
@@ -59,23 +56,15 @@ void absmax_linear_forward(const TensorView& x, const TensorView& w, const Tenso
                       std::to_string(w.size(1)) + " (x is " + x.shape_str() + ", w is " + w.shape_str() + ")");
   }
   check_output(fn, out, m, n);
-  std::vector<float> bias_f32;
-  TensorView bias_view;
   if (bias != nullptr) {
-    check_cpu(fn, *bias);
-    check_floating(fn, *bias);
+    check_dtype(fn, *bias, DType::kFloat32);
     check_shape(fn, *bias, {n});
-    bias_f32.resize(static_cast<size_t>(n));
-    dispatch_float(fn, *bias, [&](auto tag) {
-      using T = decltype(tag);
-      const T* b = static_cast<const T*>(bias->data());
-      for (int64_t j = 0; j < n; ++j) bias_f32[j] = to_float(b[j * bias->stride(0)]);
-    });
-    bias_view = TensorView(bias_f32.data(), DType::kFloat32, {n}, bias->name());
+    check_contiguous(fn, *bias);
   }
+  runs_on_cuda(fn, {&x, &w, bias, &out});  // one device for all (the called functions dispatch)
   const QuantizedRows qx(x, bits, Rounding::kNearest, {});
   const QuantizedRows qw(w, bits, Rounding::kNearest, {});
-  gemm_scaled(qx.matrix, qx.scale_view, qw.matrix, qw.scale_view, bias ? &bias_view : nullptr, out);
+  gemm_scaled(qx.matrix, qx.scale_view, qw.matrix, qw.scale_view, bias, out);
 }
 
 void absmax_linear_grad_input(const TensorView& grad, const TensorView& w, int bits, uint64_t seed,
@@ -89,6 +78,7 @@ void absmax_linear_grad_input(const TensorView& grad, const TensorView& w, int b
                       " disagree on the number of output features");
   }
   check_output(fn, dx, grad.size(0), w.size(1));
+  runs_on_cuda(fn, {&grad, &w, &dx});
   const QuantizedRows qg(grad, bits, Rounding::kStochastic, {seed, 0});
   const QuantizedRows qwt(w.transposed(), bits, Rounding::kNearest, {});
   gemm_scaled(qg.matrix, qg.scale_view, qwt.matrix, qwt.scale_view, nullptr, dx);
@@ -105,6 +95,7 @@ void absmax_linear_grad_weight(const TensorView& grad, const TensorView& x, int 
                       " disagree on the number of rows");
   }
   check_output(fn, dw, grad.size(1), x.size(1));
+  runs_on_cuda(fn, {&grad, &x, &dw});
   const QuantizedRows qgt(grad.transposed(), bits, Rounding::kStochastic, {seed, 1});
   const QuantizedRows qxt(x.transposed(), bits, Rounding::kNearest, {});
   gemm_scaled(qgt.matrix, qgt.scale_view, qxt.matrix, qxt.scale_view, nullptr, dw);

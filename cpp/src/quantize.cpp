@@ -13,6 +13,7 @@
 #include "float_types.h"
 #include "intcore/quantize.h"
 #include "parallel.h"
+#include "cuda_dispatch.h"
 
 namespace intcore {
 namespace {
@@ -101,7 +102,6 @@ struct Rounder {
 };
 
 void check_input(const std::string& fn, const TensorView& x) {
-  check_cpu(fn, x);
   check_floating(fn, x);
   check_dim(fn, x, 2);
 }
@@ -206,6 +206,10 @@ void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const
   check_shape(fn, mantissa, {rows, cols});
   check_contiguous(fn, mantissa);
   check_scale_vector(fn, exponent, DType::kInt32, rows);
+  if (runs_on_cuda(fn, {&x, &mantissa, &exponent})) {
+    INTCORE_ON_CUDA(cuda::quantize_fixed_point(x, mantissa, exponent, bits, rounding, stream));
+    return;
+  }
 
   std::vector<float> absmax = row_absmax(fn, x);
   const bool per_row = exponent.size(0) == rows && rows != 1;
@@ -237,7 +241,6 @@ void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const
 
 void dequantize_fixed_point(const TensorView& mantissa, const TensorView& exponent, const TensorView& out) {
   const std::string fn = "dequantize_fixed_point";
-  check_cpu(fn, mantissa);
   check_dim(fn, mantissa, 2);
   check_contiguous(fn, mantissa);
   if (mantissa.dtype() != DType::kInt8 && mantissa.dtype() != DType::kInt16) {
@@ -248,6 +251,10 @@ void dequantize_fixed_point(const TensorView& mantissa, const TensorView& expone
   check_dtype(fn, out, DType::kFloat32);
   check_shape(fn, out, {rows, cols});
   check_contiguous(fn, out);
+  if (runs_on_cuda(fn, {&mantissa, &exponent, &out})) {
+    INTCORE_ON_CUDA(cuda::dequantize_fixed_point(mantissa, exponent, out));
+    return;
+  }
   const int32_t* e = exponent.data_as<int32_t>();
   const bool per_row = exponent.size(0) == rows && rows != 1;
   float* y = out.data_as<float>();
@@ -309,6 +316,10 @@ void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView&
   check_shape(fn, q, {rows, q_cols});
   check_contiguous(fn, q);
   check_scale_vector(fn, scale, DType::kFloat32, rows);
+  if (runs_on_cuda(fn, {&x, &q, &scale})) {
+    INTCORE_ON_CUDA(cuda::quantize_absmax(x, q, scale, bits, rounding, stream));
+    return;
+  }
 
   const int32_t qmax = bits == 8 ? 127 : 7;
   std::vector<float> absmax = row_absmax(fn, x);
@@ -353,7 +364,6 @@ void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView&
 
 void dequantize_absmax(const TensorView& q, const TensorView& scale, int bits, const TensorView& out) {
   const std::string fn = "dequantize_absmax";
-  check_cpu(fn, q);
   if (bits != 8 && bits != 4) throw_value_error(fn + ": bits must be 8 or 4, got " + std::to_string(bits));
   check_dtype(fn, q, bits == 8 ? DType::kInt8 : DType::kUInt8);
   check_dim(fn, q, 2);
@@ -364,6 +374,10 @@ void dequantize_absmax(const TensorView& q, const TensorView& scale, int bits, c
   const int64_t rows = q.size(0), cols = out.size(1);
   check_shape(fn, q, {rows, bits == 8 ? cols : (cols + 1) / 2});
   check_scale_vector(fn, scale, DType::kFloat32, rows);
+  if (runs_on_cuda(fn, {&q, &scale, &out})) {
+    INTCORE_ON_CUDA(cuda::dequantize_absmax(q, scale, bits, out));
+    return;
+  }
   const float* s = scale.data_as<float>();
   const bool per_row = scale.size(0) == rows && rows != 1;
   const uint8_t* codes = static_cast<const uint8_t*>(q.data());

@@ -144,9 +144,26 @@ void check_same_device(const std::string& fn, const TensorView& a, const TensorV
 
 void check_cpu(const std::string& fn, const TensorView& t) {
   if (t.device().type != DeviceType::kCPU) {
-    throw_value_error(fn + ": " + t.name() + " is on " + device_name(t.device()) +
-                      "; this build of intcore runs on the CPU only");
+    throw_value_error(fn + ": " + t.name() + " is on " + device_name(t.device()) + "; " + fn +
+                      " has no CUDA implementation yet, so its tensors must be on the CPU");
   }
+}
+
+bool runs_on_cuda(const std::string& fn, std::initializer_list<const TensorView*> tensors) {
+  const TensorView* first = nullptr;
+  for (const TensorView* t : tensors) {
+    if (t == nullptr) continue;
+    if (first == nullptr) first = t;
+    else check_same_device(fn, *first, *t);
+  }
+  if (first == nullptr || first->device().type == DeviceType::kCPU) return false;
+#ifdef INTCORE_WITH_CUDA
+  return true;
+#else
+  throw_value_error(fn + ": " + first->name() + " is on " + device_name(first->device()) +
+                    " but this build of intcore has no CUDA backend (rebuild where nvcc is found, or with "
+                    "-DINTCORE_CUDA=ON)");
+#endif
 }
 
 }  // namespace intcore

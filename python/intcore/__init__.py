@@ -23,6 +23,16 @@ from intcore.functional import (
 
 __version__ = "0.1.0"
 
+
+def cuda_available() -> bool:
+    """Whether intcore's CUDA kernels can run here; ``cuda_unavailable_reason()`` says why not."""
+    return _C.cuda_available()[0]
+
+
+def cuda_unavailable_reason() -> str:
+    """Why intcore's CUDA kernels cannot run here ("" when they can)."""
+    return _C.cuda_available()[1]
+
 __all__ = [
     "FixedPoint",
     "FixedPointConfig",
@@ -30,6 +40,8 @@ __all__ = [
     "hadamard",
     "search_block_size",
     "convert",
+    "cuda_available",
+    "cuda_unavailable_reason",
     "fixed_point_embedding",
     "fixed_point_layer_norm",
     "fixed_point_linear",

@@ -1,9 +1,9 @@
 """Seeds for intcore's counter-based generator (Philox4x32-10), drawn from PyTorch's.
 
-Every op with random rounding or sampling takes a 0-dim int64 ``seed`` tensor. Drawing it with
-``torch.randint`` consumes PyTorch's default generator for the device, so ``torch.manual_seed``
-reproduces a run, successive calls differ, and ``torch.compile`` traces the draw as an ordinary
-random op (no host synchronization on accelerators).
+Every op with random rounding or sampling takes a 0-dim int64 ``seed`` tensor. It is drawn
+with ``torch.randint`` from PyTorch's default CPU generator whatever device the op runs on:
+``torch.manual_seed`` reproduces a run, successive calls differ, ``torch.compile`` traces the
+draw as an ordinary random op, and reading the seed never synchronizes with a GPU.
 """
 
 from __future__ import annotations
@@ -16,16 +16,17 @@ from torch import Tensor
 _SEED_HIGH = 2**62
 
 
-def draw_seed(device: Union[torch.device, str] = "cpu") -> Tensor:
-    return torch.randint(0, _SEED_HIGH, (), dtype=torch.int64, device=device)
+def draw_seed(device: Union[torch.device, str, None] = None) -> Tensor:
+    """A fresh seed; ``device`` is accepted for call sites' symmetry and ignored (CPU always)."""
+    return torch.randint(0, _SEED_HIGH, (), dtype=torch.int64)
 
 
-def seed_tensor(seed: Optional[int], device: Union[torch.device, str] = "cpu") -> Tensor:
-    """``seed`` as the 0-dim int64 tensor ops take; None draws one from PyTorch's generator."""
+def seed_tensor(seed: Optional[int], device: Union[torch.device, str, None] = None) -> Tensor:
+    """``seed`` as the 0-dim int64 CPU tensor ops take; None draws one from PyTorch's generator."""
     if seed is None:
-        return draw_seed(device)
+        return draw_seed()
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     if not 0 <= seed < 2**63:
         raise ValueError(f"seed must be in [0, 2**63), got {seed}")
-    return torch.tensor(seed, dtype=torch.int64, device=device)
+    return torch.tensor(seed, dtype=torch.int64)

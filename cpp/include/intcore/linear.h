@@ -14,7 +14,7 @@
 
 namespace intcore {
 
-// out: float32 [M, N] contiguous. bias: [N] any float dtype, or null.
+// out: float32 [M, N] contiguous. bias: float32 [N] contiguous, or null.
 void absmax_linear_forward(const TensorView& x, const TensorView& w, const TensorView* bias, int bits,
                            const TensorView& out);
 

@@ -84,6 +84,10 @@ void check_dim(const std::string& fn, const TensorView& t, int ndim);
 void check_shape(const std::string& fn, const TensorView& t, std::initializer_list<int64_t> shape);
 void check_contiguous(const std::string& fn, const TensorView& t);
 void check_same_device(const std::string& fn, const TensorView& a, const TensorView& b);
+// For functions with no CUDA implementation yet.
 void check_cpu(const std::string& fn, const TensorView& t);
+// Checks that every tensor is on one device and returns whether that device is a CUDA GPU;
+// raises ValueError if it is but this build of the engine has no CUDA backend.
+bool runs_on_cuda(const std::string& fn, std::initializer_list<const TensorView*> tensors);
 
 }  // namespace intcore

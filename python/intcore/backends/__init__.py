@@ -1,3 +1,3 @@
 """Device kernels for the ops declared in intcore._ops: one module per device."""
 
-from intcore.backends import cpu  # noqa: F401  (registers the CPU kernels)
+from intcore.backends import cpu, cuda  # noqa: F401  (registers the kernels)
