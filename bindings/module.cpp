@@ -229,7 +229,8 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "fixed_point_layer_norm_forward",
       [](py::object x, py::object gamma, py::object beta, int bits, double eps, const std::string& rounding,
-         const std::string& rsqrt, uint64_t seed, py::object y, py::object xhat, py::object xhat_exponent,
+         const std::string& rsqrt, bool per_row_input, uint64_t seed, py::object y, py::object xhat,
+         py::object xhat_exponent,
          py::object x_exponent, py::object rstd_mantissa, py::object rstd_exponent, py::object gamma_mantissa,
          py::object gamma_exponent) {
         DLPackView xv(x, "x"), yv(y, "y"), xh(xhat, "xhat"), xhe(xhat_exponent, "xhat_exponent"),
@@ -241,12 +242,14 @@ PYBIND11_MODULE(_C, m) {
         options.eps = eps;
         options.rounding = parse_rounding(rounding);
         options.rsqrt = parse_rsqrt(rsqrt);
+        options.per_row_input = per_row_input;
         const LayerNormSaved saved{xh.view(), xhe.view(), xe.view(), rm.view(), re.view(), gm.view(), ge.view()};
         py::gil_scoped_release release;
         fixed_point_layer_norm_forward(xv.view(), gv.get(), bv.get(), options, {seed, 0}, yv.view(), saved);
       },
       py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("bits"), py::arg("eps"), py::arg("rounding"),
-      py::arg("rsqrt"), py::arg("seed"), py::arg("y"), py::arg("xhat"), py::arg("xhat_exponent"),
+      py::arg("rsqrt"), py::arg("per_row_input"), py::arg("seed"), py::arg("y"), py::arg("xhat"),
+      py::arg("xhat_exponent"),
       py::arg("x_exponent"), py::arg("rstd_mantissa"), py::arg("rstd_exponent"), py::arg("gamma_mantissa"),
       py::arg("gamma_exponent"));
 

@@ -27,6 +27,7 @@ class DeviceBuffer {
  public:
   explicit DeviceBuffer(size_t bytes);
   ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& other) noexcept : data_(other.data_) { other.data_ = nullptr; }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   void* data() const { return data_; }

@@ -94,7 +94,7 @@ __global__ void sums_kernel(const int8_t* limb, int64_t padded_k, int64_t k, int
   __shared__ int32_t partial[kThreads];
   const int64_t r = blockIdx.x;
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    const int64_t begin = chunk * kChunkK, end = min(k, begin + kChunkK);
+    const int64_t begin = chunk * kChunkK, end = k < begin + kChunkK ? k : begin + kChunkK;
     int32_t s = 0;
     for (int64_t c = begin + threadIdx.x; c < end; c += blockDim.x) s += limb[r * padded_k + c];
     partial[threadIdx.x] = s;

@@ -95,7 +95,7 @@ void fixed_point_embedding_backward(const TensorView& ids, const TensorView& gra
   parallel_for(vocab, dim / 4 + 1, [&](int64_t r0, int64_t r1) {
     std::fill(out + r0 * dim, out + r1 * dim, 0.0f);  // rows no token touched
   });
-  const double step = pow2(g.exponent);
+  const double step = pow2(g.exponent(0));
   const int64_t groups = static_cast<int64_t>(group_start.size()) - 1;
   parallel_for(groups, tokens / std::max<int64_t>(groups, 1) * dim + dim, [&](int64_t g0, int64_t g1) {
     std::vector<int64_t> acc(static_cast<size_t>(dim));

@@ -13,10 +13,16 @@ int32_t shared_exponent(const std::string& fn, const TensorView& x, int bits) {
 }
 
 FixedPointRows quantize_per_tensor(const TensorView& x, int bits, Rounding rounding, RandomStream stream) {
+  return quantize_rows(x, bits, rounding, stream, false);
+}
+
+FixedPointRows quantize_rows(const TensorView& x, int bits, Rounding rounding, RandomStream stream, bool per_row) {
   const int64_t rows = x.size(0), cols = x.size(1);
   FixedPointRows out;
   out.mantissa.resize(static_cast<size_t>(rows * cols));
-  TensorView exponent(&out.exponent, DType::kInt32, {1}, x.name() + " exponent");
+  out.exponents.resize(per_row && rows > 1 ? static_cast<size_t>(rows) : 1);
+  const TensorView exponent(out.exponents.data(), DType::kInt32, {static_cast<int64_t>(out.exponents.size())},
+                            x.name() + " exponent");
   if (bits <= 8) {
     std::vector<int8_t> q(out.mantissa.size());
     quantize_fixed_point(x, TensorView(q.data(), DType::kInt8, {rows, cols}, x.name() + " mantissa"), exponent, bits,

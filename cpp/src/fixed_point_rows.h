@@ -10,8 +10,9 @@
 namespace intcore {
 
 struct FixedPointRows {
-  std::vector<int32_t> mantissa;  // [rows * cols]
-  int32_t exponent = 0;           // one shared exponent (per tensor)
+  std::vector<int32_t> mantissa;   // [rows * cols]
+  std::vector<int32_t> exponents;  // [1] (per tensor) or [rows]
+  int32_t exponent(int64_t row) const { return exponents.size() == 1 ? exponents[0] : exponents[row]; }
 };
 
 // Per-row max |x| of a 2-D float view; raises ValueError naming x on NaN or Inf.
@@ -21,5 +22,7 @@ std::vector<float> row_absmax(const std::string& fn, const TensorView& x);
 int32_t shared_exponent(const std::string& fn, const TensorView& x, int bits);
 
 FixedPointRows quantize_per_tensor(const TensorView& x, int bits, Rounding rounding, RandomStream stream);
+// The same with one exponent per row when per_row is set.
+FixedPointRows quantize_rows(const TensorView& x, int bits, Rounding rounding, RandomStream stream, bool per_row);
 
 }  // namespace intcore

@@ -59,9 +59,13 @@ void check_saved(const std::string& fn, const LayerNormSaved& s, int64_t rows, i
   check_dtype(fn, s.xhat, DType::kInt16);
   check_shape(fn, s.xhat, {rows, cols});
   check_contiguous(fn, s.xhat);
-  for (const TensorView* e : {&s.xhat_exponent, &s.x_exponent, &s.gamma_exponent}) {
+  for (const TensorView* e : {&s.xhat_exponent, &s.gamma_exponent}) {
     check_dtype(fn, *e, DType::kInt32);
     check_shape(fn, *e, {1});
+  }
+  check_dtype(fn, s.x_exponent, DType::kInt32);
+  if (s.x_exponent.dim() != 1 || (s.x_exponent.size(0) != 1 && s.x_exponent.size(0) != rows)) {
+    throw_value_error(fn + ": " + s.x_exponent.name() + " must have shape [1] or [" + std::to_string(rows) + "]");
   }
   check_dtype(fn, s.rstd_mantissa, DType::kInt64);
   check_shape(fn, s.rstd_mantissa, {rows});
@@ -122,12 +126,19 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
   check_saved(fn, saved, rows, n);
 
   // Streams: offset 0 for x, 1 for xhat.
-  const FixedPointRows q = quantize_per_tensor(x, bits, options.rounding, {stream.seed, stream.offset * 2});
+  check_shape(fn, saved.x_exponent, {options.per_row_input && rows > 1 ? rows : 1});
+  const FixedPointRows q =
+      quantize_rows(x, bits, options.rounding, {stream.seed, stream.offset * 2}, options.per_row_input);
   const RandomStream xhat_stream{stream.seed, stream.offset * 2 + 1};
-  // eps in units of the input's step squared, times N^2, rounded once.
-  const double eps_q = std::nearbyint(std::ldexp(options.eps * static_cast<double>(n) * static_cast<double>(n),
-                                                 -2 * q.exponent));
-  if (eps_q > 1e30) throw_value_error(fn + ": eps is too large for the input's range");
+  // eps in units of the row's input step squared, times N^2, rounded once.
+  auto eps_in_steps = [&](int64_t r) {
+    return std::nearbyint(std::ldexp(options.eps * static_cast<double>(n) * static_cast<double>(n), -2 * q.exponent(r)));
+  };
+  for (int32_t e : q.exponents) {
+    if (std::ldexp(options.eps * static_cast<double>(n) * static_cast<double>(n), -2 * e) > 1e30) {
+      throw_value_error(fn + ": eps is too large for the input's range");
+    }
+  }
 
   int64_t* rstd_m = saved.rstd_mantissa.data_as<int64_t>();
   int32_t* rstd_e = saved.rstd_exponent.data_as<int32_t>();
@@ -142,7 +153,7 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
         s1 += qr[i];
         s2 += static_cast<int64_t>(qr[i]) * qr[i];
       }
-      const int128 d = static_cast<int128>(n) * s2 - static_cast<int128>(s1) * s1 + static_cast<int128>(eps_q);
+      const int128 d = static_cast<int128>(n) * s2 - static_cast<int128>(s1) * s1 + static_cast<int128>(eps_in_steps(r));
       if (d <= 0) {  // a constant row with eps = 0: xhat is 0 there
         rstd_m[r] = 0;
         rstd_e[r] = 0;
@@ -160,17 +171,19 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
   const int32_t e_max = rows ? *std::max_element(row_top.begin(), row_top.end()) : INT32_MIN;
   const int32_t e_xhat = (e_max == INT32_MIN ? 0 : e_max) - (bits - 1);
   saved.xhat_exponent.data_as<int32_t>()[0] = e_xhat;
-  saved.x_exponent.data_as<int32_t>()[0] = q.exponent;
+  std::copy(q.exponents.begin(), q.exponents.end(), saved.x_exponent.data_as<int32_t>());
 
   FixedPointRows g, b;
   if (gamma) g = quantize_vector(*gamma, bits);
   if (beta) b = quantize_vector(*beta, bits);
   int16_t* g_saved = saved.gamma.data_as<int16_t>();
   for (int64_t i = 0; i < n; ++i) g_saved[i] = static_cast<int16_t>(gamma ? g.mantissa[i] : 0);
-  saved.gamma_exponent.data_as<int32_t>()[0] = gamma ? g.exponent : 0;
+  const int32_t gamma_exponent = gamma ? g.exponent(0) : 0;
+  saved.gamma_exponent.data_as<int32_t>()[0] = gamma_exponent;
 
   // Pass 2: xhat mapped to `bits` bits, then y = gamma * xhat + beta.
-  const double xhat_step = pow2(e_xhat), gamma_step = pow2(e_xhat + g.exponent), beta_step = pow2(b.exponent);
+  const double xhat_step = pow2(e_xhat), gamma_step = pow2(e_xhat + gamma_exponent);
+  const double beta_step = beta ? pow2(b.exponent(0)) : 0.0;
   int16_t* xhat = saved.xhat.data_as<int16_t>();
   float* out = y.data_as<float>();
   parallel_for(rows, n * 4, [&](int64_t r0, int64_t r1) {
@@ -219,11 +232,12 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
   const int16_t* xhat = saved.xhat.data_as<int16_t>();
   const int16_t* gamma = saved.gamma.data_as<int16_t>();
   const int32_t e_xhat = saved.xhat_exponent.data_as<int32_t>()[0];
-  const int32_t e_x = saved.x_exponent.data_as<int32_t>()[0];
+  const int32_t* e_x = saved.x_exponent.data_as<int32_t>();
+  const bool per_row_x = saved.x_exponent.size(0) > 1;
   const int32_t e_gamma = has_gamma ? saved.gamma_exponent.data_as<int32_t>()[0] : 0;
   const int64_t* rstd_m = saved.rstd_mantissa.data_as<int64_t>();
   const int32_t* rstd_e = saved.rstd_exponent.data_as<int32_t>();
-  const int32_t e_g = g.exponent + e_gamma;
+  const int32_t e_g = g.exponent(0) + e_gamma;
 
   float* out = dx.data_as<float>();
   parallel_for(rows, n * 4, [&](int64_t r0, int64_t r1) {
@@ -238,7 +252,7 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
         sum_g += prod[i];
         sum_gx += static_cast<int128>(prod[i]) * xr[i];
       }
-      const double row_step = pow2(rstd_e[r] - e_x + e_g);
+      const double row_step = pow2(rstd_e[r] - e_x[per_row_x ? r : 0] + e_g);
       for (int64_t i = 0; i < n; ++i) {
         // xhat_q sum_gx 2^(2 e_xhat), rounded to an integer (e_xhat < 0 for any useful width).
         const int128 correction = shift_round(static_cast<int128>(xr[i]) * sum_gx, -2 * e_xhat, Rounding::kNearest, 0);
@@ -272,8 +286,8 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
         s_g += part_g[b * n + c];
         s_gx += part_gx[b * n + c];
       }
-      if (dgamma) dgamma->data_as<float>()[c] = static_cast<float>(std::ldexp(static_cast<double>(s_gx), g.exponent + e_xhat));
-      if (dbeta) dbeta->data_as<float>()[c] = static_cast<float>(std::ldexp(static_cast<double>(s_g), g.exponent));
+      if (dgamma) dgamma->data_as<float>()[c] = static_cast<float>(std::ldexp(static_cast<double>(s_gx), g.exponent(0) + e_xhat));
+      if (dbeta) dbeta->data_as<float>()[c] = static_cast<float>(std::ldexp(static_cast<double>(s_g), g.exponent(0)));
     }
   }
 }

@@ -66,7 +66,7 @@ _ops.fixed_point_linear.register_autograd(_fixed_point_linear_backward, setup_co
 
 
 def _fixed_point_layer_norm_setup(ctx, inputs, output):
-    x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, seed = inputs
+    x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed = inputs
     ctx.save_for_backward(*output[1:])
     ctx.has_affine = weight is not None
     ctx.grad_bits, ctx.rounding = grad_bits, rounding
@@ -80,7 +80,7 @@ def _fixed_point_layer_norm_backward(ctx, grad, *_saved_grads):
     x_dtype, w_dtype, b_dtype = ctx.dtypes
     dgamma = dgamma.to(w_dtype) if w_dtype is not None and ctx.needs_input_grad[1] else None
     dbeta = dbeta.to(b_dtype) if b_dtype is not None and ctx.needs_input_grad[2] else None
-    return dx.to(x_dtype), dgamma, dbeta, None, None, None, None, None, None
+    return dx.to(x_dtype), dgamma, dbeta, None, None, None, None, None, None, None
 
 
 _ops.fixed_point_layer_norm.register_autograd(

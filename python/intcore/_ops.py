@@ -210,19 +210,20 @@ def fixed_point_layer_norm(
     eps: float,
     rounding: str,
     rsqrt: str,
+    per_row: bool,
     seed: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     _no_kernel("fixed_point_layer_norm", x, weight, bias)
 
 
-def _layer_norm_outputs(x: Tensor):
+def _layer_norm_outputs(x: Tensor, per_row: bool):
     rows, n = x.shape
     one = lambda: x.new_empty((1,), dtype=torch.int32)  # noqa: E731
     return (
         x.new_empty((rows, n)),  # y
         x.new_empty((rows, n), dtype=torch.int16),  # xhat mantissas
         one(),  # xhat exponent
-        one(),  # x exponent
+        x.new_empty((rows,) if per_row and rows > 1 else (1,), dtype=torch.int32),  # x exponent(s)
         x.new_empty((rows,), dtype=torch.int64),  # rstd mantissas
         x.new_empty((rows,), dtype=torch.int32),  # rstd exponents
         x.new_empty((n,), dtype=torch.int16),  # gamma mantissas
@@ -231,8 +232,8 @@ def _layer_norm_outputs(x: Tensor):
 
 
 @fixed_point_layer_norm.register_fake
-def _(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, seed):
-    return _layer_norm_outputs(x)
+def _(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed):
+    return _layer_norm_outputs(x, per_row)
 
 
 @torch.library.custom_op("intcore::fixed_point_layer_norm_backward", mutates_args=())

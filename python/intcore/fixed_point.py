@@ -128,7 +128,7 @@ def fixed_point_layer_norm(
     _checks.check_same_device(x=x, weight=weight, bias=bias)
     y = ops.fixed_point_layer_norm(
         x.reshape(-1, n), weight, bias, config.activation_bits, config.grad_bits, float(eps), config.rounding,
-        config.rsqrt, draw_seed(x.device),
+        config.rsqrt, config.granularity == "per_row", draw_seed(x.device),
     )[0]
     return y.reshape(x.shape)
 

@@ -115,9 +115,9 @@ def _opcheck_cases():
     yield torch.ops.intcore.fixed_point_linear_backward, (g, qx, ex, qw, ew, 8, "nearest", True, [False, True], seed)
     xl = torch.randn(5, 16, requires_grad=True)
     gamma, beta = torch.randn(16, requires_grad=True), torch.randn(16, requires_grad=True)
-    yield torch.ops.intcore.fixed_point_layer_norm, (xl, gamma, beta, 12, 12, 1e-5, "stochastic", "integer", seed)
-    yield torch.ops.intcore.fixed_point_layer_norm, (xl, None, None, 16, 8, 1e-5, "nearest", "float", seed)
-    saved = torch.ops.intcore.fixed_point_layer_norm(xl, gamma, beta, 12, 12, 1e-5, "stochastic", "integer", seed)[1:]
+    yield torch.ops.intcore.fixed_point_layer_norm, (xl, gamma, beta, 12, 12, 1e-5, "stochastic", "integer", False, seed)
+    yield torch.ops.intcore.fixed_point_layer_norm, (xl, None, None, 16, 8, 1e-5, "nearest", "float", True, seed)
+    saved = torch.ops.intcore.fixed_point_layer_norm(xl, gamma, beta, 12, 12, 1e-5, "stochastic", "integer", True, seed)[1:]
     yield torch.ops.intcore.fixed_point_layer_norm_backward, (torch.randn(5, 16), *saved, True, 12, "stochastic", seed)
     ids = torch.tensor([0, 3, 3, 7])
     table = torch.randn(8, 5, requires_grad=True)

@@ -28,13 +28,16 @@ struct LayerNormOptions {
   double eps = 1e-5;
   Rounding rounding = Rounding::kStochastic;  // for the input and xhat; gamma/beta use nearest
   RsqrtMode rsqrt = RsqrtMode::kInteger;
+  // One input exponent per row instead of per tensor: rows are normalized independently, so
+  // a row with a few huge activations no longer coarsens every other row's grid.
+  bool per_row_input = false;
 };
 
 // What the forward keeps for the backward, allocated by the caller (R rows of N).
 struct LayerNormSaved {
   TensorView xhat;            // int16 [R, N]
   TensorView xhat_exponent;   // int32 [1]
-  TensorView x_exponent;      // int32 [1]
+  TensorView x_exponent;      // int32 [1], or [R] with per_row_input
   TensorView rstd_mantissa;   // int64 [R]
   TensorView rstd_exponent;   // int32 [R]
   TensorView gamma;           // int16 [N] (ignored without gamma)

@@ -185,11 +185,11 @@ def _fixed_point_linear_backward(grad, x_mantissa, x_exponent, w_mantissa, w_exp
 
 
 @kernel("fixed_point_layer_norm")
-def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, seed):
-    y, xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e = _ops._layer_norm_outputs(x)
+def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed):
+    y, xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e = _ops._layer_norm_outputs(x, per_row)
     y = _empty(x, y.shape, dtype=torch.float32)
     _C.fixed_point_layer_norm_forward(
-        x.detach(), _detached(weight), _detached(bias), bits, eps, rounding, rsqrt, _seed_value(seed),
+        x.detach(), _detached(weight), _detached(bias), bits, eps, rounding, rsqrt, per_row, _seed_value(seed),
         y, xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e,
     )
     return y.to(x.dtype), xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e
