@@ -19,6 +19,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _moving_average(values, alpha: float) -> list:
+    out, current = [], values[0]
+    for v in values:
+        current = (1 - alpha) * current + alpha * v
+        out.append(current)
+    return out
+
+
 def plot_curves(path: Path, series: dict, panels: list[tuple[str, str, str]], title: str) -> None:
     """series: recipe -> list of history rows (dicts). panels: (x key, y key, y label) each."""
     import matplotlib
@@ -29,13 +37,17 @@ def plot_curves(path: Path, series: dict, panels: list[tuple[str, str, str]], ti
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
     axes = axes if len(panels) > 1 else [axes]
     for ax, (x_key, y_key, label) in zip(axes, panels):
+        smoothed = False
         for recipe, rows in series.items():
             points = [(r[x_key], r[y_key]) for r in rows if r.get(y_key) is not None]
-            if points:
-                xs, ys = zip(*points)
-                ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=recipe)
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            if len(ys) > 50:  # per-step losses: draw their exponential moving average
+                ys, smoothed = _moving_average(ys, 0.05), True
+            ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=recipe)
         ax.set_xlabel(x_key.replace("_", " "))
-        ax.set_ylabel(label)
+        ax.set_ylabel(label + (" (moving average)" if smoothed else ""))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
