@@ -86,7 +86,7 @@ def main() -> None:
     print(f"{args.model}, batch {args.batch} x {args.seq} tokens, {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     memory = "peak GPU MB" if args.device.startswith("cuda") else "peak RSS MB"
-    print(f"{'recipe':<12}{'step s':>9}{'vs fp32':>9}{memory:>13}")
+    print(f"{'recipe':<16}{'step s':>9}{'vs fp32':>9}{memory:>13}")
     baseline = None
     for recipe in args.recipes.split(","):
         cmd = [sys.executable, __file__, "--recipe", recipe, "--model", args.model, "--batch", str(args.batch),
@@ -94,7 +94,7 @@ def main() -> None:
         result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         baseline = baseline or (result["step_s"] if recipe == "fp32" else None)
         ratio = f"{baseline / result['step_s']:8.2f}x" if baseline else f"{'':>9}"
-        print(f"{recipe:<12}{result['step_s']:9.3f}{ratio}{result['peak_mb']:13.0f}")
+        print(f"{recipe:<16}{result['step_s']:9.3f}{ratio}{result['peak_mb']:13.0f}")
 
 
 if __name__ == "__main__":
