@@ -54,3 +54,22 @@ def as_rows(x: Tensor) -> Tensor:
     return x.reshape(1, 1) if x.dim() == 0 else x.reshape(-1, x.shape[-1])
 
 
+
+
+def check_linear_args(x, weight, bias, weight_name: str = "w") -> None:
+    """The arguments of a linear layer y = x @ weight.T + bias, x being [..., in_features]."""
+    check_float("x", x)
+    check_float(weight_name, weight)
+    if x.dim() == 0:
+        raise ValueError("x must have at least 1 dimension (features last), got a 0-dim tensor")
+    check_dim(weight_name, weight, 2)
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[-1]} features (last dimension) but {weight_name} expects {weight.shape[1]}: "
+            f"x is {tuple(x.shape)}, {weight_name} is {tuple(weight.shape)} (out_features, in_features)"
+        )
+    if bias is not None:
+        check_float("bias", bias)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    check_same_device(x=x, **{weight_name: weight}, bias=bias)

@@ -80,21 +80,7 @@ def fixed_point_linear(
     ``grad_bits`` (stochastic by default); dx and dweight are integer GEMMs reusing the forward's
     codes; the bias gradient is a float sum. x: [..., in_features], any float dtype.
     """
-    _checks.check_float("x", x)
-    _checks.check_float("weight", weight)
-    if x.dim() == 0:
-        raise ValueError("x must have at least 1 dimension (features last), got a 0-dim tensor")
-    _checks.check_dim("weight", weight, 2)
-    if x.shape[-1] != weight.shape[1]:
-        raise ValueError(
-            f"x has {x.shape[-1]} features (last dimension) but weight expects {weight.shape[1]}: "
-            f"x is {tuple(x.shape)}, weight is {tuple(weight.shape)}"
-        )
-    if bias is not None:
-        _checks.check_float("bias", bias)
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-    _checks.check_same_device(x=x, weight=weight, bias=bias)
+    _checks.check_linear_args(x, weight, bias, weight_name="weight")
     bits = [config.activation_bits, config.weight_bits, config.grad_bits]
     y = ops.fixed_point_linear(
         x.reshape(-1, x.shape[-1]), weight, bias, bits, config.rounding, config.granularity == "per_row",

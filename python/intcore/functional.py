@@ -113,26 +113,8 @@ def int16_mm(a: Tensor, b: Tensor) -> Tensor:
     return ops.int16_mm(a, b)
 
 
-def _check_linear_args(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> None:
-    _checks.check_float("x", x)
-    _checks.check_float("w", w)
-    if x.dim() == 0:
-        raise ValueError("x must have at least 1 dimension (features last), got a 0-dim tensor")
-    _checks.check_dim("w", w, 2)
-    if x.shape[-1] != w.shape[1]:
-        raise ValueError(
-            f"x has {x.shape[-1]} features (last dimension) but w expects {w.shape[1]}: "
-            f"x is {tuple(x.shape)}, w is {tuple(w.shape)} (out_features, in_features)"
-        )
-    if bias is not None:
-        _checks.check_float("bias", bias)
-        if bias.shape != (w.shape[0],):
-            raise ValueError(f"bias must have shape ({w.shape[0]},), got {tuple(bias.shape)}")
-    _checks.check_same_device(x=x, w=w, bias=bias)
-
-
 def _absmax_linear(op, x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
-    _check_linear_args(x, w, bias)
+    _checks.check_linear_args(x, w, bias)
     y = op(x.reshape(-1, x.shape[-1]), w, bias)
     return y.reshape(*x.shape[:-1], w.shape[0])
 

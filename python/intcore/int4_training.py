@@ -121,7 +121,7 @@ def int4_linear(
     config = Int4Config(recipe, block_size, sampling, budget)
     if config.recipe == "absmax":
         return functional._absmax_linear(ops.int4_linear, x, w, bias)
-    functional._check_linear_args(x, w, bias)
+    _checks.check_linear_args(x, w, bias)
     if w.shape[1] % block_size:
         raise ValueError(f"block_size ({block_size}) must divide in_features ({w.shape[1]})")
     y = ops.hq_linear(x.reshape(-1, x.shape[-1]), w, bias, block_size, bool(sampling), float(budget))[0]

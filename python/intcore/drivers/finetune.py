@@ -20,11 +20,12 @@ import torch
 
 import intcore
 from intcore import assets
-from intcore.drivers import checkpoint, classification_data, distributed, memory, recipe_setup, report, session
+from intcore.drivers import checkpoint, classification_data, distributed, memory, recipe_setup, session
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.outputs import OutputDir
 
 DEFAULT_RECIPE = "int16"
+PLOT_PANELS = [("epoch", "train_loss", "train loss"), ("epoch", "val_accuracy", "validation accuracy")]
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -218,38 +219,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results["data"] = {"source": args.data, "labels": data.label_names,
                            "train": len(data.train), "validation": len(data.validation), "test": len(data.test)}
         results["environment"] = session.environment(world, device)
-        results.setdefault("recipes", {})
         if world.is_main:
             print(f"intcore finetune: {model_path.name} on {args.data} ({len(data.train)} train, "
                   f"{len(data.validation)} validation, {len(data.test)} test); recipes {', '.join(args.recipes)}; "
                   f"output {output.path}")
-        for recipe in args.recipes:
-            if session.is_complete(results, recipe):
-                if world.is_main:
-                    print(f"[{recipe}] already complete in {output.results}; skipping")
-                continue
-            results["recipes"][recipe] = train_recipe(args, recipe, model_path, data, world, device, output)
-            if world.is_main:
-                _write(output, results)
+        session.run_recipes(args.recipes, results, output, world,
+                            lambda recipe: train_recipe(args, recipe, model_path, data, world, device, output),
+                            PLOT_PANELS, "intcore finetune")
         if world.is_main:
             rows = [[name, r["test_accuracy"], r["test_f1"], r["median_step_seconds"], r["peak_memory_mb"]]
                     for name, r in results["recipes"].items() if name in args.recipes]
-            print()
-            print(report.table(["recipe", "test acc", "F1", "step s", "peak MB"], rows))
-            print(f"\nresults: {output.results}\ncurves:  {output.curves}\nplot:    {output.plot}")
+            session.print_summary(output, ["recipe", "test acc", "F1", "step s", "peak MB"], rows)
     finally:
         distributed.shutdown(world)
     return 0
-
-
-def _write(output: OutputDir, results: dict) -> None:
-    output.write_results(results)
-    rows = [{"recipe": name, **row} for name, r in results["recipes"].items() for row in r["history"]]
-    output.write_curves(rows)
-    series = {name: r["history"] for name, r in results["recipes"].items()}
-    report.plot_curves(output.plot, series, [("epoch", "train_loss", "train loss"),
-                                             ("epoch", "val_accuracy", "validation accuracy")],
-                       "intcore finetune")
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:

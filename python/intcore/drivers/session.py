@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 import intcore
-from intcore.drivers import distributed
+from intcore.drivers import distributed, report
 from intcore.drivers.outputs import OutputDir
 
 
@@ -31,3 +31,31 @@ def environment(world: distributed.World, device: torch.device) -> dict:
 
 def is_complete(results: dict, recipe: str) -> bool:
     return bool(results.get("recipes", {}).get(recipe, {}).get("complete"))
+
+
+def run_recipes(recipes: list[str], results: dict, output: OutputDir, world: distributed.World, train,
+                panels: list[tuple[str, str, str]], title: str) -> None:
+    """Trains every recipe not already complete (``train(recipe) -> dict``) and rewrites the
+    outputs after each one, so an interrupted comparison keeps what finished."""
+    results.setdefault("recipes", {})
+    for recipe in recipes:
+        if is_complete(results, recipe):
+            if world.is_main:
+                print(f"[{recipe}] already complete in {output.results}; skipping")
+            continue
+        results["recipes"][recipe] = train(recipe)
+        if world.is_main:
+            write_outputs(output, results, panels, title)
+
+
+def write_outputs(output: OutputDir, results: dict, panels: list[tuple[str, str, str]], title: str) -> None:
+    output.write_results(results)
+    output.write_curves([{"recipe": name, **row} for name, r in results["recipes"].items() for row in r["history"]])
+    series = {name: r["history"] for name, r in results["recipes"].items()}
+    report.plot_curves(output.plot, series, panels, title)
+
+
+def print_summary(output: OutputDir, headers: list[str], rows: list[list]) -> None:
+    print()
+    print(report.table(headers, rows))
+    print(f"\nresults: {output.results}\ncurves:  {output.curves}\nplot:    {output.plot}")

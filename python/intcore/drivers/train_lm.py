@@ -21,12 +21,13 @@ from typing import Optional, Sequence
 import torch
 
 import intcore
-from intcore.drivers import checkpoint, distributed, lm_data, memory, recipe_setup, report, session
+from intcore.drivers import checkpoint, distributed, lm_data, memory, recipe_setup, session
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.gpt import GPT, GPTConfig
 from intcore.drivers.outputs import OutputDir
 
 DEFAULT_RECIPE = "int16"
+PLOT_PANELS = [("step", "train_loss", "train loss (nats/token)"), ("step", "val_loss", "validation loss (nats/token)")]
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -172,38 +173,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "train_tokens": len(corpus.train), "validation_tokens": len(corpus.validation),
                              "unigram_val_loss": corpus.unigram_loss()}
         results["environment"] = session.environment(world, device)
-        results.setdefault("recipes", {})
         if world.is_main:
             print(f"intcore train-lm: {args.corpus} ({len(corpus.train):,} train / {len(corpus.validation):,} "
                   f"validation {args.tokens} tokens, vocabulary {corpus.vocab_size}); unigram baseline "
                   f"{corpus.unigram_loss():.3f} nats; recipes {', '.join(args.recipes)}; output {output.path}")
-        for recipe in args.recipes:
-            if session.is_complete(results, recipe):
-                if world.is_main:
-                    print(f"[{recipe}] already complete in {output.results}; skipping")
-                continue
-            results["recipes"][recipe] = train_recipe(args, recipe, corpus, world, device, output)
-            if world.is_main:
-                _write(output, results)
+        session.run_recipes(args.recipes, results, output, world,
+                            lambda recipe: train_recipe(args, recipe, corpus, world, device, output),
+                            PLOT_PANELS, "intcore train-lm")
         if world.is_main:
             rows = [[name, r["val_loss"], r["val_perplexity"], r["train_loss"], r["tokens_per_second"],
                      r["peak_memory_mb"]] for name, r in results["recipes"].items() if name in args.recipes]
             rows.append(["unigram", corpus.unigram_loss(), math.exp(corpus.unigram_loss()), "", "", ""])
-            print()
-            print(report.table(["recipe", "val loss", "val ppl", "train loss", "tokens/s", "peak MB"], rows))
-            print(f"\nresults: {output.results}\ncurves:  {output.curves}\nplot:    {output.plot}")
+            session.print_summary(output, ["recipe", "val loss", "val ppl", "train loss", "tokens/s", "peak MB"], rows)
     finally:
         distributed.shutdown(world)
     return 0
-
-
-def _write(output: OutputDir, results: dict) -> None:
-    output.write_results(results)
-    output.write_curves([{"recipe": name, **row} for name, r in results["recipes"].items() for row in r["history"]])
-    series = {name: r["history"] for name, r in results["recipes"].items()}
-    report.plot_curves(output.plot, series, [("step", "train_loss", "train loss (nats/token)"),
-                                             ("step", "val_loss", "validation loss (nats/token)")],
-                       "intcore train-lm")
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
