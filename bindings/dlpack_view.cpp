@@ -77,7 +77,14 @@ DLPackView::DLPackView(const py::handle& array, const std::string& name) {
     throw Error(ErrorKind::kType, name + " must be an array that supports DLPack (torch.Tensor, numpy.ndarray), got " +
                                       std::string(py::str(py::type::of(array).attr("__name__"))));
   }
-  py::object capsule = array.attr("__dlpack__")();
+  // CUDA producers synchronize their current stream with the consumer's stream unless told
+  // otherwise; the engine runs on PyTorch's current stream already, so ask for none (-1).
+  bool on_cuda = false;
+  if (py::hasattr(array, "__dlpack_device__")) {
+    const py::tuple device = array.attr("__dlpack_device__")();
+    on_cuda = device.size() > 0 && device[0].cast<int>() == 2;
+  }
+  py::object capsule = on_cuda ? array.attr("__dlpack__")(py::arg("stream") = -1) : array.attr("__dlpack__")();
   PyObject* raw = capsule.ptr();
   managed_ = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(raw, "dltensor"));
   if (managed_ == nullptr) throw py::error_already_set();
