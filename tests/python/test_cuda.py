@@ -90,6 +90,21 @@ def test_linear_forward_and_gradients_match_the_cpu(kind):
         torch.testing.assert_close(gpu, cpu, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("bits", [16, 8])
+def test_fixed_point_linear_matches_the_cpu(bits):
+    config = intcore.FixedPointConfig.uniform(bits)
+    x, w, g = torch.randn(33, 64), torch.randn(20, 64), torch.randn(33, 20)
+    results = []
+    for device in ("cpu", "cuda"):
+        xs, ws = x.to(device).requires_grad_(), w.to(device).requires_grad_()
+        torch.manual_seed(9)
+        y = intcore.fixed_point_linear(xs, ws, None, config)
+        y.backward(g.to(device))
+        results.append([t.detach().cpu() for t in (y, xs.grad, ws.grad)])
+    for cpu, gpu in zip(*results):
+        torch.testing.assert_close(gpu, cpu, rtol=0, atol=0)
+
+
 def test_opcheck_on_cuda():
     a = torch.randint(-128, 128, (9, 32), dtype=torch.int8, device="cuda")
     torch.library.opcheck(torch.ops.intcore.int8_mm, (a, a))

@@ -26,6 +26,10 @@ CUDA_OPS = (
     "int4_linear",
     "int4_linear_grad_input",
     "int4_linear_grad_weight",
+    # Fixed-point linear layers compose the quantizer and GEMM above; per-row granularity also
+    # needs align_fixed_point, which is CPU-only so far (it raises a ValueError on CUDA tensors).
+    "fixed_point_linear",
+    "fixed_point_linear_backward",
 )
 
 
