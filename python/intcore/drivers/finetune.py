@@ -20,7 +20,7 @@ import torch
 
 import intcore
 from intcore import assets
-from intcore.drivers import checkpoint, classification_data, distributed, memory, recipe_setup, session
+from intcore.drivers import classification_data, distributed, memory, recipe_setup, session
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.outputs import OutputDir
 
@@ -116,24 +116,13 @@ def train_recipe(args, recipe: str, model_path: Path, data, world, device, outpu
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
     pad_id = data.pad_id
     val_batches = classification_data.evaluation_batches(data.validation_ids, args.batch_size * 2, pad_id)
-    state = {"history": [], "train_seconds": 0.0, "step_seconds": []}
     ckpt_dir = output.checkpoints(recipe)
-    step = 0
-    latest = checkpoint.latest(ckpt_dir) if args.resume else None
-    if latest is not None:
-        state, rng = checkpoint.load(latest, distributed.unwrap(model), optimizer, scheduler)
-        distributed.restore_rng(world, device, rng)
-        step = state.pop("step")
-        if world.is_main:
-            print(f"[{recipe}] resuming from {latest} (step {step} of {steps})")
+    state, step = session.resume(ckpt_dir, args.resume, model, optimizer, scheduler, world, device, recipe, steps)
+    state = state or {"history": [], "train_seconds": 0.0, "step_seconds": []}
     memory.reset_peak(device)
     per_epoch = max(1, steps // args.epochs)
     eval_every = max(1, per_epoch // args.evals_per_epoch)
-    progress = None
-    if world.is_main and not args.no_progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=steps, initial=step, desc=f"{recipe:>10}", unit="step", dynamic_ncols=True)
+    progress = session.progress_bar(world, not args.no_progress, steps, step, recipe)
     model.train()
     while step < steps:
         epoch, offset = divmod(step, per_epoch)
@@ -163,10 +152,7 @@ def train_recipe(args, recipe: str, model_path: Path, data, world, device, outpu
                 progress.set_postfix(loss=f"{row['train_loss']:.3f}",
                                      **({"val_acc": f"{row['val_accuracy']:.3f}"} if "val_accuracy" in row else {}))
             if step % args.checkpoint_every == 0 or step % per_epoch == 0 or step == steps:
-                rng = distributed.rng_states(world, device)
-                if world.is_main:
-                    checkpoint.save(ckpt_dir, step, distributed.unwrap(model), optimizer, scheduler, state, rng)
-                distributed.barrier(world)
+                session.save(ckpt_dir, step, model, optimizer, scheduler, state, world, device)
             if step >= steps:
                 break
     if progress:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 import intcore
-from intcore.drivers import distributed, report
+from intcore.drivers import checkpoint, distributed, report
 from intcore.drivers.outputs import OutputDir
 
 
@@ -59,3 +59,35 @@ def print_summary(output: OutputDir, headers: list[str], rows: list[list]) -> No
     print()
     print(report.table(headers, rows))
     print(f"\nresults: {output.results}\ncurves:  {output.curves}\nplot:    {output.plot}")
+
+
+def resume(directory, enabled: bool, model, optimizer, scheduler, world: distributed.World, device, label: str,
+           total_steps: int) -> tuple[dict | None, int]:
+    """The saved driver state and step of the newest checkpoint (restoring model, optimizer,
+    scheduler and this rank's RNG), or (None, 0) when not resuming or nothing was saved."""
+    latest = checkpoint.latest(directory) if enabled else None
+    if latest is None:
+        return None, 0
+    state, rng = checkpoint.load(latest, distributed.unwrap(model), optimizer, scheduler)
+    distributed.restore_rng(world, device, rng)
+    step = state.pop("step")
+    if world.is_main:
+        print(f"[{label}] resuming from {latest} (step {step} of {total_steps})")
+    return state, step
+
+
+def save(directory, step: int, model, optimizer, scheduler, state: dict, world: distributed.World, device) -> None:
+    """A checkpoint with every rank's RNG state, written by rank 0; all ranks wait for it."""
+    rng = distributed.rng_states(world, device)
+    if world.is_main:
+        checkpoint.save(directory, step, distributed.unwrap(model), optimizer, scheduler, state, rng)
+    distributed.barrier(world)
+
+
+def progress_bar(world: distributed.World, enabled: bool, total: int, initial: int, label: str):
+    """A tqdm bar on rank 0 (None elsewhere or when disabled)."""
+    if not (world.is_main and enabled):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"{label:>10}", unit="step", dynamic_ncols=True)

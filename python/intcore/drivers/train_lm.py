@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import torch
 
 import intcore
-from intcore.drivers import checkpoint, distributed, lm_data, memory, recipe_setup, session
+from intcore.drivers import distributed, lm_data, memory, recipe_setup, session
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.gpt import GPT, GPTConfig
 from intcore.drivers.outputs import OutputDir
@@ -92,22 +92,12 @@ def train_recipe(args, recipe: str, corpus, world, device, output: OutputDir) ->
     warmup = max(1, args.steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
         (s + 1) / warmup, 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / args.steps)))))
-    state = {"history": [], "train_seconds": 0.0, "tokens": 0}
     ckpt_dir = output.checkpoints(recipe)
-    step = 0
-    latest = checkpoint.latest(ckpt_dir) if args.resume else None
-    if latest is not None:
-        state, rng = checkpoint.load(latest, distributed.unwrap(model), optimizer, scheduler)
-        distributed.restore_rng(world, device, rng)
-        step = state.pop("step")
-        if world.is_main:
-            print(f"[{recipe}] resuming from {latest} (step {step} of {args.steps})")
+    state, step = session.resume(ckpt_dir, args.resume, model, optimizer, scheduler, world, device, recipe,
+                                 args.steps)
+    state = state or {"history": [], "train_seconds": 0.0, "tokens": 0}
     memory.reset_peak(device)
-    progress = None
-    if world.is_main and not args.no_progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=args.steps, initial=step, desc=f"{recipe:>10}", unit="step", dynamic_ncols=True)
+    progress = session.progress_bar(world, not args.no_progress, args.steps, step, recipe)
     model.train()
     while step < args.steps:
         # Windows depend only on (seed, rank, step), so a resumed run sees the same data.
@@ -133,10 +123,7 @@ def train_recipe(args, recipe: str, corpus, world, device, output: OutputDir) ->
             progress.set_postfix(loss=f"{row['train_loss']:.3f}",
                                  **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
         if step % args.checkpoint_every == 0 or step == args.steps:
-            rng = distributed.rng_states(world, device)
-            if world.is_main:
-                checkpoint.save(ckpt_dir, step, distributed.unwrap(model), optimizer, scheduler, state, rng)
-            distributed.barrier(world)
+            session.save(ckpt_dir, step, model, optimizer, scheduler, state, world, device)
     if progress:
         progress.close()
     final_val = next(r["val_loss"] for r in reversed(state["history"]) if "val_loss" in r)
