@@ -315,16 +315,17 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "hq_linear_forward",
       [](py::object x, py::object w, py::object bias, int64_t block, py::object out, py::object x_codes,
-         py::object x_scale, py::object w_codes, py::object w_scale) {
+         py::object x_scale, py::object w_codes, py::object w_scale, py::object x_step, py::object w_step) {
         DLPackView xv(x, "x"), wv(w, "w"), ov(out, "out"), xc(x_codes, "x_codes"), xs(x_scale, "x_scale"),
             wc(w_codes, "w_codes"), ws(w_scale, "w_scale");
-        OptionalView bv(bias, "bias");
+        OptionalView bv(bias, "bias"), xsv(x_step, "x_step"), wsv(w_step, "w_step");
         py::gil_scoped_release release;
         hq_linear_forward(xv.view(), wv.view(), bv.get(), block, ov.view(), {xc.view(), xs.view()},
-                          {wc.view(), ws.view()});
+                          {wc.view(), ws.view()}, xsv.get(), wsv.get());
       },
       py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("block"), py::arg("out"), py::arg("x_codes"),
-      py::arg("x_scale"), py::arg("w_codes"), py::arg("w_scale"));
+      py::arg("x_scale"), py::arg("w_codes"), py::arg("w_scale"), py::arg("x_step") = py::none(),
+      py::arg("w_step") = py::none());
 
   m.def(
       "hq_linear_grad_input",

@@ -14,13 +14,21 @@
 namespace intcore {
 namespace {
 
-// x H quantized to per-tensor absmax int4 (round to nearest), written to `codes`.
-void hadamard_quantize(const TensorView& x, int64_t block, const HqCodes& codes) {
+// x H quantized to per-tensor int4 codes (round to nearest), written to `codes`: with the
+// absmax scale, or with the given step (which is then also the codes' scale).
+void hadamard_quantize(const TensorView& x, int64_t block, const HqCodes& codes, const TensorView* step) {
   const int64_t rows = x.size(0), k = x.size(1);
   std::vector<float> transformed(static_cast<size_t>(rows * k));
-  hadamard_transform(x, block, TensorView(transformed.data(), DType::kFloat32, {rows, k}, x.name()));
-  quantize_absmax(TensorView(transformed.data(), DType::kFloat32, {rows, k}, x.name()), codes.codes, codes.scale, 4,
-                  Rounding::kNearest, {});
+  const TensorView xh(transformed.data(), DType::kFloat32, {rows, k}, x.name());
+  hadamard_transform(x, block, xh);
+  if (step == nullptr) {
+    quantize_absmax(xh, codes.codes, codes.scale, 4, Rounding::kNearest, {});
+    return;
+  }
+  check_dtype("hq_linear", *step, DType::kFloat32);
+  check_shape("hq_linear", *step, {1});
+  codes.scale.data_as<float>()[0] = step->data_as<float>()[0];
+  quantize_scaled(xh, codes.codes, codes.scale, 4, Rounding::kNearest, {});
 }
 
 void check_codes(const std::string& fn, const HqCodes& c, int64_t rows, int64_t k) {
@@ -188,7 +196,8 @@ void sampling_probabilities(const double* weights, int64_t n, double budget, dou
 }
 
 void hq_linear_forward(const TensorView& x, const TensorView& w, const TensorView* bias, int64_t block,
-                       const TensorView& out, const HqCodes& x_codes, const HqCodes& w_codes) {
+                       const TensorView& out, const HqCodes& x_codes, const HqCodes& w_codes, const TensorView* x_step,
+                       const TensorView* w_step) {
   const std::string fn = "hq_linear";
   for (const TensorView* t : {&x, &w}) {
     check_cpu(fn, *t);
@@ -218,8 +227,8 @@ void hq_linear_forward(const TensorView& x, const TensorView& w, const TensorVie
     });
     bias_view = TensorView(bias_f32.data(), DType::kFloat32, {c}, bias->name());
   }
-  hadamard_quantize(x, block, x_codes);
-  hadamard_quantize(w, block, w_codes);
+  hadamard_quantize(x, block, x_codes, x_step);
+  hadamard_quantize(w, block, w_codes, w_step);
   gemm_scaled(IntMatrix::int4(x_codes.codes, k), x_codes.scale, IntMatrix::int4(w_codes.codes, k), w_codes.scale,
               bias ? &bias_view : nullptr, out);
 }

@@ -305,35 +305,14 @@ void align_fixed_point(const TensorView& mantissa, const TensorView& exponent, c
   else run(static_cast<const int16_t*>(mantissa.data()), static_cast<int16_t*>(out.data()));
 }
 
-void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView& scale, int bits, Rounding rounding,
-                     RandomStream stream) {
-  const std::string fn = "quantize_absmax";
-  check_input(fn, x);
-  if (bits != 8 && bits != 4) throw_value_error(fn + ": bits must be 8 or 4, got " + std::to_string(bits));
-  const int64_t rows = x.size(0), cols = x.size(1);
-  const int64_t q_cols = bits == 8 ? cols : (cols + 1) / 2;
-  check_dtype(fn, q, bits == 8 ? DType::kInt8 : DType::kUInt8);
-  check_shape(fn, q, {rows, q_cols});
-  check_contiguous(fn, q);
-  check_scale_vector(fn, scale, DType::kFloat32, rows);
-  if (runs_on_cuda(fn, {&x, &q, &scale})) {
-    INTCORE_ON_CUDA(cuda::quantize_absmax(x, q, scale, bits, rounding, stream));
-    return;
-  }
+namespace {
 
+// Codes of x in units of scale_of_row[r] (rounded, clamped to +-qmax): int8, or int4 packed
+// two per byte.
+void write_scaled_codes(const std::string& fn, const TensorView& x, const TensorView& q,
+                        const std::vector<float>& scale_of_row, int bits, Rounding rounding, RandomStream stream) {
+  const int64_t rows = x.size(0), cols = x.size(1), q_cols = q.size(1);
   const int32_t qmax = bits == 8 ? 127 : 7;
-  std::vector<float> absmax = row_absmax(fn, x);
-  const bool per_row = scale.size(0) == rows && rows != 1;
-  if (!per_row) {
-    const float m = absmax.empty() ? 0.0f : *std::max_element(absmax.begin(), absmax.end());
-    std::fill(absmax.begin(), absmax.end(), m);
-  }
-  std::vector<float> scale_of_row(rows);
-  for (int64_t r = 0; r < rows; ++r) scale_of_row[r] = absmax[r] / static_cast<float>(qmax);
-  float* s_out = scale.data_as<float>();
-  if (per_row) std::copy(scale_of_row.begin(), scale_of_row.end(), s_out);
-  else s_out[0] = absmax.empty() ? 0.0f : scale_of_row[0];
-
   uint8_t* out = static_cast<uint8_t*>(q.data());
   parallel_for((rows + kTile - 1) / kTile, kTile * cols * (rounding == Rounding::kStochastic ? 8 : 1),
                [&](int64_t b0, int64_t b1) {
@@ -360,6 +339,63 @@ void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView&
                    }
                  });
                });
+}
+
+}  // namespace
+
+void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView& scale, int bits, Rounding rounding,
+                     RandomStream stream) {
+  const std::string fn = "quantize_absmax";
+  check_input(fn, x);
+  if (bits != 8 && bits != 4) throw_value_error(fn + ": bits must be 8 or 4, got " + std::to_string(bits));
+  const int64_t rows = x.size(0), cols = x.size(1);
+  check_dtype(fn, q, bits == 8 ? DType::kInt8 : DType::kUInt8);
+  check_shape(fn, q, {rows, bits == 8 ? cols : (cols + 1) / 2});
+  check_contiguous(fn, q);
+  check_scale_vector(fn, scale, DType::kFloat32, rows);
+  if (runs_on_cuda(fn, {&x, &q, &scale})) {
+    INTCORE_ON_CUDA(cuda::quantize_absmax(x, q, scale, bits, rounding, stream));
+    return;
+  }
+
+  const int32_t qmax = bits == 8 ? 127 : 7;
+  std::vector<float> absmax = row_absmax(fn, x);
+  const bool per_row = scale.size(0) == rows && rows != 1;
+  if (!per_row) {
+    const float m = absmax.empty() ? 0.0f : *std::max_element(absmax.begin(), absmax.end());
+    std::fill(absmax.begin(), absmax.end(), m);
+  }
+  std::vector<float> scale_of_row(rows);
+  for (int64_t r = 0; r < rows; ++r) scale_of_row[r] = absmax[r] / static_cast<float>(qmax);
+  float* s_out = scale.data_as<float>();
+  if (per_row) std::copy(scale_of_row.begin(), scale_of_row.end(), s_out);
+  else s_out[0] = absmax.empty() ? 0.0f : scale_of_row[0];
+
+  write_scaled_codes(fn, x, q, scale_of_row, bits, rounding, stream);
+}
+
+void quantize_scaled(const TensorView& x, const TensorView& q, const TensorView& scale, int bits, Rounding rounding,
+                     RandomStream stream) {
+  const std::string fn = "quantize_scaled";
+  check_input(fn, x);
+  check_cpu(fn, x);
+  if (bits != 8 && bits != 4) throw_value_error(fn + ": bits must be 8 or 4, got " + std::to_string(bits));
+  const int64_t rows = x.size(0), cols = x.size(1);
+  check_dtype(fn, q, bits == 8 ? DType::kInt8 : DType::kUInt8);
+  check_shape(fn, q, {rows, bits == 8 ? cols : (cols + 1) / 2});
+  check_contiguous(fn, q);
+  check_scale_vector(fn, scale, DType::kFloat32, rows);
+  row_absmax(fn, x);  // raises on NaN/Inf before anything is written
+  const float* s = scale.data_as<float>();
+  const bool per_row = scale.size(0) == rows && rows != 1;
+  std::vector<float> scale_of_row(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    scale_of_row[r] = s[per_row ? r : 0];
+    if (!(scale_of_row[r] >= 0.0f && scale_of_row[r] <= FLT_MAX)) {
+      throw_value_error(fn + ": " + scale.name() + " must hold finite values >= 0");
+    }
+  }
+  write_scaled_codes(fn, x, q, scale_of_row, bits, rounding, stream);
 }
 
 void dequantize_absmax(const TensorView& q, const TensorView& scale, int bits, const TensorView& out) {

@@ -8,6 +8,9 @@ drawn from PyTorch's generator at every backward, so successive steps round diff
 
 from __future__ import annotations
 
+import math
+
+import torch
 
 from intcore import _ops
 from intcore._random import draw_seed
@@ -123,27 +126,50 @@ def _hadamard_setup(ctx, inputs, output):
 _ops.hadamard.register_autograd(_hadamard_backward, setup_context=_hadamard_setup)
 
 
+_INT4_MAX = 7
+
+
 def _hq_linear_setup(ctx, inputs, output):
-    x, w, bias, block_size, sampling, budget = inputs
+    x, w, bias, block_size, sampling, budget, x_step, w_step = inputs
     _, x_codes, x_scale, w_codes, w_scale = output
-    ctx.save_for_backward(x_codes, x_scale, w_codes, w_scale)
+    ctx.lsq = x_step is not None
+    # LSQ needs the operands themselves: its step gradient and clipping mask depend on x H / s.
+    extra = (x, w, x_step, w_step) if ctx.lsq else ()
+    ctx.save_for_backward(x_codes, x_scale, w_codes, w_scale, *extra)
     ctx.k, ctx.block_size, ctx.sampling, ctx.budget = x.shape[1], block_size, sampling, budget
     ctx.x_dtype, ctx.w_dtype = x.dtype, w.dtype
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
+def _lsq(operand_grad_h, operand, step, block_size):
+    """LSQ (Esser et al., 2020) for per-tensor int4 codes of v = operand H / step: the gradient
+    passed to the operand (zero where v was clipped) and the step's gradient, with LSQ's
+    1 / sqrt(numel * 7) scaling."""
+    v = _ops.hadamard(operand.detach().float(), block_size) / step
+    inside = (v >= -_INT4_MAX) & (v <= _INT4_MAX)
+    d_step_elem = torch.where(inside, torch.round(v) - v, torch.sign(v) * _INT4_MAX)
+    scale = 1.0 / math.sqrt(operand.numel() * _INT4_MAX)
+    d_step = (operand_grad_h * d_step_elem).sum().reshape(1) * scale
+    return _ops.hadamard(operand_grad_h * inside, block_size), d_step
+
+
 def _hq_linear_backward(ctx, grad, *_code_grads):
-    x_codes, x_scale, w_codes, w_scale = ctx.saved_tensors
-    need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1]]
-    dx = dw = db = None
+    x_codes, x_scale, w_codes, w_scale, *extra = ctx.saved_tensors
+    need = [ctx.needs_input_grad[0] or ctx.lsq, ctx.needs_input_grad[1] or ctx.lsq]
+    dx = dw = db = dx_step = dw_step = None
     if any(need):
         dx, dw = _ops.hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, ctx.k, ctx.block_size,
                                          ctx.sampling, ctx.budget, need, draw_seed(grad.device))
-        dx = dx.to(ctx.x_dtype) if need[0] else None
-        dw = dw.to(ctx.w_dtype) if need[1] else None
+        if ctx.lsq:
+            x, w, x_step, w_step = extra
+            # dx, dw are (dL/d(x H)) H; H is its own inverse, so H brings back dL/d(x H).
+            dx, dx_step = _lsq(_ops.hadamard(dx, ctx.block_size), x, x_step, ctx.block_size)
+            dw, dw_step = _lsq(_ops.hadamard(dw, ctx.block_size), w, w_step, ctx.block_size)
+        dx = dx.to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        dw = dw.to(ctx.w_dtype) if ctx.needs_input_grad[1] else None
     if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
         db = grad.sum(0).to(ctx.bias_dtype)
-    return dx, dw, db, None, None, None
+    return dx, dw, db, None, None, None, dx_step, dw_step
 
 
 _ops.hq_linear.register_autograd(_hq_linear_backward, setup_context=_hq_linear_setup)

@@ -305,14 +305,22 @@ def _(x, block_size):
 
 @torch.library.custom_op("intcore::hq_linear", mutates_args=())
 def hq_linear(
-    x: Tensor, w: Tensor, bias: Optional[Tensor], block_size: int, sampling: bool, budget: float
+    x: Tensor,
+    w: Tensor,
+    bias: Optional[Tensor],
+    block_size: int,
+    sampling: bool,
+    budget: float,
+    x_step: Optional[Tensor],
+    w_step: Optional[Tensor],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    # sampling and budget configure the backward (they reach it through the autograd context).
+    # sampling and budget configure the backward (they reach it through the autograd context);
+    # x_step / w_step are learned (LSQ) step sizes, or None for absmax scales.
     _no_kernel("hq_linear", x, w, bias)
 
 
 @hq_linear.register_fake
-def _(x, w, bias, block_size, sampling, budget):
+def _(x, w, bias, block_size, sampling, budget, x_step, w_step):
     k = x.shape[1]
     return (
         x.new_empty((x.shape[0], w.shape[0])),

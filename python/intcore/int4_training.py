@@ -32,12 +32,15 @@ class Int4Config:
     sampling: leverage score sampling in the backward (False keeps every digit row).
     budget: expected fraction of the 2M stacked gradient digit rows kept (0.5: the cost of
         one int4 GEMM).
+    scale: "absmax" (per-tensor absmax of x H and w H) or "lsq" (learned step sizes, one per
+        operand, initialized to 2 mean|v| / sqrt(7) on the first forward; hq-lss only).
     """
 
     recipe: str = "hq-lss"
     block_size: Union[int, str] = 32
     sampling: bool = True
     budget: float = 0.5
+    scale: str = "absmax"
 
     def __post_init__(self):
         if self.recipe not in ("hq-lss", "absmax"):
@@ -46,12 +49,17 @@ class Int4Config:
             raise ValueError(f"Int4Config.block_size must be a power of two or 'auto', got {self.block_size!r}")
         if not 0 < self.budget <= 1:
             raise ValueError(f"Int4Config.budget must be in (0, 1], got {self.budget!r}")
+        if self.scale not in ("absmax", "lsq"):
+            raise ValueError(f"Int4Config.scale must be 'absmax' or 'lsq', got {self.scale!r}")
+        if self.scale == "lsq" and self.recipe != "hq-lss":
+            raise ValueError("Int4Config.scale='lsq' needs recipe='hq-lss'")
 
     def describe(self) -> str:
         if self.recipe == "absmax":
             return "int4 absmax"
         sampled = f"LSS {self.budget:g}" if self.sampling else "no sampling"
-        return f"int4 HQ (block {self.block_size}, {sampled})"
+        learned = ", LSQ" if self.scale == "lsq" else ""
+        return f"int4 HQ (block {self.block_size}, {sampled}{learned})"
 
 
 def _is_power_of_two(v) -> bool:
@@ -85,6 +93,12 @@ def _int4_error(v: Tensor, block_size: int) -> float:
     return float((vh - (vh / scale).round().clamp(-7, 7) * scale).norm())
 
 
+def lsq_initial_step(v: Tensor, block_size: int) -> Tensor:
+    """LSQ's initial step for int4 codes of v H: 2 mean|v H| / sqrt(7), as a float32 [1]."""
+    vh = hadamard(v.detach().float().reshape(-1, v.shape[-1]), block_size)
+    return (2 * vh.abs().mean() / 7**0.5).reshape(1).clamp(min=1e-12)
+
+
 def search_block_size(x: Tensor, w: Tensor) -> int:
     """The block size (1, 2, 4, ... 1024 dividing in_features) with the smallest product of
     the quantization errors of x H and w H: the reference's per-layer search."""
@@ -109,14 +123,17 @@ def int4_linear(
     block_size: int = 32,
     sampling: bool = True,
     budget: float = 0.5,
+    x_step: Optional[Tensor] = None,
+    w_step: Optional[Tensor] = None,
 ) -> Tensor:
     """``x @ w.T + bias`` through int4 arithmetic, forward and backward.
 
     recipe "hq-lss" (default): x and w go through a Hadamard transform of ``block_size``
     along in_features and per-tensor absmax int4 codes; the backward splits the output
     gradient into two int4 digits and samples their rows by leverage score (``sampling``,
-    ``budget``), giving unbiased gradients from int4 GEMMs. recipe "absmax": per-row absmax
-    int4 codes, no transform, no sampling.
+    ``budget``), giving unbiased gradients from int4 GEMMs. ``x_step`` / ``w_step`` (float32
+    [1] tensors, usually parameters) replace the absmax scales by learned step sizes trained
+    with LSQ. recipe "absmax": per-row absmax int4 codes, no transform, no sampling.
     """
     config = Int4Config(recipe, block_size, sampling, budget)
     if config.recipe == "absmax":
@@ -124,5 +141,11 @@ def int4_linear(
     _checks.check_linear_args(x, w, bias)
     if w.shape[1] % block_size:
         raise ValueError(f"block_size ({block_size}) must divide in_features ({w.shape[1]})")
-    y = ops.hq_linear(x.reshape(-1, x.shape[-1]), w, bias, block_size, bool(sampling), float(budget))[0]
+    if (x_step is None) != (w_step is None):
+        raise ValueError("x_step and w_step must both be given (LSQ) or both be None (absmax scales)")
+    for name, step in (("x_step", x_step), ("w_step", w_step)):
+        if step is not None and (step.shape != (1,) or step.dtype != torch.float32):
+            raise ValueError(f"{name} must be a float32 tensor of shape (1,), got {step.dtype} {tuple(step.shape)}")
+    y = ops.hq_linear(x.reshape(-1, x.shape[-1]), w, bias, block_size, bool(sampling), float(budget), x_step,
+                      w_step)[0]
     return y.reshape(*x.shape[:-1], w.shape[0])

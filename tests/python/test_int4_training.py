@@ -74,7 +74,7 @@ def test_hq_forward_beats_plain_per_tensor_int4_on_outliers():
 @pytest.mark.parametrize("sampling", [True, False])
 def test_lss_gradients_are_unbiased_at_the_rate_their_variance_predicts(sampling):
     x, w, grad = hq_setup()
-    y, xc, xs, wc, ws = torch.ops.intcore.hq_linear(x, w, None, 32, sampling, 0.5)
+    y, xc, xs, wc, ws = torch.ops.intcore.hq_linear(x, w, None, 32, sampling, 0.5, None, None)
     k = x.shape[1]
     deq = lambda codes, scale, rows: intcore.dequantize_absmax(codes, scale.expand(rows).contiguous(), 4, k)  # noqa
     x_tilde = intcore.hadamard(deq(xc, xs, x.shape[0]), 32).double()  # what the backward multiplies by
@@ -141,8 +141,11 @@ def test_block_size_search_and_module():
 def test_opcheck_hq_ops():
     x, w, grad = hq_setup(m=16, k=32, c=8)
     xr, wr = x.requires_grad_(), w.requires_grad_()
-    torch.library.opcheck(torch.ops.intcore.hq_linear, (xr, wr, torch.randn(8, requires_grad=True), 16, True, 0.5))
-    _, xc, xs, wc, ws = torch.ops.intcore.hq_linear(x.detach(), w.detach(), None, 16, True, 0.5)
+    torch.library.opcheck(torch.ops.intcore.hq_linear,
+                          (xr, wr, torch.randn(8, requires_grad=True), 16, True, 0.5, None, None))
+    steps = (torch.tensor([0.3], requires_grad=True), torch.tensor([0.05], requires_grad=True))
+    torch.library.opcheck(torch.ops.intcore.hq_linear, (xr, wr, None, 16, False, 0.5, *steps))
+    _, xc, xs, wc, ws = torch.ops.intcore.hq_linear(x.detach(), w.detach(), None, 16, True, 0.5, None, None)
     torch.library.opcheck(torch.ops.intcore.hq_linear_backward,
                           (grad, xc, xs, wc, ws, 32, 16, True, 0.5, [True, True], torch.tensor(3)))
 
@@ -172,3 +175,45 @@ def test_small_transformer_trains_with_int4_hq_and_follows_fp32():
     start, end = losses["int4-hq"]
     assert end < 0.3 * start
     assert end < 1.5 * losses["fp32"][1] + 0.1
+
+
+def test_lsq_step_gradient_matches_the_straight_through_definition():
+    """The step gradient of the op equals autograd through an explicit fake-quantizer with the
+    LSQ straight-through rule, given the same bit-split output gradient (sampling off, so the
+    integer backward is otherwise exact)."""
+    x, w, grad = hq_setup(m=32, k=64, c=16)
+    block = 32
+    x_step = torch.tensor([0.4], requires_grad=True)
+    w_step = torch.tensor([0.02], requires_grad=True)
+    torch.manual_seed(21)
+    intcore.int4_linear(x, w, block_size=block, sampling=False, x_step=x_step, w_step=w_step).backward(grad)
+    # The output gradient the backward used: G split into digits with the seed it drew.
+    torch.manual_seed(21)
+    high, low, s = torch.empty(32, 16, dtype=torch.int8), torch.empty(32, 16, dtype=torch.int8), torch.empty(1)
+    _C.split_gradient(grad, int(intcore._random.draw_seed()), high, low, s)
+    split_grad = (14 * high.double() + low.double()) / float(s)
+
+    def fake_quantize(v, step):  # LSQ (Esser et al.): clip, round with straight-through, gradient scale g
+        g = 1.0 / math.sqrt(v.numel() * 7)
+        s = step * g + (step - step * g).detach()
+        q = (v / s).clamp(-7, 7)
+        return ((q.round() - q).detach() + q) * s
+
+    x_ref = x.clone().double().requires_grad_()
+    w_ref = w.clone().double().requires_grad_()
+    xs_ref, ws_ref = x_step.detach().double().requires_grad_(), w_step.detach().double().requires_grad_()
+    h = lambda v: intcore.hadamard(v, block)  # noqa: E731
+    y = fake_quantize(h(x_ref.float()).double(), xs_ref) @ fake_quantize(h(w_ref.float()).double(), ws_ref).T
+    y.backward(split_grad)
+    torch.testing.assert_close(x_step.grad.double(), xs_ref.grad, rtol=2e-3, atol=1e-6)
+    torch.testing.assert_close(w_step.grad.double(), ws_ref.grad, rtol=2e-3, atol=1e-6)
+
+
+def test_lsq_module_initializes_and_learns_its_steps():
+    layer = intcore.nn.Int4Linear(64, 16, config=Int4Config(scale="lsq"))
+    x = torch.randn(32, 64)
+    assert layer.x_step.item() == 0
+    layer(x).square().mean().backward()
+    assert layer.x_step.item() > 0 and layer.w_step.grad is not None and layer.w_step.grad.abs().item() > 0
+    with pytest.raises(ValueError, match="needs recipe='hq-lss'"):
+        Int4Config(recipe="absmax", scale="lsq")

@@ -37,8 +37,11 @@ struct HqCodes {
 
 // x: [M, K], w: [C, K] (any float dtype/strides), bias: [C] or null, K % block == 0.
 // out: float32 [M, C]; x_codes / w_codes receive the int4 codes the backward reuses.
+// x_step / w_step: float32 [1] learned step sizes (LSQ) to quantize with instead of absmax
+// scales, or null.
 void hq_linear_forward(const TensorView& x, const TensorView& w, const TensorView* bias, int64_t block,
-                       const TensorView& out, const HqCodes& x_codes, const HqCodes& w_codes);
+                       const TensorView& out, const HqCodes& x_codes, const HqCodes& w_codes,
+                       const TensorView* x_step = nullptr, const TensorView* w_step = nullptr);
 
 struct SamplingOptions {
   bool enabled = true;

@@ -41,6 +41,10 @@ void align_fixed_point(const TensorView& mantissa, const TensorView& exponent, c
 // [1] or [rows] (the granularity follows the scale's shape).
 void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView& scale, int bits,
                      Rounding rounding, RandomStream stream);
+// The same rounding with scales given rather than computed (learned step sizes): float32 [1]
+// or [rows], finite and >= 0 (a zero scale gives zero codes). CPU only so far.
+void quantize_scaled(const TensorView& x, const TensorView& q, const TensorView& scale, int bits, Rounding rounding,
+                     RandomStream stream);
 // out: float32 [rows, cols] = q * scale; for bits 4, cols is out's size 1.
 void dequantize_absmax(const TensorView& q, const TensorView& scale, int bits, const TensorView& out);
 

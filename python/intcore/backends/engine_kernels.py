@@ -236,13 +236,14 @@ def _hadamard(x, block_size):
 
 
 @kernel("hq_linear")
-def _hq_linear(x, w, bias, block_size, sampling, budget):
+def _hq_linear(x, w, bias, block_size, sampling, budget, x_step, w_step):
     k = _size(x, 1)
     y = _empty(x, (_size(x, 0), _size(w, 0)), dtype=torch.float32)
     x_codes = _empty(x, (_size(x, 0), (k + 1) // 2), dtype=torch.uint8)
     w_codes = _empty(x, (_size(w, 0), (k + 1) // 2), dtype=torch.uint8)
     x_scale, w_scale = _empty(x, 1), _empty(x, 1)
-    _C.hq_linear_forward(x.detach(), w.detach(), _detached(bias), block_size, y, x_codes, x_scale, w_codes, w_scale)
+    _C.hq_linear_forward(x.detach(), w.detach(), _detached(bias), block_size, y, x_codes, x_scale, w_codes, w_scale,
+                         _detached(x_step), _detached(w_step))
     return y.to(x.dtype), x_codes, x_scale, w_codes, w_scale
 
 

@@ -40,23 +40,33 @@ class Int4Linear(nn.Linear):
     """nn.Linear computed with :func:`intcore.int4_linear`: the HQ-LSS method by default.
 
     With ``Int4Config(block_size="auto")`` the Hadamard block is chosen on the first forward
-    in training mode by the error-product search and kept in ``self.chosen_block_size``.
+    by the error-product search and kept in ``self.chosen_block_size``. With
+    ``Int4Config(scale="lsq")`` the module also holds the learned step sizes ``x_step`` and
+    ``w_step`` (parameters, initialized on the first forward; an nn.Linear state_dict then
+    loads with ``strict=False``).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  config: Int4Config = Int4Config(), device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        self.config = config
-        self.chosen_block_size = None
+        self._configure(config)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, config: Int4Config = Int4Config()) -> "Int4Linear":
         """A module sharing ``linear``'s parameters (no copy)."""
+        module = _share_parameters(cls, linear)
+        module._configure(config)
+        return module
+
+    def _configure(self, config: Int4Config) -> None:
         if not isinstance(config, Int4Config):
             raise TypeError(f"config must be an Int4Config, got {type(config).__name__}")
-        module = _share_parameters(cls, linear)
-        module.config, module.chosen_block_size = config, None
-        return module
+        self.config, self.chosen_block_size = config, None
+        if config.scale == "lsq":
+            # Zero marks "not initialized yet": the first forward sets LSQ's initial steps.
+            device = self.weight.device
+            self.x_step = nn.Parameter(torch.zeros(1, device=device))
+            self.w_step = nn.Parameter(torch.zeros(1, device=device))
 
     def block_size(self, x: torch.Tensor) -> int:
         if self.config.block_size != "auto":
@@ -69,8 +79,16 @@ class Int4Linear(nn.Linear):
         c = self.config
         if c.recipe == "absmax":
             return int4_training.int4_linear(x, self.weight, self.bias, recipe="absmax")
-        return int4_training.int4_linear(x, self.weight, self.bias, block_size=self.block_size(x),
-                                         sampling=c.sampling, budget=c.budget)
+        block = self.block_size(x)
+        steps = {}
+        if c.scale == "lsq":
+            if self.x_step.item() == 0:
+                with torch.no_grad():
+                    self.x_step.copy_(int4_training.lsq_initial_step(x, block))
+                    self.w_step.copy_(int4_training.lsq_initial_step(self.weight, block))
+            steps = {"x_step": self.x_step, "w_step": self.w_step}
+        return int4_training.int4_linear(x, self.weight, self.bias, block_size=block, sampling=c.sampling,
+                                         budget=c.budget, **steps)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.config.describe()}"
