@@ -52,12 +52,16 @@ def _detached(t: Optional[Tensor]) -> Optional[Tensor]:
     return None if t is None else t.detach()
 
 
-@kernel("quantize_fixed_point")
-def _quantize_fixed_point(x, bits, rounding, per_row, seed):
+def _fixed_point_codes(x: Tensor, bits: int, rounding: str, per_row: bool, seed: int, offset: int):
     mantissa = _empty(x, x.shape, dtype=torch.int8 if bits <= 8 else torch.int16)
     exponent = _empty(x, (_size(x, 0),) if per_row else (1,), dtype=torch.int32)
-    _C.quantize_fixed_point(_detached(x), mantissa, exponent, bits, rounding, _seed_value(seed), 0)
+    _C.quantize_fixed_point(x.detach(), mantissa, exponent, bits, rounding, seed, offset)
     return mantissa, exponent
+
+
+@kernel("quantize_fixed_point")
+def _quantize_fixed_point(x, bits, rounding, per_row, seed):
+    return _fixed_point_codes(x, bits, rounding, per_row, _seed_value(seed), 0)
 
 
 @kernel("dequantize_fixed_point")
@@ -134,13 +138,6 @@ _register_absmax_linear("int4_linear", 4)
 
 
 # ---- dynamic fixed point ---------------------------------------------------------------------
-
-
-def _fixed_point_codes(x: Tensor, bits: int, rounding: str, per_row: bool, seed: int, offset: int):
-    mantissa = _empty(x, x.shape, dtype=torch.int8 if bits <= 8 else torch.int16)
-    exponent = _empty(x, (_size(x, 0),) if per_row else (1,), dtype=torch.int32)
-    _C.quantize_fixed_point(x, mantissa, exponent, bits, rounding, seed, offset)
-    return mantissa, exponent
 
 
 def _shared_exponent(mantissa: Tensor, exponent: Tensor):
