@@ -309,6 +309,18 @@ namespace {
 
 // Codes of x in units of scale_of_row[r] (rounded, clamped to +-qmax): int8, or int4 packed
 // two per byte.
+// The arguments shared by the scaled quantizers: x, its codes q (int8, or packed int4) and
+// the float32 scale vector.
+void check_scaled_codes(const std::string& fn, const TensorView& x, const TensorView& q, const TensorView& scale,
+                        int bits) {
+  if (bits != 8 && bits != 4) throw_value_error(fn + ": bits must be 8 or 4, got " + std::to_string(bits));
+  const int64_t rows = x.size(0), cols = x.size(1);
+  check_dtype(fn, q, bits == 8 ? DType::kInt8 : DType::kUInt8);
+  check_shape(fn, q, {rows, bits == 8 ? cols : (cols + 1) / 2});
+  check_contiguous(fn, q);
+  check_scale_vector(fn, scale, DType::kFloat32, rows);
+}
+
 void write_scaled_codes(const std::string& fn, const TensorView& x, const TensorView& q,
                         const std::vector<float>& scale_of_row, int bits, Rounding rounding, RandomStream stream) {
   const int64_t rows = x.size(0), cols = x.size(1), q_cols = q.size(1);
@@ -347,12 +359,8 @@ void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView&
                      RandomStream stream) {
   const std::string fn = "quantize_absmax";
   check_input(fn, x);
-  if (bits != 8 && bits != 4) throw_value_error(fn + ": bits must be 8 or 4, got " + std::to_string(bits));
-  const int64_t rows = x.size(0), cols = x.size(1);
-  check_dtype(fn, q, bits == 8 ? DType::kInt8 : DType::kUInt8);
-  check_shape(fn, q, {rows, bits == 8 ? cols : (cols + 1) / 2});
-  check_contiguous(fn, q);
-  check_scale_vector(fn, scale, DType::kFloat32, rows);
+  check_scaled_codes(fn, x, q, scale, bits);
+  const int64_t rows = x.size(0);
   if (runs_on_cuda(fn, {&x, &q, &scale})) {
     INTCORE_ON_CUDA(cuda::quantize_absmax(x, q, scale, bits, rounding, stream));
     return;
@@ -379,12 +387,8 @@ void quantize_scaled(const TensorView& x, const TensorView& q, const TensorView&
   const std::string fn = "quantize_scaled";
   check_input(fn, x);
   check_cpu(fn, x);
-  if (bits != 8 && bits != 4) throw_value_error(fn + ": bits must be 8 or 4, got " + std::to_string(bits));
-  const int64_t rows = x.size(0), cols = x.size(1);
-  check_dtype(fn, q, bits == 8 ? DType::kInt8 : DType::kUInt8);
-  check_shape(fn, q, {rows, bits == 8 ? cols : (cols + 1) / 2});
-  check_contiguous(fn, q);
-  check_scale_vector(fn, scale, DType::kFloat32, rows);
+  check_scaled_codes(fn, x, q, scale, bits);
+  const int64_t rows = x.size(0);
   row_absmax(fn, x);  // raises on NaN/Inf before anything is written
   const float* s = scale.data_as<float>();
   const bool per_row = scale.size(0) == rows && rows != 1;
