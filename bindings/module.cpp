@@ -328,24 +328,16 @@ PYBIND11_MODULE(_C, m) {
       py::arg("w_step") = py::none());
 
   m.def(
-      "hq_linear_grad_input",
-      [](py::object grad, py::object w_codes, py::object w_scale, int64_t k, int64_t block, bool sampling,
-         double budget, uint64_t seed, py::object dx) {
-        DLPackView gv(grad, "grad"), wc(w_codes, "w_codes"), ws(w_scale, "w_scale"), dxv(dx, "dx");
+      "hq_linear_backward",
+      [](py::object grad, py::object x_codes, py::object x_scale, py::object w_codes, py::object w_scale, int64_t k,
+         int64_t block, bool sampling, double budget, uint64_t seed, py::object dx, py::object dw) {
+        DLPackView gv(grad, "grad"), xc(x_codes, "x_codes"), xs(x_scale, "x_scale"), wc(w_codes, "w_codes"),
+            ws(w_scale, "w_scale");
+        OptionalView dxv(dx, "dx"), dwv(dw, "dw");
         py::gil_scoped_release release;
-        hq_linear_grad_input(gv.view(), {wc.view(), ws.view()}, k, block, {sampling, budget}, seed, dxv.view());
+        hq_linear_backward(gv.view(), {xc.view(), xs.view()}, {wc.view(), ws.view()}, k, block, {sampling, budget},
+                           seed, dxv.get(), dwv.get());
       },
-      py::arg("grad"), py::arg("w_codes"), py::arg("w_scale"), py::arg("k"), py::arg("block"), py::arg("sampling"),
-      py::arg("budget"), py::arg("seed"), py::arg("dx"));
-
-  m.def(
-      "hq_linear_grad_weight",
-      [](py::object grad, py::object x_codes, py::object x_scale, int64_t k, int64_t block, bool sampling,
-         double budget, uint64_t seed, py::object dw) {
-        DLPackView gv(grad, "grad"), xc(x_codes, "x_codes"), xs(x_scale, "x_scale"), dwv(dw, "dw");
-        py::gil_scoped_release release;
-        hq_linear_grad_weight(gv.view(), {xc.view(), xs.view()}, k, block, {sampling, budget}, seed, dwv.view());
-      },
-      py::arg("grad"), py::arg("x_codes"), py::arg("x_scale"), py::arg("k"), py::arg("block"), py::arg("sampling"),
-      py::arg("budget"), py::arg("seed"), py::arg("dw"));
+      py::arg("grad"), py::arg("x_codes"), py::arg("x_scale"), py::arg("w_codes"), py::arg("w_scale"), py::arg("k"),
+      py::arg("block"), py::arg("sampling"), py::arg("budget"), py::arg("seed"), py::arg("dx"), py::arg("dw"));
 }

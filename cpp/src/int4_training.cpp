@@ -233,18 +233,11 @@ void hq_linear_forward(const TensorView& x, const TensorView& w, const TensorVie
               bias ? &bias_view : nullptr, out);
 }
 
-void hq_linear_grad_input(const TensorView& grad, const HqCodes& w_codes, int64_t k, int64_t block,
-                          SamplingOptions sampling, uint64_t seed, const TensorView& dx) {
-  const std::string fn = "hq_linear_grad_input";
-  check_grad(fn, grad);
-  const int64_t m = grad.size(0), c = grad.size(1);
-  check_codes(fn, w_codes, c, k);
-  check_block(fn, k, block);
-  check_sampling(fn, sampling);
-  check_dtype(fn, dx, DType::kFloat32);
-  check_shape(fn, dx, {m, k});
-  check_contiguous(fn, dx);
-  const Split s = split(grad, seed);
+namespace {
+
+// dx from the split gradient (arguments checked by hq_linear_backward).
+void grad_input(const Split& s, int64_t m, int64_t c, const HqCodes& w_codes, int64_t k, int64_t block,
+                SamplingOptions sampling, uint64_t seed, const TensorView& dx) {
   const float w_scale = w_codes.scale.data_as<float>()[0];
   const std::vector<int8_t> wq = unpack(w_codes, k);
   const TensorView wt = TensorView(const_cast<int8_t*>(wq.data()), DType::kInt8, {c, k}, "w codes").transposed();
@@ -287,18 +280,9 @@ void hq_linear_grad_input(const TensorView& grad, const HqCodes& w_codes, int64_
   hadamard_into(dxh, m, k, block, dx);
 }
 
-void hq_linear_grad_weight(const TensorView& grad, const HqCodes& x_codes, int64_t k, int64_t block,
-                           SamplingOptions sampling, uint64_t seed, const TensorView& dw) {
-  const std::string fn = "hq_linear_grad_weight";
-  check_grad(fn, grad);
-  const int64_t m = grad.size(0), c = grad.size(1);
-  check_codes(fn, x_codes, m, k);
-  check_block(fn, k, block);
-  check_sampling(fn, sampling);
-  check_dtype(fn, dw, DType::kFloat32);
-  check_shape(fn, dw, {c, k});
-  check_contiguous(fn, dw);
-  const Split s = split(grad, seed);
+// dw from the split gradient (arguments checked by hq_linear_backward).
+void grad_weight(const Split& s, int64_t m, int64_t c, const HqCodes& x_codes, int64_t k, int64_t block,
+                 SamplingOptions sampling, uint64_t seed, const TensorView& dw) {
   const float x_scale = x_codes.scale.data_as<float>()[0];
   const std::vector<int8_t> xq = unpack(x_codes, k);
   std::vector<float> dwh(static_cast<size_t>(c * k), 0.0f);
@@ -346,6 +330,30 @@ void hq_linear_grad_weight(const TensorView& grad, const HqCodes& x_codes, int64
     }
   }
   hadamard_into(dwh, c, k, block, dw);
+}
+
+}  // namespace
+
+void hq_linear_backward(const TensorView& grad, const HqCodes& x_codes, const HqCodes& w_codes, int64_t k,
+                        int64_t block, SamplingOptions sampling, uint64_t seed, const TensorView* dx,
+                        const TensorView* dw) {
+  const std::string fn = "hq_linear_backward";
+  check_grad(fn, grad);
+  const int64_t m = grad.size(0), c = grad.size(1);
+  check_block(fn, k, block);
+  check_sampling(fn, sampling);
+  for (const auto& [out, rows] : {std::pair{dx, m}, std::pair{dw, c}}) {
+    if (out == nullptr) continue;
+    check_dtype(fn, *out, DType::kFloat32);
+    check_shape(fn, *out, {rows, k});
+    check_contiguous(fn, *out);
+  }
+  if (dx != nullptr) check_codes(fn, w_codes, c, k);
+  if (dw != nullptr) check_codes(fn, x_codes, m, k);
+  if (dx == nullptr && dw == nullptr) return;
+  const Split s = split(grad, seed);  // one split serves both gradients
+  if (dx != nullptr) grad_input(s, m, c, w_codes, k, block, sampling, seed, *dx);
+  if (dw != nullptr) grad_weight(s, m, c, x_codes, k, block, sampling, seed, *dw);
 }
 
 }  // namespace intcore

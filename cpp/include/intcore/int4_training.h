@@ -48,13 +48,12 @@ struct SamplingOptions {
   double budget = 0.5;  // expected fraction of the 2M stacked digit rows kept
 };
 
-// dx: float32 [M, K]. Random streams: seed with offsets 0 (split), 1 (sampling).
-void hq_linear_grad_input(const TensorView& grad, const HqCodes& w_codes, int64_t k, int64_t block,
-                          SamplingOptions sampling, uint64_t seed, const TensorView& dx);
-// dw: float32 [C, K]. Offsets 0 (split, the same digits as grad_input), 2 (sampling),
-// 3 (requantization).
-void hq_linear_grad_weight(const TensorView& grad, const HqCodes& x_codes, int64_t k, int64_t block,
-                           SamplingOptions sampling, uint64_t seed, const TensorView& dw);
+// dx: float32 [M, K] (needs w_codes), dw: float32 [C, K] (needs x_codes); either may be null.
+// G is split once for both. Random streams of `seed`: offset 0 the split, 1 the grad-input
+// sampling, 2 the grad-weight sampling, 3 its requantization.
+void hq_linear_backward(const TensorView& grad, const HqCodes& x_codes, const HqCodes& w_codes, int64_t k,
+                        int64_t block, SamplingOptions sampling, uint64_t seed, const TensorView* dx,
+                        const TensorView* dw);
 
 // The pieces, exposed for tests and the bindings.
 // G [M, C] -> high, low: int8 [M, C] in [-7, 7]; scale: float32 [1] (s above).

@@ -250,8 +250,6 @@ def _hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size,
     x_scale, w_scale = x_scale.detach(), w_scale.detach()  # float outputs of hq_linear: tracked by autograd
     dx = _empty(grad, (_size(grad, 0), k) if need_grad[0] else (0,), dtype=torch.float32)
     dw = _empty(grad, (_size(grad, 1), k) if need_grad[1] else (0,), dtype=torch.float32)
-    if need_grad[0]:
-        _C.hq_linear_grad_input(grad, w_codes, w_scale, k, block_size, sampling, budget, seed_value, dx)
-    if need_grad[1]:
-        _C.hq_linear_grad_weight(grad, x_codes, x_scale, k, block_size, sampling, budget, seed_value, dw)
+    _C.hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, seed_value,
+                          dx if need_grad[0] else None, dw if need_grad[1] else None)
     return dx, dw
