@@ -18,6 +18,18 @@ def snr_floor(bits: int) -> float:
     return 6.02 * bits - 22
 
 
+def run_against_fp64(ref: nn.Module, mod: nn.Module, x: torch.Tensor, g: torch.Tensor):
+    """Forward and backward of ref (float64) and mod on the same input and output gradient:
+    ((y, dx) of mod, (y, dx) of ref)."""
+    x64 = x.double().requires_grad_()
+    y_ref = ref(x64)
+    y_ref.backward(g.double())
+    xi = x.clone().requires_grad_()
+    y = mod(xi)
+    y.backward(g)
+    return (y.detach(), xi.grad), (y_ref.detach(), x64.grad)
+
+
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("granularity", ["per_tensor", "per_row"])
 def test_linear_matches_nn_linear_per_bit_width(bits, granularity):
@@ -28,15 +40,10 @@ def test_linear_matches_nn_linear_per_bit_width(bits, granularity):
     ref.double()
     x = torch.randn(3, 20, 96)
     g = torch.randn(3, 20, 40)
-    x64 = x.double().requires_grad_()
-    y_ref = ref(x64)
-    y_ref.backward(g.double())
-    xi = x.clone().requires_grad_()
-    y = mod(xi)
-    y.backward(g)
+    (y, dx), (y_ref, dx_ref) = run_against_fp64(ref, mod, x, g)
     floor = snr_floor(bits)
-    assert snr_db(y.detach(), y_ref.detach()) > floor
-    assert snr_db(xi.grad, x64.grad) > floor
+    assert snr_db(y, y_ref) > floor
+    assert snr_db(dx, dx_ref) > floor
     assert snr_db(mod.weight.grad, ref.weight.grad) > floor
     torch.testing.assert_close(mod.bias.grad.double(), ref.bias.grad, rtol=1e-5, atol=1e-4)
 
@@ -53,15 +60,10 @@ def test_layer_norm_error_shrinks_with_bits(bits, rsqrt):
     mod.load_state_dict(ref.state_dict())
     x = torch.randn(4, 16, 128) * 3 + torch.linspace(-2, 2, 16)[None, :, None]
     g = torch.randn(4, 16, 128)
-    x64 = x.double().requires_grad_()
-    y_ref = ref(x64)
-    y_ref.backward(g.double())
-    xi = x.clone().requires_grad_()
-    y = mod(xi)
-    y.backward(g)
+    (y, dx), (y_ref, dx_ref) = run_against_fp64(ref, mod, x, g)
     floor = snr_floor(bits)
-    assert snr_db(y.detach(), y_ref.detach()) > floor
-    assert snr_db(xi.grad, x64.grad) > floor - 3
+    assert snr_db(y, y_ref) > floor
+    assert snr_db(dx, dx_ref) > floor - 3
     assert snr_db(mod.weight.grad, ref.weight.grad) > floor
     assert snr_db(mod.bias.grad, ref.bias.grad) > floor
 
