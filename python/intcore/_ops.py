@@ -1,8 +1,10 @@
 """Schemas and fake (meta) implementations of every intcore op, in one place.
 
-Each op is a ``torch.library.custom_op`` in the ``intcore`` namespace. The body registered here
-only runs on devices that have no kernel (it raises); the real kernels live in
-``intcore/backends/<device>.py`` and autograd formulas in ``intcore/_autograd.py``. Fake
+Each op is a ``torch.library.custom_op`` in the ``intcore`` namespace. Its body is the op's
+portable kernel (``intcore/backends/portable/``: torch tensor code, bit-exact with the engine),
+which torch runs on every device without a kernel of its own; native kernels over the C++
+engine are registered per device in ``intcore/backends/cpu.py`` and ``cuda.py`` and take
+precedence (``intcore/backends/dispatch.py``). Autograd formulas live in ``intcore/_autograd.py``. Fake
 implementations give shapes and dtypes without data, so ``torch.compile`` traces the ops without
 graph breaks.
 
@@ -19,12 +21,11 @@ import torch
 from torch import Tensor
 
 
-def _no_kernel(op: str, *tensors: Optional[Tensor]):
-    devices = sorted({str(t.device) for t in tensors if t is not None})
-    raise NotImplementedError(
-        f"intcore.{op} has no kernel for device {', '.join(devices)} in this build of intcore "
-        f"(CPU is always available; CUDA needs a build with nvcc and CUTLASS)"
-    )
+def _portable_kernel(op: str):
+    """The portable kernel of op (imported on first call: the kernels import nothing of this module)."""
+    from intcore.backends.portable import KERNELS
+
+    return KERNELS[op]
 
 
 def _exponent_shape(x: Tensor, per_row: bool) -> tuple:
@@ -36,7 +37,7 @@ def _exponent_shape(x: Tensor, per_row: bool) -> tuple:
 
 @torch.library.custom_op("intcore::quantize_fixed_point", mutates_args=())
 def quantize_fixed_point(x: Tensor, bits: int, rounding: str, per_row: bool, seed: Tensor) -> tuple[Tensor, Tensor]:
-    _no_kernel("quantize_fixed_point", x)
+    return _portable_kernel("quantize_fixed_point")(x, bits, rounding, per_row, seed)
 
 
 @quantize_fixed_point.register_fake
@@ -47,7 +48,7 @@ def _(x, bits, rounding, per_row, seed):
 
 @torch.library.custom_op("intcore::dequantize_fixed_point", mutates_args=())
 def dequantize_fixed_point(mantissa: Tensor, exponent: Tensor) -> Tensor:
-    _no_kernel("dequantize_fixed_point", mantissa)
+    return _portable_kernel("dequantize_fixed_point")(mantissa, exponent)
 
 
 @dequantize_fixed_point.register_fake
@@ -57,7 +58,7 @@ def _(mantissa, exponent):
 
 @torch.library.custom_op("intcore::quantize_absmax", mutates_args=())
 def quantize_absmax(x: Tensor, bits: int, rounding: str, per_row: bool, seed: Tensor) -> tuple[Tensor, Tensor]:
-    _no_kernel("quantize_absmax", x)
+    return _portable_kernel("quantize_absmax")(x, bits, rounding, per_row, seed)
 
 
 @quantize_absmax.register_fake
@@ -71,7 +72,7 @@ def _(x, bits, rounding, per_row, seed):
 
 @torch.library.custom_op("intcore::dequantize_absmax", mutates_args=())
 def dequantize_absmax(q: Tensor, scale: Tensor, bits: int, cols: int) -> Tensor:
-    _no_kernel("dequantize_absmax", q)
+    return _portable_kernel("dequantize_absmax")(q, scale, bits, cols)
 
 
 @dequantize_absmax.register_fake
@@ -84,7 +85,7 @@ def _(q, scale, bits, cols):
 
 @torch.library.custom_op("intcore::int8_mm", mutates_args=())
 def int8_mm(a: Tensor, b: Tensor) -> Tensor:
-    _no_kernel("int8_mm", a, b)
+    return _portable_kernel("int8_mm")(a, b)
 
 
 @int8_mm.register_fake
@@ -94,7 +95,7 @@ def _(a, b):
 
 @torch.library.custom_op("intcore::int4_mm", mutates_args=())
 def int4_mm(a: Tensor, b: Tensor, k: int) -> Tensor:
-    _no_kernel("int4_mm", a, b)
+    return _portable_kernel("int4_mm")(a, b, k)
 
 
 @int4_mm.register_fake
@@ -104,7 +105,7 @@ def _(a, b, k):
 
 @torch.library.custom_op("intcore::int16_mm", mutates_args=())
 def int16_mm(a: Tensor, b: Tensor) -> Tensor:
-    _no_kernel("int16_mm", a, b)
+    return _portable_kernel("int16_mm")(a, b)
 
 
 @int16_mm.register_fake
@@ -120,7 +121,7 @@ def _define_absmax_linear(name: str):
 
     @torch.library.custom_op(f"intcore::{name}", mutates_args=())
     def forward(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
-        _no_kernel(name, x, w, bias)
+        return _portable_kernel(name)(x, w, bias)
 
     @forward.register_fake
     def _(x, w, bias):
@@ -128,7 +129,7 @@ def _define_absmax_linear(name: str):
 
     @torch.library.custom_op(f"intcore::{name}_grad_input", mutates_args=())
     def grad_input(grad: Tensor, w: Tensor, seed: Tensor) -> Tensor:
-        _no_kernel(f"{name}_grad_input", grad, w)
+        return _portable_kernel(f"{name}_grad_input")(grad, w, seed)
 
     @grad_input.register_fake
     def _(grad, w, seed):
@@ -136,7 +137,7 @@ def _define_absmax_linear(name: str):
 
     @torch.library.custom_op(f"intcore::{name}_grad_weight", mutates_args=())
     def grad_weight(grad: Tensor, x: Tensor, seed: Tensor) -> Tensor:
-        _no_kernel(f"{name}_grad_weight", grad, x)
+        return _portable_kernel(f"{name}_grad_weight")(grad, x, seed)
 
     @grad_weight.register_fake
     def _(grad, x, seed):
@@ -158,7 +159,7 @@ int4_linear, int4_linear_grad_input, int4_linear_grad_weight = _define_absmax_li
 def fixed_point_linear(
     x: Tensor, w: Tensor, bias: Optional[Tensor], bits: list[int], rounding: str, per_row: bool, seed: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    _no_kernel("fixed_point_linear", x, w, bias)
+    return _portable_kernel("fixed_point_linear")(x, w, bias, bits, rounding, per_row, seed)
 
 
 def _mantissa_dtype(bits: int) -> torch.dtype:
@@ -189,7 +190,7 @@ def fixed_point_linear_backward(
     need_grad: list[bool],
     seed: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    _no_kernel("fixed_point_linear_backward", grad)
+    return _portable_kernel("fixed_point_linear_backward")(grad, x_mantissa, x_exponent, w_mantissa, w_exponent, grad_bits, rounding, per_row, need_grad, seed)
 
 
 @fixed_point_linear_backward.register_fake
@@ -213,7 +214,7 @@ def fixed_point_layer_norm(
     per_row: bool,
     seed: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    _no_kernel("fixed_point_layer_norm", x, weight, bias)
+    return _portable_kernel("fixed_point_layer_norm")(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed)
 
 
 def _layer_norm_outputs(x: Tensor, per_row: bool):
@@ -251,7 +252,7 @@ def fixed_point_layer_norm_backward(
     rounding: str,
     seed: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    _no_kernel("fixed_point_layer_norm_backward", grad)
+    return _portable_kernel("fixed_point_layer_norm_backward")(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent, has_affine, grad_bits, rounding, seed)
 
 
 @fixed_point_layer_norm_backward.register_fake
@@ -270,7 +271,7 @@ def _(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma
 def fixed_point_embedding(
     ids: Tensor, weight: Tensor, bits: int, grad_bits: int, rounding: str, padding_idx: int
 ) -> Tensor:
-    _no_kernel("fixed_point_embedding", ids, weight)
+    return _portable_kernel("fixed_point_embedding")(ids, weight, bits, grad_bits, rounding, padding_idx)
 
 
 @fixed_point_embedding.register_fake
@@ -282,7 +283,7 @@ def _(ids, weight, bits, grad_bits, rounding, padding_idx):
 def fixed_point_embedding_backward(
     grad: Tensor, ids: Tensor, num_embeddings: int, grad_bits: int, rounding: str, padding_idx: int, seed: Tensor
 ) -> Tensor:
-    _no_kernel("fixed_point_embedding_backward", grad, ids)
+    return _portable_kernel("fixed_point_embedding_backward")(grad, ids, num_embeddings, grad_bits, rounding, padding_idx, seed)
 
 
 @fixed_point_embedding_backward.register_fake
@@ -295,7 +296,7 @@ def _(grad, ids, num_embeddings, grad_bits, rounding, padding_idx, seed):
 
 @torch.library.custom_op("intcore::hadamard", mutates_args=())
 def hadamard(x: Tensor, block_size: int) -> Tensor:
-    _no_kernel("hadamard", x)
+    return _portable_kernel("hadamard")(x, block_size)
 
 
 @hadamard.register_fake
@@ -316,7 +317,7 @@ def hq_linear(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     # sampling and budget configure the backward (they reach it through the autograd context);
     # x_step / w_step are learned (LSQ) step sizes, or None for absmax scales.
-    _no_kernel("hq_linear", x, w, bias)
+    return _portable_kernel("hq_linear")(x, w, bias, block_size, sampling, budget, x_step, w_step)
 
 
 @hq_linear.register_fake
@@ -345,7 +346,7 @@ def hq_linear_backward(
     need_grad: list[bool],
     seed: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    _no_kernel("hq_linear_backward", grad)
+    return _portable_kernel("hq_linear_backward")(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed)
 
 
 @hq_linear_backward.register_fake

@@ -1,7 +1,7 @@
-"""CUDA kernels: the ops the engine's CUDA backend implements, on PyTorch's current stream.
+"""Native CUDA kernels: the ops the engine's CUDA backend implements, on PyTorch's current stream.
 
-Registered only when intcore was built with CUDA. Ops not listed here have no CUDA kernel yet:
-called with CUDA tensors they raise NotImplementedError naming the op and the device.
+Registered only when intcore was built with CUDA. Ops not listed here run their portable kernel
+on CUDA tensors (torch's own CUDA kernels underneath).
 """
 
 import functools
@@ -10,6 +10,8 @@ import torch
 
 from intcore import _C
 from intcore import _ops  # noqa: F401  (defines the schemas these kernels register against)
+from intcore.backends import portable
+from intcore.backends.dispatch import register_native
 from intcore.backends.engine_kernels import KERNELS
 
 CUDA_OPS = (
@@ -26,10 +28,8 @@ CUDA_OPS = (
     "int4_linear",
     "int4_linear_grad_input",
     "int4_linear_grad_weight",
-    # Fixed-point linear layers compose the quantizer and GEMM above; per-row granularity also
-    # needs align_fixed_point, which is CPU-only so far (it raises a ValueError on CUDA tensors).
+    # Fixed-point linear layers compose the quantizer and GEMM above.
     "fixed_point_linear",
-    "fixed_point_linear_backward",
 )
 
 
@@ -46,6 +46,16 @@ def _on_current_stream(fn):
     return run
 
 
+def _fixed_point_linear_backward(grad, x_mantissa, x_exponent, w_mantissa, w_exponent, *args):
+    # Per-row exponents need align_fixed_point before the GEMMs, which the engine has on the CPU
+    # only: that case runs the portable kernel.
+    if x_exponent.numel() > 1 or w_exponent.numel() > 1:
+        return portable.KERNELS["fixed_point_linear_backward"](grad, x_mantissa, x_exponent, w_mantissa, w_exponent, *args)
+    return _on_current_stream(KERNELS["fixed_point_linear_backward"])(grad, x_mantissa, x_exponent, w_mantissa, w_exponent, *args)
+
+
 if _C.built_with_cuda:
     for _name in CUDA_OPS:
-        torch.library.register_kernel(f"intcore::{_name}", "cuda")(_on_current_stream(KERNELS[_name]))
+        register_native(_name, "cuda", _on_current_stream(KERNELS[_name]))
+    register_native("fixed_point_linear_backward", "cuda", _fixed_point_linear_backward,
+                    note="portable with per-row exponents")

@@ -1,0 +1,36 @@
+"""Portable kernels: every intcore op written only with torch tensor operations.
+
+They are each op's default kernel (the body of the custom op in ``intcore._ops``), so they run
+on any device torch supports; the engine's native kernels (``backends/cpu.py``,
+``backends/cuda.py``) take precedence where they exist. Every portable kernel is bit-exact with
+the C++ engine: the same integer codes, the same float bits, the same inputs refused. That is
+what lets a CPU-only test suite vouch for what runs on a GPU: the native CUDA kernels are
+checked against these, and these are checked against the CPU engine.
+
+Integer arithmetic runs in int64 tensors (wider products in int64 limbs where the engine uses
+128 bits), random bits come from Philox4x32-10 in torch integer ops (``philox.py``), int8
+products from ``torch._int_mm``, and float epilogues repeat the engine's operations in its order.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+KERNELS: dict[str, Callable] = {}
+
+
+def portable_kernel(name: str):
+    """Records fn as the portable kernel of op intcore::<name>."""
+
+    def record(fn):
+        KERNELS[name] = fn
+        return fn
+
+    return record
+
+
+from intcore.backends.portable import quantize, gemm, linear, fixed_point_linear  # noqa: E402,F401
+import importlib as _il, os as _os  # TEMPORARY until helper modules land
+for _m in ("layer_norm", "embedding", "int4_training"):
+    if _os.path.exists(_os.path.join(_os.path.dirname(__file__), _m + ".py")):
+        _il.import_module(f"intcore.backends.portable.{_m}")

@@ -1,0 +1,191 @@
+"""Portable kernels against the C++ engine: the same bits for the quantizers, the exact integer
+products and the linear layers, over a randomized sweep; the same inputs refused.
+
+(Layer norm and embedding: test_portable_layer_norm.py; INT4 training: test_portable_int4.py.)
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import intcore
+from intcore.backends import engine_kernels, portable
+from intcore.backends.portable.philox import philox4x32_10, random_words
+
+FLOATS = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
+SHAPES = [(1, 1), (1, 7), (7, 1), (33, 65), (130, 70), (0, 5), (5, 0)]
+
+
+def seed(v: int) -> torch.Tensor:
+    return torch.tensor(v, dtype=torch.int64)
+
+
+def assert_same_bits(a, b):
+    """Equal dtypes, shapes and bit patterns (float -0.0 and 0.0 differ; NaNs must match)."""
+    if isinstance(a, (tuple, list)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_bits(x, y)
+        return
+    assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, b.dtype, a.shape, b.shape)
+    if a.is_floating_point():
+        width = {8: torch.int64, 4: torch.int32, 2: torch.int16}[a.element_size()]
+        a, b = a.contiguous().view(width), b.contiguous().view(width)
+    assert torch.equal(a, b)
+
+
+def both(name, *args):
+    return portable.KERNELS[name](*args), engine_kernels.KERNELS[name](*args)
+
+
+def sample(shape, dtype, outliers=False, transposed=False):
+    x = torch.randn(shape[::-1] if transposed else shape, dtype=torch.float64) * 3
+    if outliers and x.numel():
+        x.view(-1)[:: max(1, x.numel() // 5)] *= 1000
+    x = x.to(dtype)
+    return x.T if transposed else x
+
+
+def test_philox_known_answers():
+    kat = Path(__file__).parents[1] / "cpp" / "data" / "philox4x32_10_kat.txt"
+    for line in kat.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        words = [int(w, 16) for w in line.split()]
+        counter = [torch.tensor([w]) for w in words[:4]]
+        out = philox4x32_10(*counter, words[4], words[5])
+        assert [int(v) for v in out] == words[6:]
+
+
+def test_random_words_match_engine_stream():
+    # The engine's stochastic rounding at 2 bits reveals its words through the codes; simpler:
+    # words straddling blocks equal the same words drawn from block 0.
+    whole = random_words(5, 3, 0, 64, "cpu")
+    for first in (0, 1, 3, 5, 17):
+        assert torch.equal(random_words(5, 3, first, 20, "cpu"), whole[first : first + 20])
+    high = random_words(2**63 + 11, 2**40 + 1, 2**34, 9, "cpu")
+    assert high.min() >= 0 and high.max() < 2**32
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_quantize_fixed_point(dtype, shape, transposed):
+    x = sample(shape, dtype, outliers=True, transposed=transposed)
+    for bits in (2, 5, 8, 9, 12, 16):
+        for rounding in ("nearest", "stochastic"):
+            for per_row in (False, True):
+                p, e = both("quantize_fixed_point", x, bits, rounding, per_row, seed(bits * 7 + 1))
+                assert_same_bits(p, e)
+                assert_same_bits(*both("dequantize_fixed_point", *p))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", SHAPES + [(3, 8), (2, 9)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_quantize_absmax(dtype, shape, transposed):
+    x = sample(shape, dtype, outliers=True, transposed=transposed)
+    for bits in (8, 4):
+        for rounding in ("nearest", "stochastic"):
+            for per_row in (False, True):
+                p, e = both("quantize_absmax", x, bits, rounding, per_row, seed(99))
+                assert_same_bits(p, e)
+                assert_same_bits(*both("dequantize_absmax", *p, bits, shape[1]))
+
+
+def test_quantizers_zero_rows_and_tiny_values():
+    x = torch.zeros(4, 9)
+    x[1, 3] = 1e-40  # subnormal
+    x[2] = 3e38
+    for bits in (4, 8):
+        assert_same_bits(*both("quantize_absmax", x, bits, "stochastic", True, seed(1)))
+    for bits in (2, 16):
+        assert_same_bits(*both("quantize_fixed_point", x, bits, "stochastic", True, seed(1)))
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 5, 3), (33, 17, 65), (0, 4, 3), (4, 0, 3), (4, 3, 0), (65, 130, 257)])
+def test_exact_products(m, n, k):
+    a8, b8 = torch.randint(-128, 128, (m, k), dtype=torch.int8), torch.randint(-128, 128, (n, k), dtype=torch.int8)
+    assert_same_bits(*both("int8_mm", a8, b8))
+    assert_same_bits(*both("int8_mm", a8, b8[:, :k]))
+    a16 = torch.randint(-(2**15), 2**15, (m, k), dtype=torch.int16)
+    b16 = torch.randint(-(2**15), 2**15, (n, k), dtype=torch.int16)
+    assert_same_bits(*both("int16_mm", a16, b16))
+    assert_same_bits(*both("int16_mm", a16, b8))
+    assert_same_bits(*both("int16_mm", a8, b16))
+    assert_same_bits(*both("int16_mm", a16.T.contiguous().T, b16))
+    pa = torch.randint(0, 256, (m, (k + 1) // 2), dtype=torch.uint8)
+    pb = torch.randint(0, 256, (n, (k + 1) // 2), dtype=torch.uint8)
+    assert_same_bits(*both("int4_mm", pa, pb, k))
+    exact = a16.long() @ b16.long().T
+    assert torch.equal(portable.KERNELS["int16_mm"](a16, b16), exact)
+
+
+def test_extreme_int16_products():
+    a = torch.full((3, 3000), -(2**15), dtype=torch.int16)
+    assert_same_bits(*both("int16_mm", a, a))
+    a8 = torch.full((2, 2**17 - 1), -128, dtype=torch.int8)
+    assert_same_bits(*both("int8_mm", a8, a8))
+
+
+@pytest.mark.parametrize("name", ["int8_linear", "int4_linear"])
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (9, 5, 7), (40, 33, 70), (0, 3, 4), (3, 4, 0)])
+def test_absmax_linear(name, dtype, m, n, k):
+    x, w = sample((m, k), dtype, outliers=True), sample((n, k), dtype)
+    bias = torch.randn(n, dtype=dtype)
+    grad = sample((m, n), dtype)
+    assert_same_bits(*both(name, x, w, bias))
+    assert_same_bits(*both(name, x, w, None))
+    for s in (0, 12345, 2**62 + 7):
+        assert_same_bits(*both(f"{name}_grad_input", grad, w, seed(s)))
+        assert_same_bits(*both(f"{name}_grad_weight", grad, x, seed(s)))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (9, 5, 7), (40, 33, 70), (0, 3, 4), (3, 4, 0)])
+def test_fixed_point_linear(dtype, m, n, k):
+    x, w = sample((m, k), dtype, outliers=True), sample((n, k), dtype)
+    bias, grad = torch.randn(n, dtype=dtype), sample((m, n), dtype)
+    for bits in ([16, 16, 16], [8, 8, 8], [12, 9, 10], [8, 16, 4]):
+        for rounding in ("nearest", "stochastic"):
+            for per_row in (False, True):
+                args = (bits, rounding, per_row, seed(sum(bits)))
+                p, e = both("fixed_point_linear", x, w, bias, *args)
+                assert_same_bits(p, e)
+                for need in ([True, True], [True, False], [False, True]):
+                    backward = (grad, *e[1:], bits[2], rounding, per_row, need, seed(3))
+                    assert_same_bits(*both("fixed_point_linear_backward", *backward))
+
+
+BAD_CALLS = [
+    ("quantize_fixed_point", lambda: (torch.tensor([[1.0, float("nan")]]), 8, "nearest", False, seed(0))),
+    ("quantize_fixed_point", lambda: (torch.tensor([[1.0, float("inf")]], dtype=torch.float64), 8, "nearest", True, seed(0))),
+    ("quantize_fixed_point", lambda: (torch.tensor([[1e300]], dtype=torch.float64), 8, "nearest", True, seed(0))),
+    ("quantize_fixed_point", lambda: (torch.ones(2, 2), 1, "nearest", False, seed(0))),
+    ("quantize_fixed_point", lambda: (torch.ones(2, 2), 17, "nearest", False, seed(0))),
+    ("quantize_fixed_point", lambda: (torch.ones(2, 2, dtype=torch.int32), 8, "nearest", False, seed(0))),
+    ("quantize_absmax", lambda: (torch.tensor([[float("nan")]]), 8, "nearest", False, seed(0))),
+    ("quantize_absmax", lambda: (torch.ones(2, 2), 6, "nearest", False, seed(0))),
+    ("quantize_absmax", lambda: (torch.ones(2), 8, "nearest", False, seed(0))),
+    ("dequantize_absmax", lambda: (torch.zeros(4, 8, dtype=torch.int8), torch.ones(1), 8, 7)),
+    ("int8_mm", lambda: (torch.zeros(2, 3, dtype=torch.int8), torch.zeros(2, 4, dtype=torch.int8))),
+    ("int8_mm", lambda: (torch.zeros(2, 3, dtype=torch.int16), torch.zeros(2, 3, dtype=torch.int8))),
+    ("int8_mm", lambda: (torch.zeros(1, 2**17, dtype=torch.int8), torch.zeros(1, 2**17, dtype=torch.int8))),
+    ("int4_mm", lambda: (torch.zeros(2, 3, dtype=torch.uint8), torch.zeros(2, 3, dtype=torch.uint8), 8)),
+    ("int8_linear", lambda: (torch.ones(2, 3), torch.ones(4, 5), None)),
+    ("int8_linear", lambda: (torch.tensor([[float("inf")]]), torch.ones(1, 1), None)),
+    ("int8_linear_grad_input", lambda: (torch.ones(2, 3), torch.ones(4, 5), seed(0))),
+    ("int4_linear_grad_weight", lambda: (torch.ones(2, 3), torch.ones(4, 5), seed(0))),
+]
+
+
+@pytest.mark.parametrize("name,make_args", BAD_CALLS)
+def test_same_inputs_refused(name, make_args):
+    errors = []
+    for kernels in (portable.KERNELS, engine_kernels.KERNELS):
+        with pytest.raises((TypeError, ValueError)) as info:
+            kernels[name](*make_args())
+        errors.append(info.type)
+    assert errors[0] is errors[1], errors
