@@ -2,17 +2,21 @@
 
     python benchmarks/finetune_step.py [--model bert-base|minilm] [--batch 8] [--seq 128]
                                        [--recipes fp32,bf16,int16,int12,int10,int8,int8-mixed]
+                                       [--portable]
 
 Each recipe runs in its own subprocess so that peak memory is its own: peak RSS on the CPU,
 torch.cuda.max_memory_allocated on a GPU. "bf16" is float weights under torch.autocast; the
 others are intcore.convert recipes (the classifier stays float). Models are randomly
-initialized with the named architecture, so nothing is downloaded.
+initialized with the named architecture, so nothing is downloaded. With --portable every intcore
+recipe also runs with INTCORE_BACKEND=portable (the portable torch kernels instead of the native
+engine): the portable path exists for correctness on any device, and this records its cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -73,6 +77,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per recipe (median reported)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--recipes", default=DEFAULT_RECIPES)
+    parser.add_argument("--portable", action="store_true", help="also time intcore recipes on the portable kernels")
     parser.add_argument("--recipe", help=argparse.SUPPRESS)  # set in the per-recipe subprocess
     args = parser.parse_args()
 
@@ -86,15 +91,23 @@ def main() -> None:
     print(f"{args.model}, batch {args.batch} x {args.seq} tokens, {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     memory = "peak GPU MB" if args.device.startswith("cuda") else "peak RSS MB"
-    print(f"{'recipe':<16}{'step s':>9}{'vs fp32':>9}{memory:>13}")
+    print(f"{'recipe':<22}{'step s':>9}{'vs fp32':>9}{memory:>13}")
     baseline = None
+    runs = []
     for recipe in args.recipes.split(","):
+        runs.append((recipe, "native"))
+        if args.portable and recipe not in ("fp32", "bf16"):
+            runs.append((recipe, "portable"))
+    for recipe, kernels in runs:
         cmd = [sys.executable, __file__, "--recipe", recipe, "--model", args.model, "--batch", str(args.batch),
                "--seq", str(args.seq), "--steps", str(args.steps), "--device", args.device]
-        result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        env = {**os.environ, "INTCORE_BACKEND": kernels}
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+        result = json.loads(done.stdout.splitlines()[-1])
         baseline = baseline or (result["step_s"] if recipe == "fp32" else None)
         ratio = f"{baseline / result['step_s']:8.2f}x" if baseline else f"{'':>9}"
-        print(f"{recipe:<16}{result['step_s']:9.3f}{ratio}{result['peak_mb']:13.0f}")
+        name = recipe if kernels == "native" else f"{recipe} (portable)"
+        print(f"{name:<22}{result['step_s']:9.3f}{ratio}{result['peak_mb']:13.0f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Ops (``torch.ops.intcore.*``) are declared in ``intcore._ops``, their kernels li
 
 from intcore import _C, _ops, backends, _autograd  # noqa: F401  (registers ops, kernels, autograd)
 from intcore import nn, recipes
+from intcore.backends.dispatch import kernel_table, portable_kernels
 from intcore.convert import convert, summary
 from intcore.fixed_point import FixedPointConfig, fixed_point_embedding, fixed_point_layer_norm, fixed_point_linear
 from intcore.int4_training import Int4Config, hadamard, int4_linear, search_block_size
@@ -38,6 +39,8 @@ __all__ = [
     "FixedPointConfig",
     "Int4Config",
     "hadamard",
+    "kernel_table",
+    "portable_kernels",
     "search_block_size",
     "convert",
     "cuda_available",

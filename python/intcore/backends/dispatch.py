@@ -54,14 +54,16 @@ def register_native(name: str, device: str, kernel: Callable, note: str = "") ->
     _NATIVE.setdefault(device, {})[name] = note
 
 
-def kernel_table() -> dict[str, dict[str, str]]:
+def kernel_table(forced: bool | None = None) -> dict[str, dict[str, str]]:
     """Per device type with native kernels ("cpu", "cuda"), and "other" for the rest, which
-    kernel each op runs now: "native", "native (<note>)" or "portable"."""
+    kernel each op runs: "native", "native (<note>)" or "portable". ``forced`` (default: the
+    current setting) says whether portable kernels are forced."""
+    forced = _force_portable if forced is None else forced
     table = {}
     for device in sorted(_NATIVE) + ["other"]:
         native = _NATIVE.get(device, {})
         table[device] = {
-            name: "portable" if _force_portable or name not in native else ("native" + (f" ({native[name]})" if native[name] else ""))
+            name: "portable" if forced or name not in native else ("native" + (f" ({native[name]})" if native[name] else ""))
             for name in sorted(portable.KERNELS)
         }
     return table
