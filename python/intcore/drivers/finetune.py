@@ -2,6 +2,7 @@
 
     intcore finetune                                  # MiniLM-L6 on Rotten Tomatoes, int16
     intcore finetune --recipes fp32,int16,int8        # several recipes, one table
+    intcore finetune --method <name>                  # a parameter-efficient method (see --help)
     torchrun --nproc_per_node=2 -m intcore.finetune   # DistributedDataParallel
 
 Writes to --output: results.json, curves.csv, curves.png and checkpoints/<recipe>/ (resumable
@@ -20,7 +21,7 @@ import torch
 
 import intcore
 from intcore import assets
-from intcore.drivers import classification_data, distributed, memory, recipe_setup, session
+from intcore.drivers import classification_data, distributed, memory, methods, recipe_setup, session
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.outputs import OutputDir
 
@@ -50,9 +51,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--output", help="output directory (default: runs/finetune-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    methods.add_arguments(p)
     args = p.parse_args(argv)
     args.recipes = [r.strip() for r in (args.recipes or args.recipe).split(",") if r.strip()]
     recipe_setup.check_recipes(args.recipes)
+    methods.get(args.method)
     for name in ("epochs", "batch_size", "max_length", "evals_per_epoch", "checkpoint_every"):
         if getattr(args, name) < 1:
             raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
@@ -107,22 +110,25 @@ def _f1(counts: torch.Tensor) -> float:
 def train_recipe(args, recipe: str, model_path: Path, data, world, device, output: OutputDir) -> dict:
     torch.manual_seed(args.seed + world.rank)
     num_labels = len(data.label_names)
-    model = recipe_setup.apply(_load_model(model_path, num_labels, device), recipe, skip="classifier")
+    method = methods.get(args.method)
+    run = methods.run_name(args.method, recipe)
+    model = method.prepare(_load_model(model_path, num_labels, device), recipe, args)
     model = distributed.wrap(model, world, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
     steps = args.epochs * classification_data.steps_per_epoch(len(data.train_ids), args.batch_size, world.size)
     warmup = max(1, int(0.06 * steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
     pad_id = data.pad_id
     val_batches = classification_data.evaluation_batches(data.validation_ids, args.batch_size * 2, pad_id)
-    ckpt_dir = output.checkpoints(recipe)
-    state, step = session.resume(ckpt_dir, args.resume, model, optimizer, scheduler, world, device, recipe, steps)
+    ckpt_dir = output.checkpoints(run)
+    state, step = session.resume(ckpt_dir, args.resume, model, optimizer, scheduler, world, device, run, steps)
     state = state or {"history": [], "train_seconds": 0.0, "step_seconds": []}
     memory.reset_peak(device)
     per_epoch = max(1, steps // args.epochs)
     eval_every = max(1, per_epoch // args.evals_per_epoch)
-    progress = session.progress_bar(world, not args.no_progress, steps, step, recipe)
+    progress = session.progress_bar(world, not args.no_progress, steps, step, run)
     model.train()
     while step < steps:
         epoch, offset = divmod(step, per_epoch)
@@ -160,8 +166,13 @@ def train_recipe(args, recipe: str, model_path: Path, data, world, device, outpu
     test_batches = classification_data.evaluation_batches(data.test_ids, args.batch_size * 2, pad_id)
     test = evaluate(model, test_batches, recipe, device, world, num_labels)
     seconds = sorted(state["step_seconds"])
+    extra = {}
+    if method.extra_results:
+        extra = method.extra_results(
+            distributed.unwrap(model), lambda: evaluate(model, test_batches, recipe, device, world, num_labels), args)
     return {
         "recipe": recipe,
+        "method": args.method,
         "description": recipe if recipe in recipe_setup.FLOAT_RECIPES else intcore.recipes.get(recipe).describe(),
         "test_accuracy": test["accuracy"],
         "test_f1": test["f1"],
@@ -172,6 +183,7 @@ def train_recipe(args, recipe: str, model_path: Path, data, world, device, outpu
         "peak_memory_mb": memory.peak_mb(device),
         "steps": steps,
         "history": state["history"],
+        **extra,
         "complete": True,
     }
 
@@ -209,13 +221,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"intcore finetune: {model_path.name} on {args.data} ({len(data.train)} train, "
                   f"{len(data.validation)} validation, {len(data.test)} test); recipes {', '.join(args.recipes)}; "
                   f"output {output.path}")
-        session.run_recipes(args.recipes, results, output, world,
-                            lambda recipe: train_recipe(args, recipe, model_path, data, world, device, output),
+        runs = {methods.run_name(args.method, recipe): recipe for recipe in args.recipes}
+        session.run_recipes(list(runs), results, output, world,
+                            lambda run: train_recipe(args, runs[run], model_path, data, world, device, output),
                             PLOT_PANELS, "intcore finetune")
         if world.is_main:
             rows = [[name, r["test_accuracy"], r["test_f1"], r["median_step_seconds"], r["peak_memory_mb"]]
-                    for name, r in results["recipes"].items() if name in args.recipes]
-            session.print_summary(output, ["recipe", "test acc", "F1", "step s", "peak MB"], rows)
+                    for name, r in results["recipes"].items() if name in runs]
+            session.print_summary(output, ["run", "test acc", "F1", "step s", "peak MB"], rows)
+            method = methods.get(args.method)
+            if method.report:
+                print(method.report({name: results["recipes"][name] for name in runs}))
     finally:
         distributed.shutdown(world)
     return 0
