@@ -49,8 +49,24 @@ def _replacement(module: nn.Module, recipe: "_recipes.Recipe") -> Optional[nn.Mo
     return None
 
 
+def _qbert(model: nn.Module, config, skip: Skip) -> nn.Module:
+    from intcore import qbert
+
+    if skip is not None:
+        raise ValueError("convert: a QBertConfig names its float modules itself (QBertConfig.skip); pass skip=None")
+    return qbert.quantize_model(model, config)
+
+
+def _config_transforms() -> dict:
+    """Configs that are not recipes, by type: each converts the whole model its own way."""
+    from intcore.qbert.config import QBertConfig
+
+    return {QBertConfig: _qbert}
+
+
 def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
-    """Converts ``model`` in place to ``recipe`` (a name from :mod:`intcore.recipes` or a Recipe).
+    """Converts ``model`` in place to ``recipe``: a name from :mod:`intcore.recipes`, a Recipe,
+    or a method's config (a :class:`intcore.qbert.QBertConfig`: quantization-aware Q-BERT layers).
 
     skip: module names to leave in float -- a glob pattern or list of them ("classifier",
     "*.pooler.*"; a pattern also covers the module's children), or a callable
@@ -58,6 +74,9 @@ def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    transform = _config_transforms().get(type(recipe))
+    if transform is not None:
+        return transform(model, recipe, skip)
     recipe = _recipes.get(recipe)
     should_skip = _skip_predicate(skip)
     for parent_name, parent in list(model.named_modules()):
@@ -78,6 +97,9 @@ def _format(module: nn.Module) -> Optional[str]:
         return "int8 absmax"
     if isinstance(module, Int4Linear):
         return module.config.describe()
+    bits = getattr(module, "bits", None)
+    if bits is not None and type(module).__module__ == "intcore.nn.group_quantized":
+        return f"Q-BERT {bits}-bit" + (" (integer)" if type(module).__name__.startswith("Integer") else " (QAT)")
     if isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)):
         dtypes = {p.dtype for p in module.parameters(recurse=False)}
         return "float" + (f" ({', '.join(str(d).replace('torch.', '') for d in dtypes)})" if dtypes else "")

@@ -1,0 +1,111 @@
+"""Applying a QBertConfig to a model (quantization-aware training form), freezing it to the
+integer form, and measuring its weight bytes."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from intcore.nn.group_quantized import (
+    GroupQuantizedEmbedding,
+    GroupQuantizedLinear,
+    IntegerGroupEmbedding,
+    IntegerGroupLinear,
+)
+from intcore.qbert.blocks import find_blocks
+from intcore.qbert.config import QBertConfig
+
+
+def _skipped(name: str, config: QBertConfig) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + ".*") for p in config.skip)
+
+
+def quantize_model(model: nn.Module, config: QBertConfig) -> nn.Module:
+    """Swaps, in place, every linear layer for a GroupQuantizedLinear (block bits inside the
+    blocks, other_bits elsewhere) and every embedding for a GroupQuantizedEmbedding, except
+    modules named in config.skip. Parameters are shared, so a float state_dict still loads."""
+    list_name, blocks = find_blocks(model)
+    if len(blocks) != len(config.block_bits):
+        raise ValueError(f"qbert: the config gives bits for {len(config.block_bits)} blocks but "
+                         f"{type(model).__name__} has {len(blocks)} in {list_name}")
+    block_of = {}
+    for i, block in enumerate(blocks):
+        for m in block.modules():
+            block_of[id(m)] = i
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if _skipped(name, config):
+                continue
+            if type(child) is nn.Linear:
+                bits = config.block_bits[block_of[id(child)]] if id(child) in block_of else config.other_bits
+                setattr(parent, child_name, GroupQuantizedLinear.from_linear(child, bits, config.groups, config.percentile))
+            elif type(child) is nn.Embedding:
+                setattr(parent, child_name, GroupQuantizedEmbedding.from_embedding(child, config.embedding_bits))
+    return model
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Replaces, in place, every quantization-aware layer by its integer form (codes only)."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, GroupQuantizedLinear):
+                setattr(parent, child_name, IntegerGroupLinear.freeze(child))
+            elif isinstance(child, GroupQuantizedEmbedding):
+                setattr(parent, child_name, IntegerGroupEmbedding.freeze(child))
+    return model
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the model's weights as stored: packed codes with their scales for integer
+    layers, the tensors' own sizes for everything else (biases, layer norms, classifier)."""
+    total, counted = 0, set()
+    for module in model.modules():
+        if isinstance(module, (IntegerGroupLinear, IntegerGroupEmbedding)):
+            total += module.storage_bytes()
+            counted.update(id(t) for t in (module.codes, module.step, module.lo))
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) not in counted and t.is_floating_point():
+            counted.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+def save_quantized(model: nn.Module, config: QBertConfig, path) -> Path:
+    """Writes a frozen model's state (codes, scales, offsets, float weights) and its config to a
+    safetensors file, atomically and verified by reading it back."""
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"qbert_config": config.to_json()})
+        back = load_file(tmp)
+        if back.keys() != tensors.keys() or any(not torch.equal(back[k], tensors[k]) for k in tensors):
+            raise OSError(f"save_quantized: {path} did not read back identically")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_quantized(model: nn.Module, path) -> tuple[nn.Module, QBertConfig]:
+    """Turns a float model of the same architecture into the frozen model saved at `path`."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    if "qbert_config" not in metadata:
+        raise ValueError(f"load_quantized: {path} was not written by save_quantized (no qbert_config)")
+    config = QBertConfig(**json.loads(metadata["qbert_config"]))
+    freeze(quantize_model(model, config))
+    model.load_state_dict(load_file(str(path)))
+    return model, config
