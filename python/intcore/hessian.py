@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 Vector = list[Tensor]
 
@@ -38,7 +39,10 @@ class BatchCurvature:
 
     def __init__(self, loss_fn: Callable[[], Tensor], params: Sequence[nn.Parameter]):
         self.params = list(params)
-        loss = loss_fn()
+        # Fused attention kernels (flash, memory-efficient) have no double backward; the math
+        # kernel computes the same attention with ordinary differentiable ops.
+        with sdpa_kernel([SDPBackend.MATH]):
+            loss = loss_fn()
         if loss.dim() != 0:
             raise ValueError(f"BatchCurvature: loss_fn must return a scalar, got shape {tuple(loss.shape)}")
         self.grads = torch.autograd.grad(loss, self.params, create_graph=True)

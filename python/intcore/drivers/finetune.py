@@ -29,16 +29,13 @@ DEFAULT_RECIPE = "int16"
 PLOT_PANELS = [("epoch", "train_loss", "train loss"), ("epoch", "val_accuracy", "validation accuracy")]
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="intcore finetune", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, data and schedule options every fine-tuning command shares."""
     p.add_argument("--model", help="a local Hugging Face model directory (default: the pinned all-MiniLM-L6-v2)")
     p.add_argument("--data", default="rotten_tomatoes",
                    help="rotten_tomatoes (default), a CSV/TSV/JSONL/JSON file, or glue/<task>")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
-    p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"one recipe (default {DEFAULT_RECIPE})")
-    p.add_argument("--recipes", help="comma-separated recipes to run one after another and compare")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -48,14 +45,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--output", help="output directory (default: runs/finetune-<date>-<time>)")
+    p.add_argument("--output", help="output directory (default: runs/<command>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    methods.add_arguments(p)
-    args = p.parse_args(argv)
-    args.recipes = [r.strip() for r in (args.recipes or args.recipe).split(",") if r.strip()]
-    recipe_setup.check_recipes(args.recipes)
-    methods.get(args.method)
+
+
+def check_training_args(args: argparse.Namespace, command: str) -> None:
     for name in ("epochs", "batch_size", "max_length", "evals_per_epoch", "checkpoint_every"):
         if getattr(args, name) < 1:
             raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
@@ -64,7 +59,21 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if args.resume and not args.output:
         raise DriverError("--resume needs --output: the directory of the run to continue")
     if args.output is None:
-        args.output = f"runs/finetune-{datetime.now():%Y%m%d-%H%M%S}"
+        args.output = f"runs/{command}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="intcore finetune", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_arguments(p)
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"one recipe (default {DEFAULT_RECIPE})")
+    p.add_argument("--recipes", help="comma-separated recipes to run one after another and compare")
+    methods.add_arguments(p)
+    args = p.parse_args(argv)
+    args.recipes = [r.strip() for r in (args.recipes or args.recipe).split(",") if r.strip()]
+    recipe_setup.check_recipes(args.recipes)
+    methods.get(args.method)
+    check_training_args(args, "finetune")
     return args
 
 
@@ -107,11 +116,14 @@ def _f1(counts: torch.Tensor) -> float:
     return f1[1].item() if len(f1) == 2 else f1.mean().item()
 
 
-def train_recipe(args, recipe: str, model_path: Path, data, world, device, output: OutputDir) -> dict:
+def train_recipe(args, recipe: str, model_path: Path, data, world, device, output: OutputDir,
+                 method: Optional[methods.Method] = None, run: Optional[str] = None) -> dict:
+    """Trains one run: the model at model_path prepared by `method` (default: --method) and the
+    recipe, with the schedule of args; returns its results."""
     torch.manual_seed(args.seed + world.rank)
     num_labels = len(data.label_names)
-    method = methods.get(args.method)
-    run = methods.run_name(args.method, recipe)
+    method = method or methods.get(args.method)
+    run = run or methods.run_name(method.name, recipe)
     model = method.prepare(_load_model(model_path, num_labels, device), recipe, args)
     model = distributed.wrap(model, world, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -172,7 +184,7 @@ def train_recipe(args, recipe: str, model_path: Path, data, world, device, outpu
             distributed.unwrap(model), lambda: evaluate(model, test_batches, recipe, device, world, num_labels), args)
     return {
         "recipe": recipe,
-        "method": args.method,
+        "method": method.name,
         "description": recipe if recipe in recipe_setup.FLOAT_RECIPES else intcore.recipes.get(recipe).describe(),
         "test_accuracy": test["accuracy"],
         "test_f1": test["f1"],
@@ -188,34 +200,40 @@ def train_recipe(args, recipe: str, model_path: Path, data, world, device, outpu
     }
 
 
+def prepare(args, world, command: str):
+    """The output directory, model directory, tokenized data and previous results of a run."""
+    output = session.open_output(args.output, args.resume, world)
+    if args.model:
+        model_path = Path(args.model)
+        if not model_path.is_dir():
+            raise DriverError(f"--model {args.model}: no such directory; give a local Hugging Face model "
+                              f"directory or leave --model out for the default")
+    else:
+        if world.is_main:
+            assets.model_dir()  # download once, before the other ranks look
+        distributed.barrier(world)
+        model_path = assets.model_dir()
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
+    data = classification_data.load(args.data, args.seed, args.text_column, args.label_column, args.max_examples)
+    for split in ("train", "validation", "test"):
+        setattr(data, f"{split}_ids", classification_data.tokenize(tokenizer, getattr(data, split), args.max_length))
+    data.pad_id = tokenizer.pad_token_id or 0
+    results = session.previous_results(output, args.resume)
+    results.setdefault("command", command)
+    results["args"] = {k: v for k, v in vars(args).items() if k != "resume"}
+    results["data"] = {"source": args.data, "labels": data.label_names,
+                       "train": len(data.train), "validation": len(data.validation), "test": len(data.test)}
+    return output, model_path, data, results
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     world = distributed.init(args.device)
     device = distributed.device_for(world, args.device)
     try:
-        output = session.open_output(args.output, args.resume, world)
-        if args.model:
-            model_path = Path(args.model)
-            if not model_path.is_dir():
-                raise DriverError(f"--model {args.model}: no such directory; give a local Hugging Face model "
-                                  f"directory or leave --model out for the default")
-        else:
-            if world.is_main:
-                assets.model_dir()  # download once, before the other ranks look
-            distributed.barrier(world)
-            model_path = assets.model_dir()
-        import transformers
-
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
-        data = classification_data.load(args.data, args.seed, args.text_column, args.label_column, args.max_examples)
-        for split in ("train", "validation", "test"):
-            setattr(data, f"{split}_ids", classification_data.tokenize(tokenizer, getattr(data, split), args.max_length))
-        data.pad_id = tokenizer.pad_token_id or 0
-        results = session.previous_results(output, args.resume)
-        results.setdefault("command", "finetune")
-        results["args"] = {k: v for k, v in vars(args).items() if k != "resume"}
-        results["data"] = {"source": args.data, "labels": data.label_names,
-                           "train": len(data.train), "validation": len(data.validation), "test": len(data.test)}
+        output, model_path, data, results = prepare(args, world, "finetune")
         results["environment"] = session.environment(world, device)
         if world.is_main:
             print(f"intcore finetune: {model_path.name} on {args.data} ({len(data.train)} train, "
