@@ -1,4 +1,4 @@
-"""The `intcore` command: `intcore finetune ...`, `intcore train-lm ...` and `intcore doctor`."""
+"""The `intcore` command: `intcore finetune ...`, `intcore train-lm ...`, `intcore qbert ...` and `intcore doctor`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 COMMANDS = {
     "finetune": "fine-tune a BERT classifier with integer recipes (intcore finetune --help)",
     "train-lm": "train a GPT-style language model from scratch (intcore train-lm --help)",
+    "qbert": "Q-BERT: Hessian-guided mixed-precision quantization, integer evaluation (intcore qbert --help)",
     "doctor": "report the installation and check native kernels against portable ones",
 }
 
@@ -24,6 +25,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from intcore.drivers.finetune import cli
     elif command == "train-lm":
         from intcore.drivers.train_lm import cli
+    elif command == "qbert":
+        from intcore.drivers.qbert import cli
     elif command == "doctor":
         from intcore.doctor import main as cli
     else:

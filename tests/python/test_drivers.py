@@ -200,3 +200,41 @@ def test_two_process_ddp_runs(tiny_bert, sentiment_csv, tiny_corpus, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "lm" / "results.json").read_text())
     assert results["environment"]["world_size"] == 2
+
+
+def test_qbert_end_to_end_and_config_round_trip(tiny_bert, sentiment_csv, tmp_path, capsys):
+    from intcore.drivers import qbert
+
+    out = tmp_path / "qbert"
+    args = finetune_args(tiny_bert, sentiment_csv, out, "--bits", "2,4,8", "--avg-bits", "4", "--groups", "4",
+                         "--hessian-batches", "2", "--hessian-batch-size", "8", "--hessian-max-iter", "20",
+                         "--epochs", "1")
+    assert qbert.cli(args) == 0
+    table = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    runs = {"qbert-8-bit", "qbert-hessian", "qbert-uniform-4", "qbert-reversed"}
+    assert runs <= set(results["recipes"])
+    hessian_bits = results["recipes"]["qbert-hessian"]["qbert_config"]["block_bits"]
+    assert sum(hessian_bits) <= 4 * len(hessian_bits)
+    assert sorted(results["recipes"]["qbert-reversed"]["qbert_config"]["block_bits"]) == sorted(hessian_bits)
+    for run in runs:
+        r = results["recipes"][run]
+        assert 0 <= r["integer_test_accuracy"] <= 1 and r["compression"] > 1
+        assert Path(r["integer_model"]).is_file()
+    assert len(results["sensitivity"]["blocks"]) == 2
+    assert (out / "qbert.png").is_file() and "compression" in table
+    # An edited assignment goes back in with --config.
+    config = out / "configs" / "hessian.json"
+    again = tmp_path / "again"
+    assert qbert.cli(finetune_args(tiny_bert, sentiment_csv, again, "--config", str(config), "--epochs", "1")) == 0
+    assert "qbert-hessian" in json.loads((again / "results.json").read_text())["recipes"]
+
+
+def test_qbert_bad_input(tiny_bert, sentiment_csv, tmp_path, capsys):
+    from intcore.drivers import qbert
+
+    code, err = run_cli_capture(qbert.cli, finetune_args(tiny_bert, sentiment_csv, tmp_path / "a", "--bits", "1,8"), capsys)
+    assert code == 2 and "bits must be one of" in err and len(err.strip().splitlines()) == 1
+    code, err = run_cli_capture(qbert.cli, finetune_args(tiny_bert, sentiment_csv, tmp_path / "b", "--bits", "4,8",
+                                                         "--avg-bits", "2", "--hessian-batches", "1"), capsys)
+    assert code == 2 and "budget" in err and len(err.strip().splitlines()) == 1

@@ -181,7 +181,8 @@ def train_recipe(args, recipe: str, model_path: Path, data, world, device, outpu
     extra = {}
     if method.extra_results:
         extra = method.extra_results(
-            distributed.unwrap(model), lambda: evaluate(model, test_batches, recipe, device, world, num_labels), args)
+            distributed.unwrap(model),
+            lambda other=None: evaluate(model if other is None else other, test_batches, recipe, device, world, num_labels), args)
     return {
         "recipe": recipe,
         "method": method.name,

@@ -24,8 +24,9 @@ class Method:
     help: str
     # (float model, recipe, parsed args) -> the model to train (trainable parameters set)
     prepare: Callable[[nn.Module, str, argparse.Namespace], nn.Module]
-    # (trained model, evaluate: () -> test metrics of the model as it is now, args) -> extra
-    # results for results.json (e.g. accuracy at every rank)
+    # (trained model, evaluate, args) -> extra results for results.json (e.g. accuracy at every
+    # rank); evaluate(model=None) gives the test metrics of the given model (default: the
+    # trained one, as it is now)
     extra_results: Optional[Callable[[nn.Module, Callable[[], dict], argparse.Namespace], dict]] = None
     # (results of this method's runs by run name) -> text printed after the summary table
     report: Optional[Callable[[dict], str]] = None
