@@ -75,6 +75,13 @@ void check_saved(const std::string& fn, const LayerNormSaved& s, int64_t rows, i
   check_shape(fn, s.gamma, {cols});
 }
 
+void check_features(const std::string& fn, const TensorView& x, int64_t n) {
+  if (n > kLayerNormMaxFeatures) {
+    throw_value_error(fn + ": " + x.name() + " has " + std::to_string(n) + " features; at most " +
+                      std::to_string(kLayerNormMaxFeatures) + " are supported");
+  }
+}
+
 void check_vector(const std::string& fn, const TensorView* v, int64_t n) {
   if (v == nullptr) return;
   check_cpu(fn, *v);
@@ -118,6 +125,7 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
   if (!(options.eps >= 0)) throw_value_error(fn + ": eps must be >= 0");
   const int64_t rows = x.size(0), n = x.size(1);
   if (n == 0) throw_value_error(fn + ": " + x.name() + " must have at least one feature");
+  check_features(fn, x, n);
   check_vector(fn, gamma, n);
   check_vector(fn, beta, n);
   check_dtype(fn, y, DType::kFloat32);
@@ -217,6 +225,7 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
     throw_value_error(fn + ": grad_bits must be in 2..16, got " + std::to_string(grad_bits));
   }
   const int64_t rows = dy.size(0), n = dy.size(1);
+  check_features(fn, dy, n);
   check_saved(fn, saved, rows, n);
   check_dtype(fn, dx, DType::kFloat32);
   check_shape(fn, dx, {rows, n});

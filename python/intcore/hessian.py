@@ -141,7 +141,7 @@ def group_sensitivities(groups: dict[str, Sequence[nn.Parameter]], batch_losses:
         curvature = BatchCurvature(loss_fn, params)
         for name, indices in index.items():
             like = [params[i] for i in indices]
-            eig = top_eigenvalue(lambda v, ix=indices: curvature.hvp(ix, v), like, tol=tol, max_iter=max_iter,
+            eig = top_eigenvalue(lambda v, ix=indices, c=curvature: c.hvp(ix, v), like, tol=tol, max_iter=max_iter,
                                  generator=generator)
             values[name].append(eig.value)
             if progress:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import intcore
 from intcore.backends import engine_kernels, portable
 from intcore.backends.portable.philox import philox4x32_10, random_words
 

@@ -23,6 +23,11 @@ namespace intcore {
 
 enum class RsqrtMode { kInteger, kFloat };
 
+// Widest row (features N) the layer norm accepts: its integer bounds are checked up to it
+// (N S2 and S1^2 below 2^62, (N q - S1) * rstd and the backward's row sums of products in
+// int64), which the portable kernels (python/intcore/backends/portable/layer_norm.py) rely on.
+constexpr int64_t kLayerNormMaxFeatures = 65536;
+
 struct LayerNormOptions {
   int bits = 16;         // input, xhat, gamma and beta mantissas
   double eps = 1e-5;

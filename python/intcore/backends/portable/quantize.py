@@ -54,16 +54,17 @@ def _check_rounding(fn: str, rounding: str) -> None:
         raise ValueError(f"{fn}: rounding must be 'nearest' or 'stochastic', got {rounding!r}")
 
 
-def fixed_point_codes(x: Tensor, bits: int, rounding: str, per_row: bool, seed: int, offset: int):
-    """x as `bits`-bit mantissas and int32 exponents ([rows] per row, else [1])."""
+def fixed_point_codes(x: Tensor, bits: int, rounding: str, per_row: bool, seed: int, offset: int, name: str = "x"):
+    """x as `bits`-bit mantissas and int32 exponents ([rows] per row, else [1]); errors name
+    the input `name`, as the engine names the tensor it quantizes."""
     fn = "quantize_fixed_point"
-    check_float_matrix(fn, "x", x)
+    check_float_matrix(fn, name, x)
     if not 2 <= bits <= 16:
         raise ValueError(f"{fn}: bits must be in 2..16, got {bits}")
     _check_rounding(fn, rounding)
     x32 = as_float32(x)
     rows = x32.shape[0]
-    absmax = _shared_absmax(row_absmax(fn, "x", x32), per_row)
+    absmax = _shared_absmax(row_absmax(fn, name, x32), per_row)
     # |x| < 2^e (frexp: x = f 2^e, 0.5 <= f < 1); the LSB then weighs 2^(e - bits + 1).
     exponent_of_row = torch.frexp(absmax).exponent - (bits - 1)
     if per_row:
