@@ -188,3 +188,13 @@ def test_same_inputs_refused(name, make_args):
             kernels[name](*make_args())
         errors.append(info.type)
     assert errors[0] is errors[1], errors
+
+
+@pytest.mark.parametrize("m,n,k", [(3, 4, 1), (1, 4, 5), (4, 1, 5), (1, 1, 1)])
+def test_products_with_size_one_dimensions_in_any_layout(m, n, k):
+    # torch._int_mm on the CPU misreads [1, n] operands with strides (1, 1); transposed views
+    # of [n, 1] matrices produce exactly those.
+    a8 = torch.randint(-128, 128, (k, m), dtype=torch.int8).T
+    b8 = torch.randint(-128, 128, (k, n), dtype=torch.int8).T
+    assert_same_bits(*both("int8_mm", a8, b8))
+    assert torch.equal(portable.KERNELS["int8_mm"](a8, b8).long(), a8.long() @ b8.long().T)

@@ -29,8 +29,12 @@ def portable_kernel(name: str):
     return record
 
 
-from intcore.backends.portable import quantize, gemm, linear, fixed_point_linear  # noqa: E402,F401
-import importlib as _il, os as _os  # TEMPORARY until helper modules land
-for _m in ("layer_norm", "embedding", "int4_training"):
-    if _os.path.exists(_os.path.join(_os.path.dirname(__file__), _m + ".py")):
-        _il.import_module(f"intcore.backends.portable.{_m}")
+from intcore.backends.portable import (  # noqa: E402,F401  (each module records its kernels)
+    embedding,
+    fixed_point_linear,
+    gemm,
+    int4_training,
+    layer_norm,
+    linear,
+    quantize,
+)

@@ -40,7 +40,11 @@ def _int8_mm(a: Tensor, b: Tensor) -> Tensor:
     for k0 in range(0, k, _K_CHUNK):
         a_chunk, b_chunk = a[:, k0 : k0 + _K_CHUNK], b[:, k0 : k0 + _K_CHUNK]
         if a.device.type == "cpu":
-            part = torch._int_mm(a_chunk.contiguous(), b_chunk.T)
+            # Fresh row-major copies: torch 2.13's CPU _int_mm reads a [1, n] operand with
+            # strides (1, 1) (what a transposed [n, 1] view is, and what .contiguous() keeps)
+            # wrongly.
+            row_major = torch.contiguous_format
+            part = torch._int_mm(a_chunk.clone(memory_format=row_major), b_chunk.T.clone(memory_format=row_major))
         else:
             # CUDA's _int_mm wants M > 16 and K, N multiples of 8: zero padding adds nothing.
             kc = a_chunk.shape[1]
@@ -87,7 +91,7 @@ def scale_vector(s: Tensor, rows: int) -> Tensor:
     return pow2(s) if s.dtype == torch.int32 else s.to(torch.float64)
 
 
-def gemm_scaled(a: Tensor, a_scale: Tensor, b: Tensor, b_scale: Tensor, bias: Optional[Tensor]) -> Tensor:
+def gemm_scaled(a: Tensor, a_scale: Tensor, b: Tensor, b_scale: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """float32 (a @ b.T) * row scales * column scales (+ bias), as the engine's epilogue rounds it."""
     m, n = a.shape[0], b.shape[0]
     acc = exact_mm(a, b).to(torch.float64)

@@ -116,7 +116,10 @@ def absmax_codes(x: Tensor, bits: int, rounding: str, per_row: bool, seed: int, 
     _check_rounding(fn, rounding)
     x32 = as_float32(x)
     rows = x32.shape[0]
-    scale_of_row = _shared_absmax(row_absmax(fn, "x", x32), per_row) / float(127 if bits == 8 else 7)
+    # A tensor divisor: dividing by a Python scalar becomes a reciprocal multiply on CUDA,
+    # which rounds differently from the engine's division.
+    qmax = torch.tensor(127.0 if bits == 8 else 7.0, device=x32.device)
+    scale_of_row = _shared_absmax(row_absmax(fn, "x", x32), per_row) / qmax
     if per_row:
         scale = scale_of_row.clone()
     else:
