@@ -93,6 +93,7 @@ def main() -> None:
     memory = "peak GPU MB" if args.device.startswith("cuda") else "peak RSS MB"
     print(f"{'recipe':<22}{'step s':>9}{'vs fp32':>9}{memory:>13}")
     baseline = None
+    failed = []
     runs = []
     for recipe in args.recipes.split(","):
         runs.append((recipe, "native"))
@@ -102,12 +103,19 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--recipe", recipe, "--model", args.model, "--batch", str(args.batch),
                "--seq", str(args.seq), "--steps", str(args.steps), "--device", args.device]
         env = {**os.environ, "INTCORE_BACKEND": kernels}
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        name = recipe if kernels == "native" else f"{recipe} (portable)"
+        if done.returncode != 0:  # one recipe failing (on a new device, say) still leaves the others' figures
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"{name:<22} failed: {last}", flush=True)
+            failed.append(name)
+            continue
         result = json.loads(done.stdout.splitlines()[-1])
         baseline = baseline or (result["step_s"] if recipe == "fp32" else None)
         ratio = f"{baseline / result['step_s']:8.2f}x" if baseline else f"{'':>9}"
-        name = recipe if kernels == "native" else f"{recipe} (portable)"
-        print(f"{name:<22}{result['step_s']:9.3f}{ratio}{result['peak_mb']:13.0f}")
+        print(f"{name:<22}{result['step_s']:9.3f}{ratio}{result['peak_mb']:13.0f}", flush=True)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -97,6 +97,17 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("stream"), "The cudaStream_t (as an integer) this thread's engine calls run on.");
 
+  m.def(
+      "build_info",
+      [] {
+        py::dict info;
+        info["compiler"] = INTCORE_BUILD_COMPILER;
+        info["cuda_architectures"] = INTCORE_BUILD_CUDA_ARCHS;
+        info["cutlass"] = INTCORE_BUILD_CUTLASS;
+        return info;
+      },
+      "How this build was made: C++ compiler, CUDA architectures and CUTLASS version (empty without CUDA).");
+
   m.def("supported_cpu_kernels", [] {
     std::vector<std::string> names;
     for (CpuKernel k : supported_cpu_kernels()) names.emplace_back(cpu_kernel_name(k));
@@ -104,6 +115,51 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("cpu_kernel", [] { return std::string(cpu_kernel_name(active_cpu_kernel())); });
   m.def("set_cpu_kernel", [](const std::string& name) { set_cpu_kernel(parse_cpu_kernel(name)); }, py::arg("name"));
+
+  m.def(
+      "set_cuda_gemm_kernel",
+      [](const std::string& name) {
+        if (name != "auto" && name != "sm80") {
+          throw Error(ErrorKind::kValue, "unknown CUDA GEMM kernel '" + name + "' (known: auto, sm80)");
+        }
+#ifdef INTCORE_WITH_CUDA
+        cuda::set_gemm_kernel(name == "sm80" ? cuda::GemmKernel::kSm80 : cuda::GemmKernel::kAuto);
+#endif
+      },
+      py::arg("name"),
+      "The int8 tensor-core GEMM CUDA calls use: 'auto' (sm90 wgmma/TMA on Hopper, else sm80) or 'sm80' "
+      "(mma.sync everywhere: tests the Ampere/Ada path on Hopper). Process-wide.");
+  m.def("cuda_gemm_kernel", [] {
+#ifdef INTCORE_WITH_CUDA
+    return std::string(cuda::gemm_kernel() == cuda::GemmKernel::kSm80 ? "sm80" : "auto");
+#else
+    return std::string("auto");
+#endif
+  });
+  m.def(
+      "cuda_release_cached_memory",
+      [] {
+#ifdef INTCORE_WITH_CUDA
+        py::gil_scoped_release release;
+        cuda::release_cached_memory();
+#endif
+      },
+      "Synchronizes the current CUDA device and hands the free memory of intcore's temporaries back to the "
+      "driver (their pool does not shrink on its own), as torch.cuda.empty_cache() does for PyTorch's cache.");
+  m.def(
+      "cuda_memory_pool_stats",
+      [] {
+        py::dict stats;
+#ifdef INTCORE_WITH_CUDA
+        const cuda::PoolStats s = cuda::pool_stats();
+        stats["release_threshold"] = s.release_threshold;
+        stats["reserved_bytes"] = s.reserved_bytes;
+        stats["used_bytes"] = s.used_bytes;
+#endif
+        return stats;
+      },
+      "The current CUDA device's memory pool, which holds intcore's temporaries: release_threshold, "
+      "reserved_bytes (held from the driver, outside torch.cuda.memory_reserved()) and used_bytes.");
 
   m.def(
       "quantize_fixed_point",

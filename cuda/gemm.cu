@@ -10,6 +10,11 @@
 // int32/int64 result or applies row/column scales (or power-of-two exponents) and bias.
 // K runs in chunks of 65536 so that every P fits int32 (|a' b'| <= 2^14).
 // int8 x int8 with aligned, contiguous operands goes straight to the GEMM.
+// Empty shapes never reach CUTLASS: M = 0 or N = 0 has nothing to write, and K = 0 (an
+// int8_linear with in_features 0, the weight gradient of a batch of 0 rows) is the empty sum,
+// written as zeros (scaled: the epilogue of zero, that is zero plus bias) without a GEMM. With
+// K = 0 the sm90 kernel's TMA descriptor would be built over a null, stride-0 operand; under
+// NDEBUG that fails silently and the kernel waits forever for loads that never come.
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -166,6 +171,14 @@ __device__ inline float scaled_value(int64_t acc, double rs, double cs, const fl
   return bias ? __fadd_rn(v, bias[c]) : v;
 }
 
+// K = 0: the epilogue of an empty sum (zero times the scales, plus bias), as the CPU writes it.
+__global__ void scaled_empty_sum_kernel(int64_t m, int64_t n, Scales row, Scales col, const float* bias, float* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= m * n) return;
+  const int64_t r = i / n, c = i % n;
+  out[i] = scaled_value(0, row.at(r), col.at(c), bias, c);
+}
+
 __global__ void scaled_kernel(const int64_t* acc, int64_t m, int64_t n, Scales row, Scales col, const float* bias,
                               float* out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -229,6 +242,15 @@ Scales scales_of(const TensorView& s, int64_t rows) {
 }  // namespace
 
 void int8_gemm(const Int8GemmArgs& args, cudaStream_t s) {
+  // The drivers below never pass empty shapes; this guard keeps any caller off CUTLASS with
+  // them (see the top of this file).
+  if (args.m <= 0 || args.n <= 0) return;
+  if (args.k <= 0) {
+    check(cudaMemset2DAsync(args.c, static_cast<size_t>(args.ldc) * sizeof(int32_t), 0,
+                            static_cast<size_t>(args.n) * sizeof(int32_t), static_cast<size_t>(args.m), s),
+          "cudaMemset2DAsync");
+    return;
+  }
 #ifdef INTCORE_WITH_SM90
   static const bool hopper = [] {
     int device = 0, major = 0;
@@ -236,7 +258,7 @@ void int8_gemm(const Int8GemmArgs& args, cudaStream_t s) {
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
     return major == 9;
   }();
-  if (hopper && args.lda == args.k && args.ldb == args.k && args.ldc == args.n) {
+  if (hopper && gemm_kernel() == GemmKernel::kAuto && args.lda == args.k && args.ldb == args.k && args.ldc == args.n) {
     int8_gemm_sm90(args, s);
     return;
   }
@@ -247,6 +269,11 @@ void int8_gemm(const Int8GemmArgs& args, cudaStream_t s) {
 void gemm_exact(const IntMatrix& a, const IntMatrix& b, const TensorView& c) {
   const int64_t m = a.rows(), n = b.rows();
   if (m == 0 || n == 0) return;
+  if (a.k == 0) {
+    const size_t bytes = static_cast<size_t>(m * n) * (c.dtype() == DType::kInt32 ? sizeof(int32_t) : sizeof(int64_t));
+    check(cudaMemsetAsync(c.data(), 0, bytes, stream()), "cudaMemsetAsync");
+    return;
+  }
   if (c.dtype() == DType::kInt32 && aligned_int8(a) && aligned_int8(b) && n % 4 == 0) {
     int8_gemm({m, n, a.k, static_cast<const int8_t*>(a.values.data()), a.k,
                static_cast<const int8_t*>(b.values.data()), b.k, static_cast<int32_t*>(c.data()), n},
@@ -271,6 +298,11 @@ void gemm_scaled(const IntMatrix& a, const TensorView& a_scale, const IntMatrix&
   const Scales rows = scales_of(a_scale, m), cols = scales_of(b_scale, n);
   const float* bias_data = bias ? static_cast<const float*>(bias->data()) : nullptr;
   float* y = static_cast<float*>(out.data());
+  if (a.k == 0) {
+    scaled_empty_sum_kernel<<<blocks_for(m * n, kThreads), kThreads, 0, stream()>>>(m, n, rows, cols, bias_data, y);
+    check_launch("scaled_empty_sum_kernel");
+    return;
+  }
   if (aligned_int8(a) && aligned_int8(b)) {
     const int64_t padded_n = round_up(n, 4);
     const bool direct_b = padded_n == n;

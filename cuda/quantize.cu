@@ -185,6 +185,9 @@ void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const
                           Rounding rounding, RandomStream random) {
   const int64_t rows = x.size(0), n = x.numel();
   const bool per_row = is_per_row(exponent, rows);
+  // No rows: nothing to write but a per-tensor exponent, that of max |x| = 0 as on the CPU.
+  // Empty rows (no columns) get that exponent too; no kernel below reads an element then.
+  if (per_row && rows == 0) return;
   const RowBits row_bits(x);
   int32_t* e = static_cast<int32_t*>(exponent.data());
   fixed_point_exponent_kernel<<<1, kThreads, 0, stream()>>>(row_bits.bits(), rows, per_row, bits, e);
@@ -225,6 +228,7 @@ void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView&
                      RandomStream random) {
   const int64_t rows = x.size(0), cols = x.size(1);
   const bool per_row = is_per_row(scale, rows);
+  if (per_row && rows == 0) return;  // as in quantize_fixed_point: a per-tensor scale of an empty x is 0
   const RowBits row_bits(x);
   float* s = static_cast<float*>(scale.data());
   absmax_scale_kernel<<<1, kThreads, 0, stream()>>>(row_bits.bits(), rows, per_row, bits == 8 ? 127 : 7, s);

@@ -1,8 +1,12 @@
 // Device discovery, the per-thread current stream, stream-ordered allocation, error checks.
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "backend.h"
 #include "cuda_check.h"
@@ -11,7 +15,43 @@ namespace intcore::cuda {
 
 namespace {
 thread_local cudaStream_t g_stream = nullptr;
+std::atomic<GemmKernel> g_gemm_kernel{GemmKernel::kAuto};
+
+// Temporaries (packed operands, int32 products, int64 accumulators, CUTLASS workspaces) come
+// from cudaMallocAsync, that is from the current device's memory pool. A pool's release
+// threshold is 0 unless set: at every synchronization it hands all its free memory back to the
+// driver, so each op after a torch.cuda.synchronize() (every training step) maps its
+// temporaries afresh, and memory use goes up and down outside PyTorch's caching allocator.
+// We set the threshold of that pool to UINT64_MAX, once per device: freed temporaries stay in
+// the pool and the next op reuses them, as PyTorch reuses its cached blocks.
+//
+// The other fix, taking workspaces from PyTorch's allocator, would be the larger and riskier
+// change: the engine knows nothing of PyTorch, so it would have to call back into Python
+// (taking the GIL the bindings release around every engine call) or link c10 into the
+// bindings and tie the build to one torch version. PyTorch's own cudaMallocAsync backend
+// (PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync) sets the same threshold on the same default
+// pool, so the two agree. The cost: memory kept for intcore's temporaries is reserved in this
+// pool, not in torch.cuda.memory_reserved(), until release_cached_memory() or the process ends.
+void keep_pool_of_current_device() {
+  thread_local int configured = -1;  // the device this thread last saw configured
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  if (device == configured) return;
+  static std::mutex mutex;
+  static std::vector<bool> done;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (static_cast<size_t>(device) >= done.size()) done.resize(static_cast<size_t>(device) + 1, false);
+  if (!done[static_cast<size_t>(device)]) {
+    cudaMemPool_t pool = nullptr;
+    check(cudaDeviceGetMemPool(&pool, device), "cudaDeviceGetMemPool");
+    uint64_t threshold = UINT64_MAX;
+    check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold),
+          "cudaMemPoolSetAttribute(cudaMemPoolAttrReleaseThreshold)");
+    done[static_cast<size_t>(device)] = true;
+  }
+  configured = device;
 }
+}  // namespace
 
 bool available(std::string* reason) {
   int count = 0;
@@ -39,12 +79,40 @@ void set_current_stream(void* stream) { g_stream = static_cast<cudaStream_t>(str
 void* current_stream() { return g_stream; }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) {
-  if (bytes > 0) check(cudaMallocAsync(&data_, bytes, g_stream), "cudaMallocAsync");
+  if (bytes == 0) return;
+  keep_pool_of_current_device();
+  check(cudaMallocAsync(&data_, bytes, g_stream), "cudaMallocAsync");
 }
 
 DeviceBuffer::~DeviceBuffer() {
   if (data_ != nullptr) cudaFreeAsync(data_, g_stream);
 }
+
+void release_cached_memory() {
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  cudaMemPool_t pool = nullptr;
+  check(cudaDeviceGetMemPool(&pool, device), "cudaDeviceGetMemPool");
+  check(cudaMemPoolTrimTo(pool, 0), "cudaMemPoolTrimTo");
+}
+
+PoolStats pool_stats() {
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  cudaMemPool_t pool = nullptr;
+  check(cudaDeviceGetMemPool(&pool, device), "cudaDeviceGetMemPool");
+  auto attribute = [pool](cudaMemPoolAttr attr) {
+    uint64_t value = 0;
+    check(cudaMemPoolGetAttribute(pool, attr, &value), "cudaMemPoolGetAttribute");
+    return static_cast<unsigned long long>(value);
+  };
+  return {attribute(cudaMemPoolAttrReleaseThreshold), attribute(cudaMemPoolAttrReservedMemCurrent),
+          attribute(cudaMemPoolAttrUsedMemCurrent)};
+}
+
+void set_gemm_kernel(GemmKernel kernel) { g_gemm_kernel.store(kernel); }
+GemmKernel gemm_kernel() { return g_gemm_kernel.load(); }
 
 void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) {

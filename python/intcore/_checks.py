@@ -50,8 +50,11 @@ def check_rounding(rounding) -> None:
 
 
 def as_rows(x: Tensor) -> Tensor:
-    """x as a 2-D [rows, last dim] tensor (a view where possible); a 0-dim x is one row of one."""
-    return x.reshape(1, 1) if x.dim() == 0 else x.reshape(-1, x.shape[-1])
+    """x as a 2-D [rows, last dim] tensor (a view where possible); a 0-dim x is one row of one.
+
+    The row count is spelled out: reshape(-1, 0) is ambiguous, and a last dimension of 0 (a
+    linear layer with in_features 0) must still give [rows, 0]."""
+    return x.reshape(1, 1) if x.dim() == 0 else x.reshape(x.shape[:-1].numel(), x.shape[-1])
 
 
 

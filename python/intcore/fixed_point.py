@@ -83,7 +83,7 @@ def fixed_point_linear(
     _checks.check_linear_args(x, weight, bias, weight_name="weight")
     bits = [config.activation_bits, config.weight_bits, config.grad_bits]
     y = ops.fixed_point_linear(
-        x.reshape(-1, x.shape[-1]), weight, bias, bits, config.rounding, config.granularity == "per_row",
+        _checks.as_rows(x), weight, bias, bits, config.rounding, config.granularity == "per_row",
         draw_seed(x.device),
     )[0]
     return y.reshape(*x.shape[:-1], weight.shape[0])
@@ -113,7 +113,7 @@ def fixed_point_layer_norm(
         raise ValueError(f"eps must be >= 0, got {eps}")
     _checks.check_same_device(x=x, weight=weight, bias=bias)
     y = ops.fixed_point_layer_norm(
-        x.reshape(-1, n), weight, bias, config.activation_bits, config.grad_bits, float(eps), config.rounding,
+        _checks.as_rows(x), weight, bias, config.activation_bits, config.grad_bits, float(eps), config.rounding,
         config.rsqrt, config.granularity == "per_row", draw_seed(x.device),
     )[0]
     return y.reshape(x.shape)

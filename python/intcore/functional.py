@@ -115,7 +115,7 @@ def int16_mm(a: Tensor, b: Tensor) -> Tensor:
 
 def _absmax_linear(op, x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
     _checks.check_linear_args(x, w, bias)
-    y = op(x.reshape(-1, x.shape[-1]), w, bias)
+    y = op(_checks.as_rows(x), w, bias)
     return y.reshape(*x.shape[:-1], w.shape[0])
 
 

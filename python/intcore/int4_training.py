@@ -146,6 +146,6 @@ def int4_linear(
     for name, step in (("x_step", x_step), ("w_step", w_step)):
         if step is not None and (step.shape != (1,) or step.dtype != torch.float32):
             raise ValueError(f"{name} must be a float32 tensor of shape (1,), got {step.dtype} {tuple(step.shape)}")
-    y = ops.hq_linear(x.reshape(-1, x.shape[-1]), w, bias, block_size, bool(sampling), float(budget), x_step,
+    y = ops.hq_linear(_checks.as_rows(x), w, bias, block_size, bool(sampling), float(budget), x_step,
                       w_step)[0]
     return y.reshape(*x.shape[:-1], w.shape[0])

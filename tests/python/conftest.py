@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -24,3 +26,48 @@ def cpu_kernel(request):
     intcore._C.set_cpu_kernel(request.param)
     yield request.param
     intcore._C.set_cpu_kernel(previous)
+
+
+# The GPU tests. Where no GPU is meant to be they skip; where one is (PyTorch sees a GPU, or
+# INTCORE_REQUIRE_CUDA=1 says so) a missing intcore CUDA backend is an error in every GPU test,
+# with the reason, so that a failed build or driver on a GPU machine never passes as skips.
+
+def cuda_unavailable_reason() -> str:
+    """Why the GPU tests cannot run here ("" when they can)."""
+    reasons = []
+    if not torch.cuda.is_available():
+        reasons.append(f"PyTorch sees no CUDA device (torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+    if not intcore.cuda_available():
+        reasons.append(f"intcore's CUDA backend is unavailable: {intcore.cuda_unavailable_reason()}")
+    return "; ".join(reasons)
+
+
+def cuda_required() -> str:
+    """Why the GPU tests must run here ("" when they may skip)."""
+    if os.environ.get("INTCORE_REQUIRE_CUDA", "") not in ("", "0"):
+        return "INTCORE_REQUIRE_CUDA is set"
+    if torch.cuda.is_available():
+        return f"PyTorch sees {torch.cuda.get_device_name()}"
+    return ""
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sanitize: a short GPU test that benchmarks/gpu_check.sh runs under compute-sanitizer")
+
+
+def pytest_report_header(config):
+    unavailable, required = cuda_unavailable_reason(), cuda_required()
+    state = f"unavailable ({unavailable})" if unavailable else "available"
+    return f"intcore CUDA: {state}; GPU tests {'required: ' + required if required else 'may skip'}"
+
+
+@pytest.fixture
+def require_cuda():
+    """Skips the test without a GPU, or fails it with the reason where a GPU is required."""
+    unavailable = cuda_unavailable_reason()
+    if not unavailable:
+        return
+    required = cuda_required()
+    if required:
+        pytest.fail(f"GPU tests are required here ({required}) but cannot run: {unavailable}", pytrace=False)
+    pytest.skip(f"intcore CUDA kernels unavailable: {unavailable}")

@@ -72,6 +72,19 @@ def test_one_dimensional_input_and_empty_batch():
     assert torch.equal(w.grad, torch.zeros_like(w))
 
 
+@pytest.mark.parametrize("recipe", ["int8", "int4"])
+@pytest.mark.parametrize("m,k,n", [(3, 0, 4), (0, 5, 4), (3, 5, 0), (0, 0, 0)])
+def test_empty_shapes(recipe, m, k, n):
+    # in_features 0: the output is the bias (an empty sum plus bias), every gradient has its shape.
+    fn = intcore.int8_linear if recipe == "int8" else (lambda x, w, b: intcore.int4_linear(x, w, b, recipe="absmax"))
+    x, w, b = (torch.randn(*s, requires_grad=True) for s in ((m, k), (n, k), (n,)))
+    y = fn(x, w, b)
+    assert torch.equal(y, b.detach().expand(m, n))
+    y.backward(torch.randn(m, n))
+    assert torch.equal(x.grad, torch.zeros(m, k)) and torch.equal(w.grad, torch.zeros(n, k))
+    assert b.grad.shape == (n,)
+
+
 def test_manual_seed_reproduces_the_backward_and_steps_differ():
     x = torch.randn(32, 64)
     w = torch.randn(16, 64, requires_grad=True)
