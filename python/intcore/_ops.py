@@ -190,7 +190,9 @@ def fixed_point_linear_backward(
     need_grad: list[bool],
     seed: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    return _portable_kernel("fixed_point_linear_backward")(grad, x_mantissa, x_exponent, w_mantissa, w_exponent, grad_bits, rounding, per_row, need_grad, seed)
+    return _portable_kernel("fixed_point_linear_backward")(
+        grad, x_mantissa, x_exponent, w_mantissa, w_exponent, grad_bits, rounding, per_row, need_grad, seed
+    )
 
 
 @fixed_point_linear_backward.register_fake
@@ -214,7 +216,9 @@ def fixed_point_layer_norm(
     per_row: bool,
     seed: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _portable_kernel("fixed_point_layer_norm")(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed)
+    return _portable_kernel("fixed_point_layer_norm")(
+        x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed
+    )
 
 
 def _layer_norm_outputs(x: Tensor, per_row: bool):
@@ -252,7 +256,10 @@ def fixed_point_layer_norm_backward(
     rounding: str,
     seed: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return _portable_kernel("fixed_point_layer_norm_backward")(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent, has_affine, grad_bits, rounding, seed)
+    return _portable_kernel("fixed_point_layer_norm_backward")(
+        grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent,
+        has_affine, grad_bits, rounding, seed
+    )
 
 
 @fixed_point_layer_norm_backward.register_fake
@@ -283,7 +290,9 @@ def _(ids, weight, bits, grad_bits, rounding, padding_idx):
 def fixed_point_embedding_backward(
     grad: Tensor, ids: Tensor, num_embeddings: int, grad_bits: int, rounding: str, padding_idx: int, seed: Tensor
 ) -> Tensor:
-    return _portable_kernel("fixed_point_embedding_backward")(grad, ids, num_embeddings, grad_bits, rounding, padding_idx, seed)
+    return _portable_kernel("fixed_point_embedding_backward")(
+        grad, ids, num_embeddings, grad_bits, rounding, padding_idx, seed
+    )
 
 
 @fixed_point_embedding_backward.register_fake
@@ -346,7 +355,9 @@ def hq_linear_backward(
     need_grad: list[bool],
     seed: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    return _portable_kernel("hq_linear_backward")(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed)
+    return _portable_kernel("hq_linear_backward")(
+        grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed
+    )
 
 
 @hq_linear_backward.register_fake
