@@ -75,16 +75,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _report_environment()
     print("\nself-check: native kernels against portable kernels (same bits required)")
     bad = 0
-    for device in _devices():
-        results = self_check.check_device(device)
+    # The CPU once per GEMM micro-kernel this CPU supports (they must agree bit for bit too).
+    targets = [("cpu", k) for k in _C.supported_cpu_kernels()] + [(d, None) for d in _devices() if d != "cpu"]
+    active = _C.cpu_kernel()
+    for device, cpu_kernel in targets:
+        label = f"{device} ({cpu_kernel})" if cpu_kernel else device
+        if cpu_kernel:
+            _C.set_cpu_kernel(cpu_kernel)
+        try:
+            results = self_check.check_device(device)
+        finally:
+            _C.set_cpu_kernel(active)
         counts = Counter(r.status for r in results)
         for r in results:
             if r.status in ("MISMATCH", "ERROR") or args.verbose:
-                print(f"  {device:<7} {r.op:<32} {r.label:<34} {r.status}")
+                print(f"  {label:<18} {r.op:<32} {r.label:<34} {r.status}")
                 if r.detail:
                     print("    " + (r.detail if args.verbose else r.detail.splitlines()[0]))
         bad += counts["MISMATCH"] + counts["ERROR"]
-        print(f"  {device}: {counts['ok']} ok, {counts['MISMATCH']} mismatched, {counts['ERROR']} errors, "
+        print(f"  {label}: {counts['ok']} ok, {counts['MISMATCH']} mismatched, {counts['ERROR']} errors, "
               f"{counts['portable']} portable-only cases")
     print("\nall native kernels agree with the portable kernels" if bad == 0 else f"\nFAILED: {bad} cases")
     return 1 if bad else 0
