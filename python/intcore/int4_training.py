@@ -27,8 +27,9 @@ class Int4Config:
 
     recipe: "hq-lss" (the method) or "absmax" (per-row absmax int4, round to nearest in the
         forward and stochastic in the backward).
-    block_size: Hadamard block along in_features, a power of two dividing it, or "auto" to
-        choose per layer on the first training step by the error-product search.
+    block_size: Hadamard block along in_features, a power of two (in_features is zero-padded to
+        whole blocks), or "auto" to choose per layer on the first training step by the
+        error-product search.
     sampling: leverage score sampling in the backward (False keeps every digit row).
     budget: expected fraction of the 2M stacked gradient digit rows kept (0.5: the cost of
         one int4 GEMM).
@@ -93,9 +94,20 @@ def _int4_error(v: Tensor, block_size: int) -> float:
     return float((vh - (vh / scale).round().clamp(-7, 7) * scale).norm())
 
 
+def _padded_to_blocks(t: Tensor, block_size: int) -> Tensor:
+    """t with zero features appended up to a whole number of Hadamard blocks.
+
+    Zero columns of x and w add nothing to x w^T, and since (x H)(w H)^T = x w^T for the padded
+    operands too, padding leaves the layer's output unchanged; autograd slices the gradients
+    back to the original width. So int4_linear accepts every in_features nn.Linear does.
+    """
+    pad = (-t.shape[-1]) % block_size
+    return torch.nn.functional.pad(t, (0, pad)) if pad else t
+
+
 def lsq_initial_step(v: Tensor, block_size: int) -> Tensor:
     """LSQ's initial step for int4 codes of v H: 2 mean|v H| / sqrt(7), as a float32 [1]."""
-    vh = hadamard(v.detach().float().reshape(-1, v.shape[-1]), block_size)
+    vh = hadamard(_padded_to_blocks(v.detach().float().reshape(-1, v.shape[-1]), block_size), block_size)
     return (2 * vh.abs().mean() / 7**0.5).reshape(1).clamp(min=1e-12)
 
 
@@ -139,8 +151,7 @@ def int4_linear(
     if config.recipe == "absmax":
         return functional._absmax_linear(ops.int4_linear, x, w, bias)
     _checks.check_linear_args(x, w, bias)
-    if w.shape[1] % block_size:
-        raise ValueError(f"block_size ({block_size}) must divide in_features ({w.shape[1]})")
+    x, w = _padded_to_blocks(x, block_size), _padded_to_blocks(w, block_size)
     if (x_step is None) != (w_step is None):
         raise ValueError("x_step and w_step must both be given (LSQ) or both be None (absmax scales)")
     for name, step in (("x_step", x_step), ("w_step", w_step)):

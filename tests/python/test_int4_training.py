@@ -217,3 +217,26 @@ def test_lsq_module_initializes_and_learns_its_steps():
     assert layer.x_step.item() > 0 and layer.w_step.grad is not None and layer.w_step.grad.abs().item() > 0
     with pytest.raises(ValueError, match="needs recipe='hq-lss'"):
         Int4Config(recipe="absmax", scale="lsq")
+
+
+@pytest.mark.parametrize("k", [1, 31, 301])
+def test_any_in_features_works_by_zero_padding_to_whole_blocks(k):
+    x = torch.randn(16, k, requires_grad=True)
+    w = torch.randn(8, k, requires_grad=True)
+    b = torch.randn(8)
+    torch.manual_seed(5)
+    y = intcore.int4_linear(x, w, b)
+    y.backward(torch.ones_like(y))
+    # The same computation spelled out on explicitly padded operands.
+    pad = (-k) % 32
+    xp = torch.nn.functional.pad(x.detach(), (0, pad)).requires_grad_()
+    wp = torch.nn.functional.pad(w.detach(), (0, pad)).requires_grad_()
+    torch.manual_seed(5)
+    yp = intcore.int4_linear(xp, wp, b)
+    yp.backward(torch.ones_like(yp))
+    assert torch.equal(y, yp)
+    assert torch.equal(x.grad, xp.grad[:, :k]) and torch.equal(w.grad, wp.grad[:, :k])
+    assert x.grad.shape == (16, k) and w.grad.shape == (8, k)
+    layer = intcore.nn.Int4Linear(k, 8, config=intcore.Int4Config(scale="lsq"))
+    layer(torch.randn(4, 3, k)).sum().backward()
+    assert layer.weight.grad.shape == (8, k) and float(layer.x_step) > 0
