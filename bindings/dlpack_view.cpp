@@ -6,6 +6,8 @@ namespace py = pybind11;
 
 namespace intcore::bindings {
 
+thread_local const char* BindingCall::current_ = nullptr;
+
 // The DLPack ABI (dmlc/dlpack, v0.8 "legacy" capsule layout), declared from its specification.
 struct DLDevice {
   int32_t device_type;  // 1 CPU, 2 CUDA, 3 CUDA pinned host memory
@@ -33,7 +35,9 @@ struct DLManagedTensor {
 
 namespace {
 
-DType to_dtype(const DLDataType& t, const std::string& name) {
+// The engine's dtype of a DLPack dtype; kOther for the rest, which the engine's own dtype checks
+// then refuse naming the argument (so that every check keeps its order).
+DType to_dtype(const DLDataType& t) {
   if (t.lanes == 1) {
     switch (t.code) {
       case 0:
@@ -55,9 +59,7 @@ DType to_dtype(const DLDataType& t, const std::string& name) {
         break;
     }
   }
-  throw Error(ErrorKind::kType, name + " has a dtype intcore does not support (DLPack code " +
-                                    std::to_string(t.code) + ", " + std::to_string(t.bits) + " bits, " +
-                                    std::to_string(t.lanes) + " lanes)");
+  return DType::kOther;
 }
 
 Device to_device(const DLDevice& d, const std::string& name) {
@@ -66,7 +68,7 @@ Device to_device(const DLDevice& d, const std::string& name) {
     case 3: return Device{DeviceType::kCPU, 0};
     case 2: return Device{DeviceType::kCUDA, d.device_id};
   }
-  throw Error(ErrorKind::kValue, name + " is on a device intcore does not support (DLPack device type " +
+  throw Error(ErrorKind::kValue, BindingCall::prefix() + name + " is on a device intcore does not support (DLPack device type " +
                                      std::to_string(d.device_type) + ")");
 }
 
@@ -74,17 +76,27 @@ Device to_device(const DLDevice& d, const std::string& name) {
 
 DLPackView::DLPackView(const py::handle& array, const std::string& name) {
   if (!py::hasattr(array, "__dlpack__")) {
-    throw Error(ErrorKind::kType, name + " must be an array that supports DLPack (torch.Tensor, numpy.ndarray), got " +
+    throw Error(ErrorKind::kType, BindingCall::prefix() + name + " must be an array that supports DLPack (torch.Tensor, numpy.ndarray), got " +
                                       std::string(py::str(py::type::of(array).attr("__name__"))));
   }
   // CUDA producers synchronize their current stream with the consumer's stream unless told
   // otherwise; the engine runs on PyTorch's current stream already, so ask for none (-1).
+  // The producer refuses some arrays (BufferError for a torch tensor that requires grad, a
+  // sparse or conjugated one; ValueError for a meta tensor, ...): a wrong argument, a TypeError
+  // naming it.
   bool on_cuda = false;
-  if (py::hasattr(array, "__dlpack_device__")) {
-    const py::tuple device = array.attr("__dlpack_device__")();
-    on_cuda = device.size() > 0 && device[0].cast<int>() == 2;
+  py::object capsule;
+  try {
+    if (py::hasattr(array, "__dlpack_device__")) {
+      const py::tuple device = array.attr("__dlpack_device__")();
+      on_cuda = device.size() > 0 && device[0].cast<int>() == 2;
+    }
+    capsule = on_cuda ? array.attr("__dlpack__")(py::arg("stream") = -1) : array.attr("__dlpack__")();
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_Exception)) throw;  // KeyboardInterrupt and the like pass through
+    throw Error(ErrorKind::kType, BindingCall::prefix() + name + " cannot be read through DLPack (" +
+                                      std::string(py::str(e.value())) + ")");
   }
-  py::object capsule = on_cuda ? array.attr("__dlpack__")(py::arg("stream") = -1) : array.attr("__dlpack__")();
   PyObject* raw = capsule.ptr();
   managed_ = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(raw, "dltensor"));
   if (managed_ == nullptr) throw py::error_already_set();
@@ -92,7 +104,7 @@ DLPackView::DLPackView(const py::handle& array, const std::string& name) {
   if (PyCapsule_SetName(raw, "used_dltensor") != 0) throw py::error_already_set();
   try {
     const DLTensor& t = managed_->dl_tensor;
-    const DType dtype = to_dtype(t.dtype, name);
+    const DType dtype = to_dtype(t.dtype);
     const Device device = to_device(t.device, name);
     void* data = static_cast<char*>(t.data) + t.byte_offset;
     view_ = TensorView(data, dtype, t.ndim, t.shape, t.strides, device, name);

@@ -5,6 +5,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,13 +27,15 @@ namespace {
 Rounding parse_rounding(const std::string& rounding) {
   if (rounding == "nearest") return Rounding::kNearest;
   if (rounding == "stochastic") return Rounding::kStochastic;
-  throw Error(ErrorKind::kValue, "rounding must be 'nearest' or 'stochastic', got '" + rounding + "'");
+  throw Error(ErrorKind::kValue,
+              bindings::BindingCall::prefix() + "rounding must be 'nearest' or 'stochastic', got '" + rounding + "'");
 }
 
 RsqrtMode parse_rsqrt(const std::string& rsqrt) {
   if (rsqrt == "integer") return RsqrtMode::kInteger;
   if (rsqrt == "float") return RsqrtMode::kFloat;
-  throw Error(ErrorKind::kValue, "rsqrt must be 'integer' or 'float', got '" + rsqrt + "'");
+  throw Error(ErrorKind::kValue,
+              bindings::BindingCall::prefix() + "rsqrt must be 'integer' or 'float', got '" + rsqrt + "'");
 }
 
 CpuKernel parse_cpu_kernel(const std::string& name) {
@@ -48,6 +53,13 @@ struct OptionalView {
   }
   const TensorView* get() const { return holder ? &holder->view() : nullptr; }
 };
+
+// An int argument of the engine (a bit width), taken as int64 so that a huge Python int reaches
+// the engine's own range check (clamped to int, still out of range) in the engine's order of
+// checks, instead of failing pybind11's conversion with its overload message.
+int narrow_int(int64_t value) {
+  return static_cast<int>(std::clamp<int64_t>(value, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+}
 
 IntMatrix operand(const DLPackView& v, std::optional<int64_t> int4_k) {
   return int4_k ? IntMatrix::int4(v.view(), *int4_k) : IntMatrix::of(v.view());
@@ -119,6 +131,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "set_cuda_gemm_kernel",
       [](const std::string& name) {
+        const bindings::BindingCall call("set_cuda_gemm_kernel");
         if (name != "auto" && name != "sm80") {
           throw Error(ErrorKind::kValue, "unknown CUDA GEMM kernel '" + name + "' (known: auto, sm80)");
         }
@@ -163,8 +176,10 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "quantize_fixed_point",
-      [](py::object x, py::object mantissa, py::object exponent, int bits, const std::string& rounding,
+      [](py::object x, py::object mantissa, py::object exponent, int64_t bits_arg, const std::string& rounding,
          uint64_t seed, uint64_t offset) {
+        const bindings::BindingCall call("quantize_fixed_point");
+        const int bits = narrow_int(bits_arg);
         DLPackView xv(x, "x"), mv(mantissa, "mantissa"), ev(exponent, "exponent");
         const Rounding r = parse_rounding(rounding);
         py::gil_scoped_release release;
@@ -176,6 +191,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "dequantize_fixed_point",
       [](py::object mantissa, py::object exponent, py::object out) {
+        const bindings::BindingCall call("dequantize_fixed_point");
         DLPackView mv(mantissa, "mantissa"), ev(exponent, "exponent"), ov(out, "out");
         py::gil_scoped_release release;
         dequantize_fixed_point(mv.view(), ev.view(), ov.view());
@@ -184,8 +200,10 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "quantize_absmax",
-      [](py::object x, py::object q, py::object scale, int bits, const std::string& rounding, uint64_t seed,
+      [](py::object x, py::object q, py::object scale, int64_t bits_arg, const std::string& rounding, uint64_t seed,
          uint64_t offset) {
+        const bindings::BindingCall call("quantize_absmax");
+        const int bits = narrow_int(bits_arg);
         DLPackView xv(x, "x"), qv(q, "q"), sv(scale, "scale");
         const Rounding r = parse_rounding(rounding);
         py::gil_scoped_release release;
@@ -196,7 +214,9 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "dequantize_absmax",
-      [](py::object q, py::object scale, int bits, py::object out) {
+      [](py::object q, py::object scale, int64_t bits_arg, py::object out) {
+        const bindings::BindingCall call("dequantize_absmax");
+        const int bits = narrow_int(bits_arg);
         DLPackView qv(q, "q"), sv(scale, "scale"), ov(out, "out");
         py::gil_scoped_release release;
         dequantize_absmax(qv.view(), sv.view(), bits, ov.view());
@@ -206,6 +226,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "pack_int4",
       [](py::object values, py::object packed) {
+        const bindings::BindingCall call("pack_int4");
         DLPackView vv(values, "values"), pv(packed, "packed");
         py::gil_scoped_release release;
         pack_int4(vv.view(), pv.view());
@@ -215,6 +236,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "unpack_int4",
       [](py::object packed, py::object values) {
+        const bindings::BindingCall call("unpack_int4");
         DLPackView pv(packed, "packed"), vv(values, "values");
         py::gil_scoped_release release;
         unpack_int4(pv.view(), vv.view());
@@ -224,6 +246,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "gemm_exact",
       [](py::object a, py::object b, py::object c, std::optional<int64_t> int4_k) {
+        const bindings::BindingCall call("gemm_exact");
         DLPackView av(a, "a"), bv(b, "b"), cv(c, "c");
         const IntMatrix am = operand(av, int4_k), bm = operand(bv, int4_k);
         py::gil_scoped_release release;
@@ -236,6 +259,7 @@ PYBIND11_MODULE(_C, m) {
       "gemm_scaled",
       [](py::object a, py::object a_scale, py::object b, py::object b_scale, py::object bias, py::object out,
          std::optional<int64_t> int4_k) {
+        const bindings::BindingCall call("gemm_scaled");
         DLPackView av(a, "a"), asv(a_scale, "a_scale"), bv(b, "b"), bsv(b_scale, "b_scale"), ov(out, "out");
         OptionalView biasv(bias, "bias");
         const IntMatrix am = operand(av, int4_k), bm = operand(bv, int4_k);
@@ -247,7 +271,9 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "absmax_linear_forward",
-      [](py::object x, py::object w, py::object bias, py::object out, int bits) {
+      [](py::object x, py::object w, py::object bias, py::object out, int64_t bits_arg) {
+        const bindings::BindingCall call("absmax_linear_forward");
+        const int bits = narrow_int(bits_arg);
         DLPackView xv(x, "x"), wv(w, "w"), ov(out, "out");
         OptionalView biasv(bias, "bias");
         py::gil_scoped_release release;
@@ -257,7 +283,9 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "absmax_linear_grad_input",
-      [](py::object grad, py::object w, int bits, uint64_t seed, py::object dx) {
+      [](py::object grad, py::object w, int64_t bits_arg, uint64_t seed, py::object dx) {
+        const bindings::BindingCall call("absmax_linear_grad_input");
+        const int bits = narrow_int(bits_arg);
         DLPackView gv(grad, "grad"), wv(w, "w"), dxv(dx, "dx");
         py::gil_scoped_release release;
         absmax_linear_grad_input(gv.view(), wv.view(), bits, seed, dxv.view());
@@ -266,7 +294,9 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "absmax_linear_grad_weight",
-      [](py::object grad, py::object x, int bits, uint64_t seed, py::object dw) {
+      [](py::object grad, py::object x, int64_t bits_arg, uint64_t seed, py::object dw) {
+        const bindings::BindingCall call("absmax_linear_grad_weight");
+        const int bits = narrow_int(bits_arg);
         DLPackView gv(grad, "grad"), xv(x, "x"), dwv(dw, "dw");
         py::gil_scoped_release release;
         absmax_linear_grad_weight(gv.view(), xv.view(), bits, seed, dwv.view());
@@ -276,6 +306,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "align_fixed_point",
       [](py::object mantissa, py::object exponent, py::object out, py::object out_exponent) {
+        const bindings::BindingCall call("align_fixed_point");
         DLPackView mv(mantissa, "mantissa"), ev(exponent, "exponent"), ov(out, "out"), oev(out_exponent, "out_exponent");
         py::gil_scoped_release release;
         align_fixed_point(mv.view(), ev.view(), ov.view(), oev.view());
@@ -284,11 +315,13 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "fixed_point_layer_norm_forward",
-      [](py::object x, py::object gamma, py::object beta, int bits, double eps, const std::string& rounding,
+      [](py::object x, py::object gamma, py::object beta, int64_t bits_arg, double eps, const std::string& rounding,
          const std::string& rsqrt, bool per_row_input, uint64_t seed, py::object y, py::object xhat,
          py::object xhat_exponent,
          py::object x_exponent, py::object rstd_mantissa, py::object rstd_exponent, py::object gamma_mantissa,
          py::object gamma_exponent) {
+        const bindings::BindingCall call("fixed_point_layer_norm_forward");
+        const int bits = narrow_int(bits_arg);
         DLPackView xv(x, "x"), yv(y, "y"), xh(xhat, "xhat"), xhe(xhat_exponent, "xhat_exponent"),
             xe(x_exponent, "x_exponent"), rm(rstd_mantissa, "rstd_mantissa"), re(rstd_exponent, "rstd_exponent"),
             gm(gamma_mantissa, "gamma_mantissa"), ge(gamma_exponent, "gamma_exponent");
@@ -313,8 +346,10 @@ PYBIND11_MODULE(_C, m) {
       "fixed_point_layer_norm_backward",
       [](py::object dy, py::object xhat, py::object xhat_exponent, py::object x_exponent, py::object rstd_mantissa,
          py::object rstd_exponent, py::object gamma_mantissa, py::object gamma_exponent, bool has_gamma,
-         int grad_bits, const std::string& rounding, uint64_t seed, py::object dx, py::object dgamma,
+         int64_t grad_bits_arg, const std::string& rounding, uint64_t seed, py::object dx, py::object dgamma,
          py::object dbeta) {
+        const bindings::BindingCall call("fixed_point_layer_norm_backward");
+        const int grad_bits = narrow_int(grad_bits_arg);
         DLPackView dyv(dy, "grad"), xh(xhat, "xhat"), xhe(xhat_exponent, "xhat_exponent"), xe(x_exponent, "x_exponent"),
             rm(rstd_mantissa, "rstd_mantissa"), re(rstd_exponent, "rstd_exponent"), gm(gamma_mantissa, "gamma_mantissa"),
             ge(gamma_exponent, "gamma_exponent"), dxv(dx, "dx");
@@ -331,7 +366,9 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "fixed_point_embedding_forward",
-      [](py::object ids, py::object table, int bits, py::object out) {
+      [](py::object ids, py::object table, int64_t bits_arg, py::object out) {
+        const bindings::BindingCall call("fixed_point_embedding_forward");
+        const int bits = narrow_int(bits_arg);
         DLPackView iv(ids, "input"), tv(table, "weight"), ov(out, "out");
         py::gil_scoped_release release;
         fixed_point_embedding_forward(iv.view(), tv.view(), bits, ov.view());
@@ -340,8 +377,10 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "fixed_point_embedding_backward",
-      [](py::object ids, py::object grad, int grad_bits, const std::string& rounding, uint64_t seed,
+      [](py::object ids, py::object grad, int64_t grad_bits_arg, const std::string& rounding, uint64_t seed,
          int64_t padding_idx, py::object dtable) {
+        const bindings::BindingCall call("fixed_point_embedding_backward");
+        const int grad_bits = narrow_int(grad_bits_arg);
         DLPackView iv(ids, "input"), gv(grad, "grad"), dv(dtable, "dtable");
         const Rounding r = parse_rounding(rounding);
         py::gil_scoped_release release;
@@ -353,6 +392,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "hadamard_transform",
       [](py::object x, int64_t block, py::object out) {
+        const bindings::BindingCall call("hadamard_transform");
         DLPackView xv(x, "x"), ov(out, "out");
         py::gil_scoped_release release;
         hadamard_transform(xv.view(), block, ov.view());
@@ -362,6 +402,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "split_gradient",
       [](py::object grad, uint64_t seed, py::object high, py::object low, py::object scale) {
+        const bindings::BindingCall call("split_gradient");
         DLPackView gv(grad, "grad"), hv(high, "high"), lv(low, "low"), sv(scale, "scale");
         py::gil_scoped_release release;
         split_gradient(gv.view(), {seed, 0}, hv.view(), lv.view(), sv.view());
@@ -372,6 +413,7 @@ PYBIND11_MODULE(_C, m) {
       "hq_linear_forward",
       [](py::object x, py::object w, py::object bias, int64_t block, py::object out, py::object x_codes,
          py::object x_scale, py::object w_codes, py::object w_scale, py::object x_step, py::object w_step) {
+        const bindings::BindingCall call("hq_linear_forward");
         DLPackView xv(x, "x"), wv(w, "w"), ov(out, "out"), xc(x_codes, "x_codes"), xs(x_scale, "x_scale"),
             wc(w_codes, "w_codes"), ws(w_scale, "w_scale");
         OptionalView bv(bias, "bias"), xsv(x_step, "x_step"), wsv(w_step, "w_step");
@@ -387,6 +429,7 @@ PYBIND11_MODULE(_C, m) {
       "hq_linear_backward",
       [](py::object grad, py::object x_codes, py::object x_scale, py::object w_codes, py::object w_scale, int64_t k,
          int64_t block, bool sampling, double budget, uint64_t seed, py::object dx, py::object dw) {
+        const bindings::BindingCall call("hq_linear_backward");
         DLPackView gv(grad, "grad"), xc(x_codes, "x_codes"), xs(x_scale, "x_scale"), wc(w_codes, "w_codes"),
             ws(w_scale, "w_scale");
         OptionalView dxv(dx, "dx"), dwv(dw, "dw");

@@ -11,10 +11,15 @@
 namespace intcore {
 namespace {
 
-void check_ids(const std::string& fn, const TensorView& ids, int64_t vocab) {
+// The ids' dtype, rank and device: checked before any output, so that outputs can be sized.
+void check_ids_layout(const std::string& fn, const TensorView& ids) {
   check_cpu(fn, ids);
   check_dtype(fn, ids, DType::kInt64);
   check_dim(fn, ids, 1);
+}
+
+// Every id in [0, vocab): a pass over the ids, so it runs after every shape check.
+void check_ids(const std::string& fn, const TensorView& ids, int64_t vocab) {
   const int64_t* p = static_cast<const int64_t*>(ids.data());
   for (int64_t t = 0; t < ids.size(0); ++t) {
     const int64_t id = p[t * ids.stride(0)];
@@ -34,11 +39,14 @@ void fixed_point_embedding_forward(const TensorView& ids, const TensorView& tabl
   check_dim(fn, table, 2);
   if (bits < 2 || bits > 16) throw_value_error(fn + ": bits must be in 2..16, got " + std::to_string(bits));
   const int64_t vocab = table.size(0), dim = table.size(1);
-  check_ids(fn, ids, vocab);
+  check_ids_layout(fn, ids);
   const int64_t tokens = ids.size(0);
   check_dtype(fn, out, DType::kFloat32);
   check_shape(fn, out, {tokens, dim});
   check_contiguous(fn, out);
+  check_cpu(fn, out);
+  check_disjoint(fn, {&out}, {&ids, &table});
+  check_ids(fn, ids, vocab);
   // The exponent is the whole table's; only the gathered rows are rounded (to nearest, as
   // quantize_fixed_point does for weights).
   const int32_t exponent = shared_exponent(fn, table, bits);
@@ -73,10 +81,13 @@ void fixed_point_embedding_backward(const TensorView& ids, const TensorView& gra
   check_dtype(fn, dtable, DType::kFloat32);
   check_dim(fn, dtable, 2);
   check_contiguous(fn, dtable);
+  check_cpu(fn, dtable);
   const int64_t vocab = dtable.size(0), dim = dtable.size(1);
-  check_ids(fn, ids, vocab);
+  check_ids_layout(fn, ids);
   const int64_t tokens = ids.size(0);
   check_shape(fn, grad, {tokens, dim});
+  check_disjoint(fn, {&dtable}, {&ids, &grad});
+  check_ids(fn, ids, vocab);
 
   const FixedPointRows g = quantize_per_tensor(grad, grad_bits, rounding, stream);
   const int64_t* id = static_cast<const int64_t*>(ids.data());

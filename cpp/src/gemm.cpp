@@ -99,17 +99,22 @@ struct ScaledEpilogue {
 };
 
 void check_operand(const std::string& fn, const IntMatrix& m) {
-  check_dim(fn, m.values, 2);
+  // The dtype first, then the rank: the order of every other check in the engine.
   if (m.packed_int4) {
     check_dtype(fn, m.values, DType::kUInt8);
+    check_dim(fn, m.values, 2);
+    if (m.k < 0) throw_value_error(fn + ": K (int4_k) must be >= 0, got " + std::to_string(m.k));
     if (m.values.size(1) != (m.k + 1) / 2) {
       throw_value_error(fn + ": " + m.values.name() + " holds packed int4 with K = " + std::to_string(m.k) +
                         ", so it needs " + std::to_string((m.k + 1) / 2) + " bytes per row, got " +
                         m.values.shape_str());
     }
-  } else if (m.values.dtype() != DType::kInt8 && m.values.dtype() != DType::kInt16) {
-    throw_type_error(fn + ": " + m.values.name() + " must be int8 or int16 (or packed int4), got " +
-                     dtype_name(m.values.dtype()));
+  } else {
+    if (m.values.dtype() != DType::kInt8 && m.values.dtype() != DType::kInt16) {
+      throw_type_error(fn + ": " + m.values.name() + " must be int8 or int16 (or packed int4), got " +
+                       dtype_name(m.values.dtype()));
+    }
+    check_dim(fn, m.values, 2);
   }
 }
 
@@ -170,6 +175,7 @@ void gemm_exact(const IntMatrix& a, const IntMatrix& b, const TensorView& c) {
   const int64_t m = a.rows(), n = b.rows();
   check_shape(fn, c, {m, n});
   check_contiguous(fn, c);
+  check_disjoint(fn, {&c}, {&a.values, &b.values});
   const bool narrow = a.values.dtype() != DType::kInt16 && b.values.dtype() != DType::kInt16;
   if (c.dtype() == DType::kInt32) {
     if (!narrow) throw_type_error(fn + ": " + c.name() + " must be int64 for int16 operands (int32 can overflow)");
@@ -205,9 +211,16 @@ void gemm_scaled(const IntMatrix& a, const TensorView& a_scale, const IntMatrix&
     check_shape(fn, *bias, {n});
     check_contiguous(fn, *bias);
   }
+  check_disjoint(fn, {&out}, {&a.values, &b.values, &a_scale, &b_scale, bias});
   if (runs_on_cuda(fn, {&a.values, &b.values, &a_scale, &b_scale, bias, &out})) {
     INTCORE_ON_CUDA(cuda::gemm_scaled(a, a_scale, b, b_scale, bias, out));
     return;
+  }
+  if (bias != nullptr) {  // NaN or Inf in the bias is refused like in every other input
+    const float* values = static_cast<const float*>(bias->data());
+    for (int64_t j = 0; j < n; ++j) {
+      if (!std::isfinite(values[j])) throw_value_error(fn + ": " + bias->name() + " contains NaN or Inf");
+    }
   }
   if (m == 0 || n == 0) return;
   ScaledEpilogue epilogue{static_cast<float*>(out.data()), m, n, scale_vector(a_scale, m), scale_vector(b_scale, n),

@@ -25,8 +25,6 @@ void hadamard_quantize(const TensorView& x, int64_t block, const HqCodes& codes,
     quantize_absmax(xh, codes.codes, codes.scale, 4, Rounding::kNearest, {});
     return;
   }
-  check_dtype("hq_linear", *step, DType::kFloat32);
-  check_shape("hq_linear", *step, {1});
   codes.scale.data_as<float>()[0] = step->data_as<float>()[0];
   quantize_scaled(xh, codes.codes, codes.scale, 4, Rounding::kNearest, {});
 }
@@ -36,8 +34,16 @@ void check_codes(const std::string& fn, const HqCodes& c, int64_t rows, int64_t 
   check_dtype(fn, c.codes, DType::kUInt8);
   check_shape(fn, c.codes, {rows, (k + 1) / 2});
   check_contiguous(fn, c.codes);
+  check_cpu(fn, c.scale);
   check_dtype(fn, c.scale, DType::kFloat32);
   check_shape(fn, c.scale, {1});
+}
+
+// A float32 [1] output or step on the CPU.
+void check_scalar(const std::string& fn, const TensorView& t) {
+  check_cpu(fn, t);
+  check_dtype(fn, t, DType::kFloat32);
+  check_shape(fn, t, {1});
 }
 
 // Unpacked int8 copy of packed int4 codes.
@@ -97,6 +103,7 @@ void check_grad(const std::string& fn, const TensorView& grad) {
 }
 
 void check_block(const std::string& fn, int64_t k, int64_t block) {
+  if (k < 0) throw_value_error(fn + ": k (in_features) must be >= 0, got " + std::to_string(k));
   if (block < 1 || (block & (block - 1)) != 0 || block > 32768 || k % block != 0) {
     throw_value_error(fn + ": block_size must be a power of two dividing in_features (" + std::to_string(k) +
                       "), got " + std::to_string(block));
@@ -117,12 +124,13 @@ void split_gradient(const TensorView& grad, RandomStream stream, const TensorVie
   check_grad(fn, grad);
   const int64_t m = grad.size(0), c = grad.size(1);
   for (const TensorView* t : {&high, &low}) {
+    check_cpu(fn, *t);
     check_dtype(fn, *t, DType::kInt8);
     check_shape(fn, *t, {m, c});
     check_contiguous(fn, *t);
   }
-  check_dtype(fn, scale, DType::kFloat32);
-  check_shape(fn, scale, {1});
+  check_scalar(fn, scale);
+  check_disjoint(fn, {&high, &low, &scale}, {&grad});
   // max|G| through the absmax quantizer's scale (which also rejects NaN/Inf): 127 * scale.
   std::vector<int8_t> unused(static_cast<size_t>(m * c));
   float absmax_scale = 0;
@@ -215,6 +223,13 @@ void hq_linear_forward(const TensorView& x, const TensorView& w, const TensorVie
   check_dtype(fn, out, DType::kFloat32);
   check_shape(fn, out, {m, c});
   check_contiguous(fn, out);
+  check_cpu(fn, out);
+  for (const TensorView* step : {x_step, w_step}) {
+    if (step != nullptr) check_scalar(fn, *step);
+  }
+  if (bias != nullptr) check_cpu(fn, *bias);
+  check_disjoint(fn, {&out, &x_codes.codes, &x_codes.scale, &w_codes.codes, &w_codes.scale},
+                 {&x, &w, bias, x_step, w_step});
   std::vector<float> bias_f32;
   TensorView bias_view;
   if (bias != nullptr) {
@@ -344,12 +359,14 @@ void hq_linear_backward(const TensorView& grad, const HqCodes& x_codes, const Hq
   check_sampling(fn, sampling);
   for (const auto& [out, rows] : {std::pair{dx, m}, std::pair{dw, c}}) {
     if (out == nullptr) continue;
+    check_cpu(fn, *out);
     check_dtype(fn, *out, DType::kFloat32);
     check_shape(fn, *out, {rows, k});
     check_contiguous(fn, *out);
   }
   if (dx != nullptr) check_codes(fn, w_codes, c, k);
   if (dw != nullptr) check_codes(fn, x_codes, m, k);
+  check_disjoint(fn, {dx, dw}, {&grad, &x_codes.codes, &x_codes.scale, &w_codes.codes, &w_codes.scale});
   if (dx == nullptr && dw == nullptr) return;
   const Split s = split(grad, seed);  // one split serves both gradients
   if (dx != nullptr) grad_input(s, m, c, w_codes, k, block, sampling, seed, *dx);

@@ -55,6 +55,7 @@ FixedPointRows quantize_vector(const TensorView& v, int bits) {
                              Rounding::kNearest, {});
 }
 
+// The saved tensors are written (forward) or read (backward) as contiguous CPU arrays.
 void check_saved(const std::string& fn, const LayerNormSaved& s, int64_t rows, int64_t cols) {
   check_dtype(fn, s.xhat, DType::kInt16);
   check_shape(fn, s.xhat, {rows, cols});
@@ -73,6 +74,11 @@ void check_saved(const std::string& fn, const LayerNormSaved& s, int64_t rows, i
   check_shape(fn, s.rstd_exponent, {rows});
   check_dtype(fn, s.gamma, DType::kInt16);
   check_shape(fn, s.gamma, {cols});
+  for (const TensorView* t : {&s.xhat_exponent, &s.x_exponent, &s.rstd_mantissa, &s.rstd_exponent, &s.gamma,
+                              &s.gamma_exponent, &s.xhat}) {
+    check_contiguous(fn, *t);
+    check_cpu(fn, *t);
+  }
 }
 
 void check_features(const std::string& fn, const TensorView& x, int64_t n) {
@@ -122,16 +128,20 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
   check_dim(fn, x, 2);
   const int bits = options.bits;
   if (bits < 2 || bits > 16) throw_value_error(fn + ": bits must be in 2..16, got " + std::to_string(bits));
-  if (!(options.eps >= 0)) throw_value_error(fn + ": eps must be >= 0");
-  const int64_t rows = x.size(0), n = x.size(1);
-  if (n == 0) throw_value_error(fn + ": " + x.name() + " must have at least one feature");
+  if (!(options.eps >= 0 && std::isfinite(options.eps))) throw_value_error(fn + ": eps must be finite and >= 0");
+  const int64_t rows = x.size(0), n = x.size(1);  // n = 0 gives empty results, as torch's layer norm
   check_features(fn, x, n);
   check_vector(fn, gamma, n);
   check_vector(fn, beta, n);
   check_dtype(fn, y, DType::kFloat32);
   check_shape(fn, y, {rows, n});
   check_contiguous(fn, y);
+  check_cpu(fn, y);
   check_saved(fn, saved, rows, n);
+  check_disjoint(fn,
+                 {&y, &saved.xhat, &saved.xhat_exponent, &saved.x_exponent, &saved.rstd_mantissa, &saved.rstd_exponent,
+                  &saved.gamma, &saved.gamma_exponent},
+                 {&x, gamma, beta});
 
   // Streams: offset 0 for x, 1 for xhat.
   check_shape(fn, saved.x_exponent, {options.per_row_input && rows > 1 ? rows : 1});
@@ -230,12 +240,17 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
   check_dtype(fn, dx, DType::kFloat32);
   check_shape(fn, dx, {rows, n});
   check_contiguous(fn, dx);
+  check_cpu(fn, dx);
   for (const TensorView* v : {dgamma, dbeta}) {
     if (v == nullptr) continue;
+    check_cpu(fn, *v);
     check_dtype(fn, *v, DType::kFloat32);
     check_shape(fn, *v, {n});
     check_contiguous(fn, *v);
   }
+  check_disjoint(fn, {&dx, dgamma, dbeta},
+                 {&dy, &saved.xhat, &saved.xhat_exponent, &saved.x_exponent, &saved.rstd_mantissa, &saved.rstd_exponent,
+                  &saved.gamma, &saved.gamma_exponent});
 
   const FixedPointRows g = quantize_per_tensor(dy, grad_bits, rounding, stream);
   const int16_t* xhat = saved.xhat.data_as<int16_t>();

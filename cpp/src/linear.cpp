@@ -61,6 +61,7 @@ void absmax_linear_forward(const TensorView& x, const TensorView& w, const Tenso
     check_shape(fn, *bias, {n});
     check_contiguous(fn, *bias);
   }
+  check_disjoint(fn, {&out}, {&x, &w, bias});
   runs_on_cuda(fn, {&x, &w, bias, &out});  // one device for all (the called functions dispatch)
   const QuantizedRows qx(x, bits, Rounding::kNearest, {});
   const QuantizedRows qw(w, bits, Rounding::kNearest, {});
@@ -78,6 +79,7 @@ void absmax_linear_grad_input(const TensorView& grad, const TensorView& w, int b
                       " disagree on the number of output features");
   }
   check_output(fn, dx, grad.size(0), w.size(1));
+  check_disjoint(fn, {&dx}, {&grad, &w});
   runs_on_cuda(fn, {&grad, &w, &dx});
   const QuantizedRows qg(grad, bits, Rounding::kStochastic, {seed, 0});
   const QuantizedRows qwt(w.transposed(), bits, Rounding::kNearest, {});
@@ -95,6 +97,7 @@ void absmax_linear_grad_weight(const TensorView& grad, const TensorView& x, int 
                       " disagree on the number of rows");
   }
   check_output(fn, dw, grad.size(1), x.size(1));
+  check_disjoint(fn, {&dw}, {&grad, &x});
   runs_on_cuda(fn, {&grad, &x, &dw});
   const QuantizedRows qgt(grad.transposed(), bits, Rounding::kStochastic, {seed, 1});
   const QuantizedRows qxt(x.transposed(), bits, Rounding::kNearest, {});

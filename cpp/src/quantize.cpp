@@ -206,6 +206,7 @@ void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const
   check_shape(fn, mantissa, {rows, cols});
   check_contiguous(fn, mantissa);
   check_scale_vector(fn, exponent, DType::kInt32, rows);
+  check_disjoint(fn, {&mantissa, &exponent}, {&x});
   if (runs_on_cuda(fn, {&x, &mantissa, &exponent})) {
     INTCORE_ON_CUDA(cuda::quantize_fixed_point(x, mantissa, exponent, bits, rounding, stream));
     return;
@@ -241,16 +242,17 @@ void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const
 
 void dequantize_fixed_point(const TensorView& mantissa, const TensorView& exponent, const TensorView& out) {
   const std::string fn = "dequantize_fixed_point";
-  check_dim(fn, mantissa, 2);
-  check_contiguous(fn, mantissa);
   if (mantissa.dtype() != DType::kInt8 && mantissa.dtype() != DType::kInt16) {
     throw_type_error(fn + ": " + mantissa.name() + " must be int8 or int16, got " + dtype_name(mantissa.dtype()));
   }
+  check_dim(fn, mantissa, 2);
+  check_contiguous(fn, mantissa);
   const int64_t rows = mantissa.size(0), cols = mantissa.size(1);
   check_scale_vector(fn, exponent, DType::kInt32, rows);
   check_dtype(fn, out, DType::kFloat32);
   check_shape(fn, out, {rows, cols});
   check_contiguous(fn, out);
+  check_disjoint(fn, {&out}, {&mantissa, &exponent});
   if (runs_on_cuda(fn, {&mantissa, &exponent, &out})) {
     INTCORE_ON_CUDA(cuda::dequantize_fixed_point(mantissa, exponent, out));
     return;
@@ -274,19 +276,22 @@ void align_fixed_point(const TensorView& mantissa, const TensorView& exponent, c
                        const TensorView& out_exponent) {
   const std::string fn = "align_fixed_point";
   check_cpu(fn, mantissa);
-  check_dim(fn, mantissa, 2);
-  check_contiguous(fn, mantissa);
   if (mantissa.dtype() != DType::kInt8 && mantissa.dtype() != DType::kInt16) {
     throw_type_error(fn + ": " + mantissa.name() + " must be int8 or int16, got " + dtype_name(mantissa.dtype()));
   }
+  check_dim(fn, mantissa, 2);
+  check_contiguous(fn, mantissa);
   const int64_t rows = mantissa.size(0), cols = mantissa.size(1);
   check_dtype(fn, exponent, DType::kInt32);
   check_shape(fn, exponent, {rows});
+  check_contiguous(fn, exponent);
   check_dtype(fn, out, mantissa.dtype());
   check_shape(fn, out, {rows, cols});
   check_contiguous(fn, out);
   check_dtype(fn, out_exponent, DType::kInt32);
   check_shape(fn, out_exponent, {1});
+  for (const TensorView* t : {&exponent, &out, &out_exponent}) check_cpu(fn, *t);
+  check_disjoint(fn, {&out, &out_exponent}, {&mantissa, &exponent});
   const int32_t* e = exponent.data_as<int32_t>();
   const int32_t e_max = rows ? *std::max_element(e, e + rows) : 0;
   out_exponent.data_as<int32_t>()[0] = e_max;
@@ -360,6 +365,7 @@ void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView&
   const std::string fn = "quantize_absmax";
   check_input(fn, x);
   check_scaled_codes(fn, x, q, scale, bits);
+  check_disjoint(fn, {&q, &scale}, {&x});
   const int64_t rows = x.size(0);
   if (runs_on_cuda(fn, {&x, &q, &scale})) {
     INTCORE_ON_CUDA(cuda::quantize_absmax(x, q, scale, bits, rounding, stream));
@@ -388,17 +394,18 @@ void quantize_scaled(const TensorView& x, const TensorView& q, const TensorView&
   check_input(fn, x);
   check_cpu(fn, x);
   check_scaled_codes(fn, x, q, scale, bits);
+  check_cpu(fn, q);
+  check_cpu(fn, scale);
+  check_disjoint(fn, {&q}, {&x, &scale});
   const int64_t rows = x.size(0);
   row_absmax(fn, x);  // raises on NaN/Inf before anything is written
   const float* s = scale.data_as<float>();
+  for (int64_t i = 0; i < scale.size(0); ++i) {  // every value, used or not (no rows uses none)
+    if (!(s[i] >= 0.0f && s[i] <= FLT_MAX)) throw_value_error(fn + ": " + scale.name() + " must hold finite values >= 0");
+  }
   const bool per_row = scale.size(0) == rows && rows != 1;
   std::vector<float> scale_of_row(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r) {
-    scale_of_row[r] = s[per_row ? r : 0];
-    if (!(scale_of_row[r] >= 0.0f && scale_of_row[r] <= FLT_MAX)) {
-      throw_value_error(fn + ": " + scale.name() + " must hold finite values >= 0");
-    }
-  }
+  for (int64_t r = 0; r < rows; ++r) scale_of_row[r] = s[per_row ? r : 0];
   write_scaled_codes(fn, x, q, scale_of_row, bits, rounding, stream);
 }
 
@@ -413,7 +420,9 @@ void dequantize_absmax(const TensorView& q, const TensorView& scale, int bits, c
   check_contiguous(fn, out);
   const int64_t rows = q.size(0), cols = out.size(1);
   check_shape(fn, q, {rows, bits == 8 ? cols : (cols + 1) / 2});
+  check_shape(fn, out, {rows, cols});
   check_scale_vector(fn, scale, DType::kFloat32, rows);
+  check_disjoint(fn, {&out}, {&q, &scale});
   if (runs_on_cuda(fn, {&q, &scale, &out})) {
     INTCORE_ON_CUDA(cuda::dequantize_absmax(q, scale, bits, out));
     return;
@@ -449,6 +458,8 @@ void pack_int4(const TensorView& values, const TensorView& packed) {
   check_dtype(fn, packed, DType::kUInt8);
   check_shape(fn, packed, {rows, (cols + 1) / 2});
   check_contiguous(fn, packed);
+  check_cpu(fn, packed);
+  check_disjoint(fn, {&packed}, {&values});
   const int8_t* v = values.data_as<int8_t>();
   uint8_t* p = packed.data_as<uint8_t>();
   for (int64_t r = 0; r < rows; ++r) {
@@ -479,6 +490,8 @@ void unpack_int4(const TensorView& packed, const TensorView& values) {
   check_contiguous(fn, values);
   const int64_t rows = values.size(0), cols = values.size(1);
   check_shape(fn, packed, {rows, (cols + 1) / 2});
+  check_cpu(fn, values);
+  check_disjoint(fn, {&values}, {&packed});
   const uint8_t* p = packed.data_as<uint8_t>();
   int8_t* v = values.data_as<int8_t>();
   for (int64_t r = 0; r < rows; ++r) {

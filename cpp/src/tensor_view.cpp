@@ -15,6 +15,7 @@ const char* dtype_name(DType dtype) {
     case DType::kBFloat16: return "bfloat16";
     case DType::kFloat32: return "float32";
     case DType::kFloat64: return "float64";
+    case DType::kOther: return "a dtype intcore does not support";
   }
   return "unknown";
 }
@@ -30,6 +31,7 @@ int64_t dtype_size(DType dtype) {
     case DType::kFloat32: return 4;
     case DType::kInt64:
     case DType::kFloat64: return 8;
+    case DType::kOther: return 1;
   }
   return 0;
 }
@@ -51,8 +53,15 @@ TensorView::TensorView(void* data, DType dtype, int ndim, const int64_t* shape, 
                       std::to_string(kMaxDims) + " are supported");
   }
   int64_t running = 1;
+  bool empty = false;
+  for (int d = 0; d < ndim; ++d) empty = empty || shape[d] == 0;
   for (int d = ndim - 1; d >= 0; --d) {
     if (shape[d] < 0) throw_value_error(name_ + " has a negative size");
+    // numel() and every offset the kernels form must fit int64 (an expanded view can claim
+    // far more elements than memory holds).
+    if (!empty && shape[d] > 0 && running > (int64_t{1} << 62) / shape[d]) {
+      throw_value_error(name_ + " has too many elements (more than 2^62)");
+    }
     shape_[d] = shape[d];
     strides_[d] = strides ? strides[d] : running;
     running *= shape[d];
@@ -146,6 +155,53 @@ void check_cpu(const std::string& fn, const TensorView& t) {
   if (t.device().type != DeviceType::kCPU) {
     throw_value_error(fn + ": " + t.name() + " is on " + device_name(t.device()) + "; " + fn +
                       " has no CUDA implementation yet, so its tensors must be on the CPU");
+  }
+}
+
+namespace {
+
+// The bytes [begin, end) a view can touch; begin == end for an empty view.
+struct Extent {
+  uintptr_t begin = 0, end = 0;
+};
+
+Extent extent_of(const TensorView& t) {
+  if (t.numel() == 0 || t.data() == nullptr) return {};
+  int64_t low = 0, high = 0;
+  for (int d = 0; d < t.dim(); ++d) {
+    const int64_t reach = (t.size(d) - 1) * t.stride(d);
+    if (reach < 0) low += reach;
+    else high += reach;
+  }
+  const int64_t size = dtype_size(t.dtype());
+  const uintptr_t base = reinterpret_cast<uintptr_t>(t.data());
+  return {base + static_cast<uintptr_t>(low * size), base + static_cast<uintptr_t>((high + 1) * size)};
+}
+
+bool overlap(const TensorView& a, const TensorView& b) {
+  if (a.device() != b.device()) return false;
+  const Extent x = extent_of(a), y = extent_of(b);
+  return x.begin < x.end && y.begin < y.end && x.begin < y.end && y.begin < x.end;
+}
+
+}  // namespace
+
+void check_disjoint(const std::string& fn, std::initializer_list<const TensorView*> outputs,
+                    std::initializer_list<const TensorView*> inputs) {
+  for (auto out = outputs.begin(); out != outputs.end(); ++out) {
+    if (*out == nullptr) continue;
+    for (auto other = outputs.begin(); other != out; ++other) {
+      if (*other != nullptr && overlap(**out, **other)) {
+        throw_value_error(fn + ": " + (*out)->name() + " and " + (*other)->name() +
+                          " must not share memory (pass separate output tensors)");
+      }
+    }
+    for (const TensorView* in : inputs) {
+      if (in != nullptr && overlap(**out, *in)) {
+        throw_value_error(fn + ": " + (*out)->name() + " must not share memory with " + in->name() +
+                          " (pass a separate output tensor)");
+      }
+    }
   }
 }
 

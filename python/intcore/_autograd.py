@@ -13,10 +13,11 @@ import math
 import torch
 
 from intcore import _ops
+from intcore._checks import errors_named
 from intcore._random import draw_seed
 
 
-def _register_linear_autograd(forward, grad_input, grad_weight) -> None:
+def _register_linear_autograd(forward, grad_input, grad_weight, public: str) -> None:
     def setup_context(ctx, inputs, output):
         x, w, bias = inputs
         ctx.save_for_backward(x, w)
@@ -26,10 +27,11 @@ def _register_linear_autograd(forward, grad_input, grad_weight) -> None:
         x, w = ctx.saved_tensors
         seed = draw_seed(grad.device)
         dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = grad_input(grad, w, seed).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            dw = grad_weight(grad, x, seed).to(w.dtype)
+        with errors_named(f"{public} backward", grad=grad):
+            if ctx.needs_input_grad[0]:
+                dx = grad_input(grad, w, seed).to(x.dtype)
+            if ctx.needs_input_grad[1]:
+                dw = grad_weight(grad, x, seed).to(w.dtype)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             db = grad.sum(0).to(ctx.bias_dtype)
         return dx, dw, db
@@ -37,8 +39,8 @@ def _register_linear_autograd(forward, grad_input, grad_weight) -> None:
     forward.register_autograd(backward, setup_context=setup_context)
 
 
-_register_linear_autograd(_ops.int8_linear, _ops.int8_linear_grad_input, _ops.int8_linear_grad_weight)
-_register_linear_autograd(_ops.int4_linear, _ops.int4_linear_grad_input, _ops.int4_linear_grad_weight)
+_register_linear_autograd(_ops.int8_linear, _ops.int8_linear_grad_input, _ops.int8_linear_grad_weight, "int8_linear")
+_register_linear_autograd(_ops.int4_linear, _ops.int4_linear_grad_input, _ops.int4_linear_grad_weight, "int4_linear")
 
 
 def _fixed_point_linear_setup(ctx, inputs, output):
@@ -55,9 +57,10 @@ def _fixed_point_linear_backward(ctx, grad, *_code_grads):
     need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1]]
     dx = dw = db = None
     if any(need):
-        dx, dw = _ops.fixed_point_linear_backward(
-            grad, qx, ex, qw, ew, ctx.grad_bits, ctx.rounding, ctx.per_row, need, draw_seed(grad.device)
-        )
+        with errors_named("fixed_point_linear backward", grad=grad):
+            dx, dw = _ops.fixed_point_linear_backward(
+                grad, qx, ex, qw, ew, ctx.grad_bits, ctx.rounding, ctx.per_row, need, draw_seed(grad.device)
+            )
         dx = dx.to(ctx.x_dtype) if need[0] else None
         dw = dw.to(ctx.w_dtype) if need[1] else None
     if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
@@ -77,9 +80,10 @@ def _fixed_point_layer_norm_setup(ctx, inputs, output):
 
 
 def _fixed_point_layer_norm_backward(ctx, grad, *_saved_grads):
-    dx, dgamma, dbeta = _ops.fixed_point_layer_norm_backward(
-        grad, *ctx.saved_tensors, ctx.has_affine, ctx.grad_bits, ctx.rounding, draw_seed(grad.device)
-    )
+    with errors_named("fixed_point_layer_norm backward", grad=grad):
+        dx, dgamma, dbeta = _ops.fixed_point_layer_norm_backward(
+            grad, *ctx.saved_tensors, ctx.has_affine, ctx.grad_bits, ctx.rounding, draw_seed(grad.device)
+        )
     x_dtype, w_dtype, b_dtype = ctx.dtypes
     dgamma = dgamma.to(w_dtype) if w_dtype is not None and ctx.needs_input_grad[1] else None
     dbeta = dbeta.to(b_dtype) if b_dtype is not None and ctx.needs_input_grad[2] else None
@@ -102,9 +106,10 @@ def _fixed_point_embedding_backward(ctx, grad):
     (ids,) = ctx.saved_tensors
     dweight = None
     if ctx.needs_input_grad[1]:
-        dweight = _ops.fixed_point_embedding_backward(
-            grad, ids, ctx.num_embeddings, ctx.grad_bits, ctx.rounding, ctx.padding_idx, draw_seed(grad.device)
-        ).to(ctx.weight_dtype)
+        with errors_named("fixed_point_embedding backward", grad=grad):
+            dweight = _ops.fixed_point_embedding_backward(
+                grad, ids, ctx.num_embeddings, ctx.grad_bits, ctx.rounding, ctx.padding_idx, draw_seed(grad.device)
+            ).to(ctx.weight_dtype)
     return None, dweight, None, None, None, None
 
 
@@ -115,7 +120,8 @@ _ops.fixed_point_embedding.register_autograd(
 
 def _hadamard_backward(ctx, grad):
     # H / sqrt(g) is symmetric and orthonormal: the transform is its own adjoint.
-    return _ops.hadamard(grad, ctx.block_size).to(ctx.dtype), None
+    with errors_named("hadamard backward", grad=grad):
+        return _ops.hadamard(grad, ctx.block_size).to(ctx.dtype), None
 
 
 def _hadamard_setup(ctx, inputs, output):
@@ -148,7 +154,7 @@ def _lsq(operand_grad_h, operand, step, block_size):
     v = _ops.hadamard(operand.detach().float(), block_size) / step
     inside = (v >= -_INT4_MAX) & (v <= _INT4_MAX)
     d_step_elem = torch.where(inside, torch.round(v) - v, torch.sign(v) * _INT4_MAX)
-    scale = 1.0 / math.sqrt(operand.numel() * _INT4_MAX)
+    scale = 1.0 / math.sqrt(max(operand.numel(), 1) * _INT4_MAX)  # no values (0 rows): d_step is 0
     d_step = (operand_grad_h * d_step_elem).sum().reshape(1) * scale
     return _ops.hadamard(operand_grad_h * inside, block_size), d_step
 
@@ -158,13 +164,14 @@ def _hq_linear_backward(ctx, grad, *_code_grads):
     need = [ctx.needs_input_grad[0] or ctx.lsq, ctx.needs_input_grad[1] or ctx.lsq]
     dx = dw = db = dx_step = dw_step = None
     if any(need):
-        dx, dw = _ops.hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, ctx.k, ctx.block_size,
-                                         ctx.sampling, ctx.budget, need, draw_seed(grad.device))
-        if ctx.lsq:
-            x, w, x_step, w_step = extra
-            # dx, dw are (dL/d(x H)) H; H is its own inverse, so H brings back dL/d(x H).
-            dx, dx_step = _lsq(_ops.hadamard(dx, ctx.block_size), x, x_step, ctx.block_size)
-            dw, dw_step = _lsq(_ops.hadamard(dw, ctx.block_size), w, w_step, ctx.block_size)
+        with errors_named("int4_linear backward", grad=grad):
+            dx, dw = _ops.hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, ctx.k, ctx.block_size,
+                                             ctx.sampling, ctx.budget, need, draw_seed(grad.device))
+            if ctx.lsq:
+                x, w, x_step, w_step = extra
+                # dx, dw are (dL/d(x H)) H; H is its own inverse, so H brings back dL/d(x H).
+                dx, dx_step = _lsq(_ops.hadamard(dx, ctx.block_size), x, x_step, ctx.block_size)
+                dw, dw_step = _lsq(_ops.hadamard(dw, ctx.block_size), w, w_step, ctx.block_size)
         dx = dx.to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         dw = dw.to(ctx.w_dtype) if ctx.needs_input_grad[1] else None
     if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:

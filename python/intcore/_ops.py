@@ -28,6 +28,35 @@ def _portable_kernel(op: str):
     return KERNELS[op]
 
 
+def _fake(op):
+    """Registers fn as op's fake (meta) implementation, refusing None where the schema says
+    Tensor as the kernels do (the dispatcher lets it through), and a tensor of too few
+    dimensions for the shapes fn reads with a ValueError naming the op."""
+
+    def register(fn):
+        from intcore._checks import with_tensor_args_checked
+
+        checked = with_tensor_args_checked(op._name, fn)
+
+        def fake(*args, **kwargs):
+            try:
+                return checked(*args, **kwargs)
+            except IndexError as e:
+                raise ValueError(f"{op._name}: a tensor argument has too few dimensions ({e})") from None
+
+        op.register_fake(fake)
+        return fn
+
+    return register
+
+
+def _count(op: str, name: str, value: int) -> int:
+    """A size argument of a fake: refused when negative, as the kernels refuse it."""
+    if value < 0:
+        raise ValueError(f"{op}: {name} must be >= 0, got {value}")
+    return value
+
+
 def _exponent_shape(x: Tensor, per_row: bool) -> tuple:
     return (x.shape[0],) if per_row else (1,)
 
@@ -40,7 +69,7 @@ def quantize_fixed_point(x: Tensor, bits: int, rounding: str, per_row: bool, see
     return _portable_kernel("quantize_fixed_point")(x, bits, rounding, per_row, seed)
 
 
-@quantize_fixed_point.register_fake
+@_fake(quantize_fixed_point)
 def _(x, bits, rounding, per_row, seed):
     dtype = torch.int8 if bits <= 8 else torch.int16
     return x.new_empty(x.shape, dtype=dtype), x.new_empty(_exponent_shape(x, per_row), dtype=torch.int32)
@@ -51,7 +80,7 @@ def dequantize_fixed_point(mantissa: Tensor, exponent: Tensor) -> Tensor:
     return _portable_kernel("dequantize_fixed_point")(mantissa, exponent)
 
 
-@dequantize_fixed_point.register_fake
+@_fake(dequantize_fixed_point)
 def _(mantissa, exponent):
     return mantissa.new_empty(mantissa.shape, dtype=torch.float32)
 
@@ -61,7 +90,7 @@ def quantize_absmax(x: Tensor, bits: int, rounding: str, per_row: bool, seed: Te
     return _portable_kernel("quantize_absmax")(x, bits, rounding, per_row, seed)
 
 
-@quantize_absmax.register_fake
+@_fake(quantize_absmax)
 def _(x, bits, rounding, per_row, seed):
     if bits == 8:
         q = x.new_empty(x.shape, dtype=torch.int8)
@@ -75,9 +104,9 @@ def dequantize_absmax(q: Tensor, scale: Tensor, bits: int, cols: int) -> Tensor:
     return _portable_kernel("dequantize_absmax")(q, scale, bits, cols)
 
 
-@dequantize_absmax.register_fake
+@_fake(dequantize_absmax)
 def _(q, scale, bits, cols):
-    return q.new_empty((q.shape[0], cols), dtype=torch.float32)
+    return q.new_empty((q.shape[0], _count("dequantize_absmax", "cols", cols)), dtype=torch.float32)
 
 
 # ---- exact integer products ----------------------------------------------------------------
@@ -88,7 +117,7 @@ def int8_mm(a: Tensor, b: Tensor) -> Tensor:
     return _portable_kernel("int8_mm")(a, b)
 
 
-@int8_mm.register_fake
+@_fake(int8_mm)
 def _(a, b):
     return a.new_empty((a.shape[0], b.shape[0]), dtype=torch.int32)
 
@@ -98,7 +127,7 @@ def int4_mm(a: Tensor, b: Tensor, k: int) -> Tensor:
     return _portable_kernel("int4_mm")(a, b, k)
 
 
-@int4_mm.register_fake
+@_fake(int4_mm)
 def _(a, b, k):
     return a.new_empty((a.shape[0], b.shape[0]), dtype=torch.int32)
 
@@ -108,7 +137,7 @@ def int16_mm(a: Tensor, b: Tensor) -> Tensor:
     return _portable_kernel("int16_mm")(a, b)
 
 
-@int16_mm.register_fake
+@_fake(int16_mm)
 def _(a, b):
     return a.new_empty((a.shape[0], b.shape[0]), dtype=torch.int64)
 
@@ -123,7 +152,7 @@ def _define_absmax_linear(name: str):
     def forward(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
         return _portable_kernel(name)(x, w, bias)
 
-    @forward.register_fake
+    @_fake(forward)
     def _(x, w, bias):
         return x.new_empty((x.shape[0], w.shape[0]))
 
@@ -131,7 +160,7 @@ def _define_absmax_linear(name: str):
     def grad_input(grad: Tensor, w: Tensor, seed: Tensor) -> Tensor:
         return _portable_kernel(f"{name}_grad_input")(grad, w, seed)
 
-    @grad_input.register_fake
+    @_fake(grad_input)
     def _(grad, w, seed):
         return grad.new_empty((grad.shape[0], w.shape[1]))
 
@@ -139,7 +168,7 @@ def _define_absmax_linear(name: str):
     def grad_weight(grad: Tensor, x: Tensor, seed: Tensor) -> Tensor:
         return _portable_kernel(f"{name}_grad_weight")(grad, x, seed)
 
-    @grad_weight.register_fake
+    @_fake(grad_weight)
     def _(grad, x, seed):
         return grad.new_empty((grad.shape[1], x.shape[1]))
 
@@ -152,7 +181,7 @@ int4_linear, int4_linear_grad_input, int4_linear_grad_weight = _define_absmax_li
 
 # ---- dynamic fixed point: linear, layer norm, embedding -------------------------------------
 # bits lists are [activation, weight, grad] for the linear layer. The forward ops also return
-# the integer codes the backward reuses (specs/integer-finetuning.md: "reusing Qx, Qw").
+# the integer codes the backward reuses (docs/integer-finetuning.md, "Linear layer").
 
 
 @torch.library.custom_op("intcore::fixed_point_linear", mutates_args=())
@@ -166,7 +195,7 @@ def _mantissa_dtype(bits: int) -> torch.dtype:
     return torch.int8 if bits <= 8 else torch.int16
 
 
-@fixed_point_linear.register_fake
+@_fake(fixed_point_linear)
 def _(x, w, bias, bits, rounding, per_row, seed):
     return (
         x.new_empty((x.shape[0], w.shape[0])),
@@ -195,7 +224,7 @@ def fixed_point_linear_backward(
     )
 
 
-@fixed_point_linear_backward.register_fake
+@_fake(fixed_point_linear_backward)
 def _(grad, x_mantissa, x_exponent, w_mantissa, w_exponent, grad_bits, rounding, per_row, need_grad, seed):
     m, k, n = x_mantissa.shape[0], x_mantissa.shape[1], w_mantissa.shape[0]
     dx = grad.new_empty((m, k) if need_grad[0] else (0,), dtype=torch.float32)
@@ -236,7 +265,7 @@ def _layer_norm_outputs(x: Tensor, per_row: bool):
     )
 
 
-@fixed_point_layer_norm.register_fake
+@_fake(fixed_point_layer_norm)
 def _(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed):
     return _layer_norm_outputs(x, per_row)
 
@@ -262,7 +291,7 @@ def fixed_point_layer_norm_backward(
     )
 
 
-@fixed_point_layer_norm_backward.register_fake
+@_fake(fixed_point_layer_norm_backward)
 def _(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent,
       has_affine, grad_bits, rounding, seed):
     n = xhat.shape[1]
@@ -281,7 +310,7 @@ def fixed_point_embedding(
     return _portable_kernel("fixed_point_embedding")(ids, weight, bits, grad_bits, rounding, padding_idx)
 
 
-@fixed_point_embedding.register_fake
+@_fake(fixed_point_embedding)
 def _(ids, weight, bits, grad_bits, rounding, padding_idx):
     return weight.new_empty((ids.shape[0], weight.shape[1]))
 
@@ -295,9 +324,10 @@ def fixed_point_embedding_backward(
     )
 
 
-@fixed_point_embedding_backward.register_fake
+@_fake(fixed_point_embedding_backward)
 def _(grad, ids, num_embeddings, grad_bits, rounding, padding_idx, seed):
-    return grad.new_empty((num_embeddings, grad.shape[1]), dtype=torch.float32)
+    return grad.new_empty((_count("fixed_point_embedding_backward", "num_embeddings", num_embeddings), grad.shape[1]),
+                          dtype=torch.float32)
 
 
 # ---- INT4 training: Hadamard transform and the HQ-LSS linear layer --------------------------
@@ -308,7 +338,7 @@ def hadamard(x: Tensor, block_size: int) -> Tensor:
     return _portable_kernel("hadamard")(x, block_size)
 
 
-@hadamard.register_fake
+@_fake(hadamard)
 def _(x, block_size):
     return torch.empty_like(x, dtype=x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.float32)
 
@@ -329,7 +359,7 @@ def hq_linear(
     return _portable_kernel("hq_linear")(x, w, bias, block_size, sampling, budget, x_step, w_step)
 
 
-@hq_linear.register_fake
+@_fake(hq_linear)
 def _(x, w, bias, block_size, sampling, budget, x_step, w_step):
     k = x.shape[1]
     return (
@@ -360,8 +390,9 @@ def hq_linear_backward(
     )
 
 
-@hq_linear_backward.register_fake
+@_fake(hq_linear_backward)
 def _(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed):
+    _count("hq_linear_backward", "k", k)
     dx = grad.new_empty((grad.shape[0], k) if need_grad[0] else (0,), dtype=torch.float32)
     dw = grad.new_empty((grad.shape[1], k) if need_grad[1] else (0,), dtype=torch.float32)
     return dx, dw

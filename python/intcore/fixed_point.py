@@ -1,4 +1,4 @@
-"""Integer fine-tuning in dynamic fixed point (specs/integer-finetuning.md).
+"""Integer fine-tuning in dynamic fixed point (docs/integer-finetuning.md).
 
 Linear, layer-norm and embedding layers whose forward and backward run on integer mantissas
 with shared exponents, at a bit-width set per role by a :class:`FixedPointConfig`.
@@ -6,6 +6,8 @@ with shared exponents, at a bit-width set per role by a :class:`FixedPointConfig
 
 from __future__ import annotations
 
+import math
+import operator
 from dataclasses import dataclass
 from typing import Optional
 
@@ -70,6 +72,7 @@ class FixedPointConfig:
 DEFAULT_CONFIG = FixedPointConfig()
 
 
+@_checks.public("fixed_point_linear", renames={"w": "weight"})
 def fixed_point_linear(
     x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, config: FixedPointConfig = DEFAULT_CONFIG
 ) -> Tensor:
@@ -81,6 +84,7 @@ def fixed_point_linear(
     codes; the bias gradient is a float sum. x: [..., in_features], any float dtype.
     """
     _checks.check_linear_args(x, weight, bias, weight_name="weight")
+    _checks.check_config("config", config, FixedPointConfig)
     bits = [config.activation_bits, config.weight_bits, config.grad_bits]
     y = ops.fixed_point_linear(
         _checks.as_rows(x), weight, bias, bits, config.rounding, config.granularity == "per_row",
@@ -89,6 +93,7 @@ def fixed_point_linear(
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
+@_checks.public("fixed_point_layer_norm")
 def fixed_point_layer_norm(
     x: Tensor,
     weight: Optional[Tensor] = None,
@@ -109,8 +114,11 @@ def fixed_point_layer_norm(
                 raise ValueError(f"{name} must have shape ({n},) (the last dimension of x), got {tuple(t.shape)}")
     if (weight is None) != (bias is None):
         raise ValueError("weight and bias must both be given or both be None")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a float, got {type(eps).__name__}")
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+    _checks.check_config("config", config, FixedPointConfig)
     _checks.check_same_device(x=x, weight=weight, bias=bias)
     y = ops.fixed_point_layer_norm(
         _checks.as_rows(x), weight, bias, config.activation_bits, config.grad_bits, float(eps), config.rounding,
@@ -119,19 +127,29 @@ def fixed_point_layer_norm(
     return y.reshape(x.shape)
 
 
+@_checks.public("fixed_point_embedding", renames={"input": "ids"})
 def fixed_point_embedding(
     ids: Tensor, weight: Tensor, padding_idx: Optional[int] = None, config: FixedPointConfig = DEFAULT_CONFIG
 ) -> Tensor:
     """Rows of ``weight`` (mapped to ``weight_bits``) for integer ``ids`` of any shape.
 
     The backward maps the output gradient to ``grad_bits`` and scatter-adds it in integers:
-    exact and deterministic for repeated ids. Rows at ``padding_idx`` get no gradient.
+    exact and deterministic for repeated ids. Rows at ``padding_idx`` get no gradient;
+    ``padding_idx`` must lie in [-num_embeddings, num_embeddings), as for torch's embedding.
     """
     _checks.check_int("ids", ids, (torch.int64, torch.int32))
     _checks.check_float("weight", weight)
     _checks.check_dim("weight", weight, 2)
+    _checks.check_config("config", config, FixedPointConfig)
     _checks.check_same_device(ids=ids, weight=weight)
-    pad = -1 if padding_idx is None else int(padding_idx) % weight.shape[0]
+    pad = -1
+    if padding_idx is not None:
+        if isinstance(padding_idx, bool) or not hasattr(padding_idx, "__index__"):
+            raise TypeError(f"padding_idx must be an int or None, got {type(padding_idx).__name__}")
+        padding_idx, vocab = operator.index(padding_idx), weight.shape[0]
+        if not -vocab <= padding_idx < vocab:
+            raise ValueError(f"padding_idx must be within [-{vocab}, {vocab}) (num_embeddings {vocab}), got {padding_idx}")
+        pad = padding_idx % vocab
     out = ops.fixed_point_embedding(
         ids.reshape(-1).long(), weight, config.weight_bits, config.grad_bits, config.rounding, pad
     )

@@ -1,7 +1,8 @@
 """The public functions of intcore: integer linear layers, quantizers and exact integer GEMMs.
 
 All take ordinary torch tensors (any float dtype; any strides), check their arguments, and call
-the ``intcore`` torch ops, which work with autograd and ``torch.compile``.
+the ``intcore`` torch ops, which work with autograd and ``torch.compile``. Bad arguments raise
+TypeError/ValueError naming the function and the argument (``_checks.public``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class FixedPoint(NamedTuple):
     exponent: Tensor
 
 
+@_checks.public("quantize_fixed_point")
 def quantize_fixed_point(
     x: Tensor, bits: int, rounding: str = "stochastic", *, per_row: bool = False, seed: Optional[int] = None
 ) -> FixedPoint:
@@ -48,6 +50,7 @@ def quantize_fixed_point(
     return FixedPoint(mantissa.reshape(x.shape), exponent.reshape(exponent_shape))
 
 
+@_checks.public("dequantize_fixed_point")
 def dequantize_fixed_point(mantissa: Tensor, exponent: Tensor) -> Tensor:
     """mantissa * 2**exponent as float32 (exact for mantissas of up to 24 bits)."""
     _checks.check_int("mantissa", mantissa, (torch.int8, torch.int16))
@@ -63,6 +66,7 @@ def dequantize_fixed_point(mantissa: Tensor, exponent: Tensor) -> Tensor:
     return out.reshape(mantissa.shape)
 
 
+@_checks.public("quantize_absmax")
 def quantize_absmax(
     x: Tensor, bits: int = 8, rounding: str = "nearest", *, per_row: bool = True, seed: Optional[int] = None
 ) -> tuple[Tensor, Tensor]:
@@ -79,16 +83,24 @@ def quantize_absmax(
     return ops.quantize_absmax(x, bits, rounding, bool(per_row), seed_tensor(seed, x.device))
 
 
+@_checks.public("dequantize_absmax")
 def dequantize_absmax(q: Tensor, scale: Tensor, bits: int = 8, cols: Optional[int] = None) -> Tensor:
     """q * scale as float32. For int4, ``cols`` is the unpacked width (default 2 * bytes)."""
     _checks.check_bits(bits, (4, 8))
     _checks.check_int("q", q, (torch.int8,) if bits == 8 else (torch.uint8,))
     _checks.check_dim("q", q, 2)
+    _checks.check_int("scale", scale, (torch.float32,))
+    _checks.check_same_device(q=q, scale=scale)
     if cols is None:
         cols = q.shape[1] if bits == 8 else 2 * q.shape[1]
-    return ops.dequantize_absmax(q, scale, bits, int(cols))
+    cols = _checks.check_count("cols", cols)
+    if (cols if bits == 8 else (cols + 1) // 2) != q.shape[1]:
+        raise ValueError(f"cols ({cols}) does not match q, which holds {q.shape[1]} {'codes' if bits == 8 else 'bytes'} "
+                         f"per row")
+    return ops.dequantize_absmax(q, scale.detach(), bits, cols)
 
 
+@_checks.public("int8_mm")
 def int8_mm(a: Tensor, b: Tensor) -> Tensor:
     """Exact ``a @ b.T`` of int8 matrices a [M, K], b [N, K] as int32 (K < 2**17)."""
     _checks.check_int("a", a, (torch.int8,))
@@ -97,14 +109,17 @@ def int8_mm(a: Tensor, b: Tensor) -> Tensor:
     return ops.int8_mm(a, b)
 
 
+@_checks.public("int4_mm")
 def int4_mm(a: Tensor, b: Tensor, k: int) -> Tensor:
     """Exact ``a @ b.T`` of packed int4 matrices (uint8 [M, ceil(k/2)], [N, ceil(k/2)]) as int32."""
     _checks.check_int("a", a, (torch.uint8,))
     _checks.check_int("b", b, (torch.uint8,))
+    k = _checks.check_count("k", k)
     _checks.check_same_device(a=a, b=b)
-    return ops.int4_mm(a, b, int(k))
+    return ops.int4_mm(a, b, k)
 
 
+@_checks.public("int16_mm")
 def int16_mm(a: Tensor, b: Tensor) -> Tensor:
     """Exact ``a @ b.T`` of int16 (or int8) matrices as int64, through 8-bit limb GEMMs."""
     _checks.check_int("a", a, (torch.int8, torch.int16))
@@ -119,6 +134,7 @@ def _absmax_linear(op, x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
     return y.reshape(*x.shape[:-1], w.shape[0])
 
 
+@_checks.public("int8_linear")
 def int8_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """``x @ w.T + bias`` through int8 tensor arithmetic, forward and backward.
 

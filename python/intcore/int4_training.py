@@ -1,4 +1,4 @@
-"""INT4 training (specs/int4-training.md): the Hadamard quantizer forward, bit splitting and
+"""INT4 training (docs/int4-training.md): the Hadamard quantizer forward, bit splitting and
 leverage score sampling backward.
 
 ``int4_linear(x, w)`` trains with this method ("hq-lss") by default; ``recipe="absmax"`` is
@@ -67,13 +67,14 @@ def _is_power_of_two(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 32768 and v & (v - 1) == 0
 
 
+@_checks.public("hadamard")
 def hadamard(x: Tensor, block_size: int) -> Tensor:
     """Block-diagonal normalized Walsh-Hadamard transform along the last dimension.
 
     Every run of ``block_size`` (a power of two, 1..32768, dividing the last dimension)
     elements is multiplied by H / sqrt(block_size). The transform is orthonormal and its own
     inverse; its gradient is the transform of the gradient. float32/bfloat16/float16 keep
-    their dtype; other float dtypes give float32.
+    their dtype; other float dtypes give float32. Raises ValueError if x holds NaN or Inf.
     """
     _checks.check_float("x", x)
     if x.dim() == 0:
@@ -82,12 +83,14 @@ def hadamard(x: Tensor, block_size: int) -> Tensor:
         raise ValueError(f"block_size must be a power of two in 1..32768, got {block_size!r}")
     if x.shape[-1] % block_size:
         raise ValueError(f"the last dimension of x ({x.shape[-1]}) must be a multiple of block_size ({block_size})")
-    return ops.hadamard(x.reshape(-1, x.shape[-1]), block_size).reshape(x.shape)
+    return ops.hadamard(_checks.as_rows(x), block_size).reshape(x.shape)
 
 
 def _int4_error(v: Tensor, block_size: int) -> float:
     """||vH - Q(vH)|| for per-tensor absmax int4 (the forward's quantizer)."""
     vh = hadamard(v.detach().float(), block_size)
+    if vh.numel() == 0:
+        return 0.0
     scale = vh.abs().max() / 7
     if scale == 0:
         return 0.0
@@ -105,17 +108,26 @@ def _padded_to_blocks(t: Tensor, block_size: int) -> Tensor:
     return torch.nn.functional.pad(t, (0, pad)) if pad else t
 
 
+@_checks.public("lsq_initial_step")
 def lsq_initial_step(v: Tensor, block_size: int) -> Tensor:
     """LSQ's initial step for int4 codes of v H: 2 mean|v H| / sqrt(7), as a float32 [1]."""
+    _checks.check_float("v", v)
+    if v.numel() == 0:
+        raise ValueError(f"v is empty (shape {tuple(v.shape)}): the initial step is a mean over its values")
+    if not _is_power_of_two(block_size):
+        raise ValueError(f"block_size must be a power of two in 1..32768, got {block_size!r}")
     vh = hadamard(_padded_to_blocks(v.detach().float().reshape(-1, v.shape[-1]), block_size), block_size)
     return (2 * vh.abs().mean() / 7**0.5).reshape(1).clamp(min=1e-12)
 
 
+@_checks.public("search_block_size")
 def search_block_size(x: Tensor, w: Tensor) -> int:
     """The block size (1, 2, 4, ... 1024 dividing in_features) with the smallest product of
-    the quantization errors of x H and w H: the reference's per-layer search."""
+    the quantization errors of x H and w H: the reference's per-layer search. Raises
+    ValueError if x or w holds NaN or Inf."""
+    _checks.check_linear_args(x, w, None)
     k = w.shape[1]
-    x2 = x.detach().reshape(-1, k)
+    x2 = _checks.as_rows(x.detach())
     best, best_error = 1, float("inf")
     for g in BLOCK_SEARCH:
         if k % g:
@@ -126,6 +138,7 @@ def search_block_size(x: Tensor, w: Tensor) -> int:
     return best
 
 
+@_checks.public("int4_linear")
 def int4_linear(
     x: Tensor,
     w: Tensor,
@@ -155,6 +168,8 @@ def int4_linear(
     if (x_step is None) != (w_step is None):
         raise ValueError("x_step and w_step must both be given (LSQ) or both be None (absmax scales)")
     for name, step in (("x_step", x_step), ("w_step", w_step)):
+        if step is not None:
+            _checks.check_tensor(name, step)
         if step is not None and (step.shape != (1,) or step.dtype != torch.float32):
             raise ValueError(f"{name} must be a float32 tensor of shape (1,), got {step.dtype} {tuple(step.shape)}")
     y = ops.hq_linear(_checks.as_rows(x), w, bias, block_size, bool(sampling), float(budget), x_step,

@@ -68,5 +68,23 @@ TEST(FixedPointEmbedding, IdsOutOfRangeAreNamed) {
   }
 }
 
+TEST(FixedPointEmbedding, OutputShapeIsCheckedBeforeAnyIdIsRead) {
+  // 2^40 ids (a zero-stride view of one) and an output of 3 rows: refused at once, unread.
+  int64_t id = 0;
+  const int64_t shape[1] = {int64_t{1} << 40}, strides[1] = {0};
+  const TensorView ids(&id, DType::kInt64, 1, shape, strides, Device{}, "input");
+  auto table = random_floats(1, 7, 3);
+  Array<float> out(3, 7);
+  try {
+    fixed_point_embedding_forward(ids, table.view("weight"), 8, out.view("out"));
+    FAIL();
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("out must have shape [1099511627776, 7]"), std::string::npos);
+  }
+  Array<float> grad(3, 7), dtable(1, 7);
+  EXPECT_THROW(fixed_point_embedding_backward(ids, grad.view("grad"), 8, Rounding::kNearest, {}, -1, dtable.view("d")),
+               Error);
+}
+
 }  // namespace
 }  // namespace intcore

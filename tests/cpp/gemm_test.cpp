@@ -1,5 +1,6 @@
 // Every GEMM bit-exact against the naive int64 reference, with every CPU kernel.
 #include <cmath>
+#include <limits>
 
 #include "test_util.h"
 
@@ -139,6 +140,31 @@ TEST(GemmExact, BadArgumentsRaiseNamedErrors) {
   EXPECT_THROW(gemm_exact(IntMatrix::of(f.view("a")), IntMatrix::of(a.view("b")), c.view("c")), Error);
   Array<int16_t> w(2, 3);
   EXPECT_THROW(gemm_exact(IntMatrix::of(w.view("a")), IntMatrix::of(w.view("b")), c.view("c")), Error);
+}
+
+TEST(GemmExact, NegativeInt4KIsRefused) {
+  Array<uint8_t> a(2, 0), b(2, 0);
+  Array<int32_t> c(2, 2);
+  try {
+    gemm_exact(IntMatrix::int4(a.view("a"), -1), IntMatrix::int4(b.view("b"), -1), c.view("c"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("K (int4_k) must be >= 0, got -1"), std::string::npos);
+  }
+}
+
+TEST(GemmScaled, RefusesNonFiniteBiasAndAliasedOutput) {
+  Array<int8_t> a(2, 3, 1), b(2, 3, 1);
+  float one = 1.0f;
+  const TensorView s(&one, DType::kFloat32, {1}, "scale");
+  Array<float> out(2, 2), bias(1, 2, std::numeric_limits<float>::infinity());
+  const TensorView bias_view(bias.data.data(), DType::kFloat32, {2}, "bias");
+  EXPECT_THROW(gemm_scaled(IntMatrix::of(a.view("a")), s, IntMatrix::of(b.view("b")), s, &bias_view, out.view("out")),
+               Error);
+  // An output over the memory of operand a (a float32 [1, 1] view of its first bytes).
+  Array<int8_t> a1(1, 4), b1(1, 4);
+  const TensorView alias(a1.data.data(), DType::kFloat32, {1, 1}, "out");
+  EXPECT_THROW(gemm_scaled(IntMatrix::of(a1.view("a")), s, IntMatrix::of(b1.view("b")), s, nullptr, alias), Error);
 }
 
 TEST(GemmScaled, EpilogueAppliesScalesExponentsAndBias) {

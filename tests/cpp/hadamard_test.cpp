@@ -83,5 +83,39 @@ TEST(Hadamard, RejectsBadBlocks) {
   EXPECT_THROW(hadamard_transform(x.view("x"), 65536, y.view("y")), Error);
 }
 
+TEST(Hadamard, LargeFiniteInputsGiveTheirFiniteResult) {
+  // 128 values of 3e36 sum to 3.8e38 > FLT_MAX before the 1/sqrt(128) brings them back to 3.4e37.
+  for (float v : {3e36f, -3e36f, 3.4e38f}) {
+    Array<float> x(1, 128, v), y(1, 128);
+    hadamard_transform(x.view("x"), 128, y.view("y"));
+    const double expected = static_cast<double>(v) * 128.0 / std::sqrt(128.0);
+    if (std::fabs(expected) < 3.4e38) ASSERT_NEAR(y(0, 0) / expected, 1.0, 1e-6) << v;
+    for (int64_t c = 1; c < 128; ++c) ASSERT_EQ(y(0, c), 0.0f) << v;  // the other rows of H cancel
+  }
+  // A block of mixed magnitudes next to an ordinary one: the ordinary block is unchanged.
+  auto x = random_floats(1, 64, 7);
+  Array<float> ordinary(1, 64);
+  hadamard_transform(x.view("x"), 32, ordinary.view("y"));
+  x(0, 40) = 2e38f;
+  Array<float> y(1, 64);
+  hadamard_transform(x.view("x"), 32, y.view("y"));
+  for (int64_t c = 0; c < 32; ++c) ASSERT_EQ(y(0, c), ordinary(0, c));
+  for (int64_t c = 32; c < 64; ++c) ASSERT_TRUE(std::isfinite(y(0, c)));
+}
+
+TEST(Hadamard, RefusesNonFiniteInputAndAliasedOutput) {
+  auto x = random_floats(2, 8, 5);
+  Array<float> y(2, 8);
+  x(1, 3) = std::nanf("");
+  EXPECT_THROW(hadamard_transform(x.view("x"), 8, y.view("y")), Error);
+  x(1, 3) = 1.0f;
+  try {
+    hadamard_transform(x.view("x"), 8, x.view("y"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("y must not share memory with x"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace intcore

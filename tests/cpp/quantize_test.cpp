@@ -165,5 +165,22 @@ TEST(Int4Pack, RoundTripAndLowNibbleIsEvenColumn) {
   EXPECT_THROW(pack_int4(v.view("v"), p.view("p")), Error);
 }
 
+TEST(Absmax, DequantizeChecksEveryDimensionOfItsOutput) {
+  Array<int8_t> q(4, 8);
+  float one = 1.0f;
+  const TensorView scale(&one, DType::kFloat32, {1}, "scale");
+  Array<float> out(0, 8);  // 0 rows for 4 rows of codes: nothing may be written
+  try {
+    dequantize_absmax(q.view("q"), scale, 8, out.view("out"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "dequantize_absmax: out must have shape [4, 8], got [0, 8]");
+  }
+  Array<float> x(4, 8);
+  EXPECT_THROW(quantize_absmax(x.view("x"), TensorView(x.data.data(), DType::kInt8, {4, 8}, "q"),
+                               TensorView(&one, DType::kFloat32, {1}, "scale"), 8, Rounding::kNearest, {}),
+               Error);  // the codes would overwrite x as they are written
+}
+
 }  // namespace
 }  // namespace intcore

@@ -45,5 +45,28 @@ TEST(TensorView, ChecksNameTheArgument) {
   EXPECT_THROW(v.transposed().transposed().renamed("w").data_as<int16_t>(), Error);
 }
 
+TEST(TensorView, OutputsMustNotOverlapInputsOrEachOther) {
+  float data[16];
+  TensorView a(data, DType::kFloat32, {2, 4}, "a"), b(data + 8, DType::kFloat32, {2, 4}, "b");
+  TensorView tail(data + 7, DType::kFloat32, {1, 2}, "tail"), empty(data, DType::kFloat32, {0, 4}, "empty");
+  EXPECT_NO_THROW(check_disjoint("op", {&a}, {&b}));
+  EXPECT_NO_THROW(check_disjoint("op", {&empty, nullptr}, {&a, nullptr}));
+  EXPECT_THROW(check_disjoint("op", {&a}, {&tail}), Error);
+  EXPECT_THROW(check_disjoint("op", {&tail, &b}, {}), Error);
+  try {
+    check_disjoint("op", {&b}, {&a, &b});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kValue);
+    EXPECT_STREQ(e.what(), "op: b must not share memory with b (pass a separate output tensor)");
+  }
+}
+
+TEST(TensorView, RefusesShapesWhoseElementCountOverflows) {
+  float data[1];
+  const int64_t shape[2] = {int64_t{1} << 40, int64_t{1} << 40}, strides[2] = {0, 0};
+  EXPECT_THROW(TensorView(data, DType::kFloat32, 2, shape, strides), Error);
+}
+
 }  // namespace
 }  // namespace intcore

@@ -100,7 +100,7 @@ def test_config_validation():
         FixedPointConfig(weight_bits=17)
     with pytest.raises(ValueError, match="granularity must be one of"):
         FixedPointConfig(granularity="per_col")
-    with pytest.raises(ValueError, match="input holds 10 at position 1"):
+    with pytest.raises(ValueError, match="fixed_point_embedding: ids holds 10 at position 1"):
         intcore.fixed_point_embedding(torch.tensor([1, 10]), torch.randn(10, 3))
     with pytest.raises(ValueError, match=r"weight must have shape \(8,\)"):
         intcore.fixed_point_layer_norm(torch.randn(2, 8), torch.ones(7), torch.zeros(7))

@@ -76,14 +76,33 @@ def test_hadamard_conversion_edges_and_non_finite_values():
         every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
         every = every[torch.isfinite(every)]
         assert_same("hadamard", torch.stack([every, every[torch.randperm(every.numel())]], dim=1), 2)
-    # The engine transforms NaN and Inf without complaint; its NaN patterns in bfloat16/float16
-    # are not torch's, so they are checked too.
+    # NaN and Inf are refused by both kernels, like every other op's inputs.
     for dtype in FLOATS:
-        x = torch.randn(4, 16).to(dtype)
-        x[0, 1], x[2, 0] = float("nan"), -float("nan")
-        x[1, 2], x[1, 3], x[3, 4], x[3, 5] = float("inf"), -float("inf"), float("inf"), float("inf")
-        for block in (1, 2, 8):
-            assert_same("hadamard", x, block)
+        for bad in (float("nan"), -float("inf")):
+            x = torch.randn(4, 16).to(dtype)
+            x[2, 5] = bad
+            for kernels in (portable.KERNELS, engine_kernels.KERNELS):
+                with pytest.raises(ValueError, match="hadamard: x contains NaN or Inf"):
+                    kernels["hadamard"](x, 8)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_hadamard_of_large_finite_values_is_finite_and_bit_identical(dtype):
+    # A block's sums can overflow float32 before 1/sqrt(block) scales them back: such blocks are
+    # computed scaled down by a power of two, identically in both kernels, and their results
+    # are finite wherever the true result fits.
+    top = 3.3e38 if dtype in (torch.float32, torch.float64) else float(torch.finfo(dtype).max)
+    for block in (1, 2, 8, 128, 1024):
+        x = torch.randn(3, 2 * block, dtype=torch.float64) * top / 100
+        x[0, :block] = top / 100  # one block of equal values: its result is top / 100 * sqrt(block)
+        x[1, block // 2] = top
+        x[2] = torch.randn(2 * block)  # an ordinary row
+        y = assert_same("hadamard", x.to(dtype), block)[0].double()
+        if dtype in (torch.float32, torch.float64):
+            assert bool(torch.isfinite(y[1:]).all()), block
+            expected = float(x.to(dtype)[0, 0]) * math.sqrt(block)
+            if expected < 3.4e38:
+                assert float(y[0, 0]) == pytest.approx(expected, rel=1e-6), block
 
 
 # ---- hq_linear ----------------------------------------------------------------------------------
@@ -284,6 +303,8 @@ BAD_CALLS = [
     ("hadamard", lambda: (torch.randn(2, 65536), 65536)),
     ("hadamard", lambda: (torch.ones(2, 8, dtype=torch.int32), 4)),
     ("hadamard", lambda: (torch.randn(8), 4)),
+    ("hadamard", lambda: (torch.tensor([[1.0, NAN]]), 2)),
+    ("hadamard", lambda: (torch.tensor([[1e300, 1.0]], dtype=torch.float64), 2)),  # Inf once read as float32
     ("hq_linear", lambda: _forward(block=16)),
     ("hq_linear", lambda: _forward(block=3)),
     ("hq_linear", lambda: _forward(w=torch.randn(3, 16))),

@@ -207,6 +207,17 @@ def test_layer_norm_edges():
     check_layer_norm(wide, None, None, 16, 0.0, "stochastic", "integer", False, 1, 16, "stochastic", grad)
 
 
+def test_layer_norm_of_no_features_is_empty_like_torch():
+    # torch.nn.functional.layer_norm of [rows, 0] gives [rows, 0] (and empty gradients).
+    for rows in (0, 3):
+        x = torch.randn(rows, 0)
+        for affine in (False, True):
+            w, b = (torch.ones(0), torch.zeros(0)) if affine else (None, None)
+            check_layer_norm(x, w, b, 8, 1e-5, "stochastic", "integer", True, 4, 8, "stochastic", torch.randn(rows, 0))
+            y = engine_kernels.KERNELS["fixed_point_layer_norm"](*layer_norm_args(x=x, weight=w, bias=b))[0]
+            assert y.shape == (rows, 0)
+
+
 def test_layer_norm_saved_tensors_of_both_forwards_are_equal():
     x = torch.randn(12, 40) * 5
     args = (x, torch.randn(40), torch.randn(40), 8, 8, 1e-5, "stochastic", "integer", True, seed(3))
@@ -279,7 +290,6 @@ NAN = float("nan")
 REFUSED = [
     ("fixed_point_layer_norm", lambda: layer_norm_args(x=torch.randn(5))),
     ("fixed_point_layer_norm", lambda: layer_norm_args(x=torch.ones(3, 5, dtype=torch.int32))),
-    ("fixed_point_layer_norm", lambda: layer_norm_args(x=torch.randn(3, 0))),
     ("fixed_point_layer_norm", lambda: layer_norm_args(x=torch.randn(1, 65537))),
     ("fixed_point_layer_norm", lambda: layer_norm_args(bits=1)),
     ("fixed_point_layer_norm", lambda: layer_norm_args(bits=17)),
@@ -313,6 +323,8 @@ REFUSED = [
     ("fixed_point_layer_norm_backward", lambda: saved(gamma_exponent=torch.zeros(1, dtype=torch.int16))),
     ("fixed_point_layer_norm_backward", lambda: saved(seed=seed(0).float())),
     ("fixed_point_layer_norm_backward", lambda: saved(rows=1, n=65537)),
+    ("fixed_point_layer_norm_backward", lambda: saved(rstd_mantissa=torch.zeros(6, dtype=torch.int64)[::2])),
+    ("fixed_point_layer_norm_backward", lambda: saved(gamma_mantissa=torch.zeros(10, dtype=torch.int16)[::2])),
     ("fixed_point_embedding", lambda: (torch.tensor([0, 4]), torch.randn(4, 3), 8, 8, "nearest", -1)),
     ("fixed_point_embedding", lambda: (torch.tensor([0, -1]), torch.randn(4, 3), 8, 8, "nearest", -1)),
     ("fixed_point_embedding", lambda: (torch.tensor([0, 1], dtype=torch.int32), torch.randn(4, 3), 8, 8, "nearest", -1)),

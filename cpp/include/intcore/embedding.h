@@ -1,4 +1,4 @@
-// Embedding lookup in dynamic fixed point (specs/integer-finetuning.md).
+// Embedding lookup in dynamic fixed point (docs/integer-finetuning.md).
 //
 // Forward gathers rows of the table mapped to `bits` bits (one exponent for the whole table,
 // round to nearest). Backward maps the output gradient to `grad_bits` bits with one exponent

@@ -4,7 +4,7 @@
 // low nibble = even column). Any strides are accepted: packing into the kernel's panel layout
 // is where a transposed operand gets transposed, so `x.transposed()` costs no extra pass.
 // int16 operands are split into 8-bit limbs (hi signed, lo unsigned) and combined in int64,
-// so 9..16-bit mantissas stay exact (DESIGN.md, "Numbers").
+// so 9..16-bit mantissas stay exact (docs/design.md, "Numbers").
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Block-diagonal normalized Walsh-Hadamard transform along the last dimension
-// (specs/int4-training.md): every run of `block` consecutive elements (block = 2^k,
+// (docs/int4-training.md): every run of `block` consecutive elements (block = 2^k,
 // k = 0..15) becomes H x / sqrt(block), H the Sylvester Hadamard matrix. H / sqrt(block) is
 // symmetric and orthonormal, so the transform is its own inverse.
 #pragma once

@@ -1,4 +1,4 @@
-// INT4 training (specs/int4-training.md): the Hadamard quantizer (HQ) forward, and the
+// INT4 training (docs/int4-training.md): the Hadamard quantizer (HQ) forward, and the
 // backward's bit splitting and leverage score sampling (LSS).
 //
 // Notation: y = x w^T, x [M, K] (tokens x in_features), w [C, K], G = dL/dy [M, C].

@@ -1,4 +1,4 @@
-// Layer norm over the last dimension in dynamic fixed point (specs/integer-finetuning.md):
+// Layer norm over the last dimension in dynamic fixed point (docs/integer-finetuning.md):
 // integer sums and products throughout, results mapped back to float at the end.
 //
 // Forward, per row of N mapped inputs q (shared exponent e_x):

@@ -1,6 +1,6 @@
 // Quantizers: float tensors to integers and back.
 //
-// Dynamic fixed point (specs/integer-finetuning.md): x ~= q * 2^e, q a signed `bits`-bit
+// Dynamic fixed point (docs/integer-finetuning.md): x ~= q * 2^e, q a signed `bits`-bit
 // mantissa (2..16), e the exponent of the least significant bit, shared per tensor or per row.
 // e = e_max - (bits - 1) where |x| < 2^e_max (frexp convention), so |q| <= 2^(bits-1) - 1.
 // Mantissas are int8 for bits <= 8 and int16 above.

@@ -10,7 +10,9 @@
 
 namespace intcore {
 
-enum class DType : uint8_t { kInt8, kUInt8, kInt16, kInt32, kInt64, kFloat16, kBFloat16, kFloat32, kFloat64 };
+// kOther: an array of a dtype the engine does not compute with (bool, complex, ...). Such a view
+// carries no readable data: every entry point's dtype checks refuse it, in their usual order.
+enum class DType : uint8_t { kInt8, kUInt8, kInt16, kInt32, kInt64, kFloat16, kBFloat16, kFloat32, kFloat64, kOther };
 enum class DeviceType : uint8_t { kCPU, kCUDA };
 
 const char* dtype_name(DType dtype);
@@ -86,6 +88,10 @@ void check_contiguous(const std::string& fn, const TensorView& t);
 void check_same_device(const std::string& fn, const TensorView& a, const TensorView& b);
 // For functions with no CUDA implementation yet.
 void check_cpu(const std::string& fn, const TensorView& t);
+// Outputs must not share memory with each other or with any input: the engine writes an
+// output while it still reads its inputs. Null entries are skipped; empty views never overlap.
+void check_disjoint(const std::string& fn, std::initializer_list<const TensorView*> outputs,
+                    std::initializer_list<const TensorView*> inputs);
 // Checks that every tensor is on one device and returns whether that device is a CUDA GPU;
 // raises ValueError if it is but this build of the engine has no CUDA backend.
 bool runs_on_cuda(const std::string& fn, std::initializer_list<const TensorView*> tensors);

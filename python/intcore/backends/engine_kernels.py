@@ -9,22 +9,36 @@ Outputs of the float-facing ops are computed in float32 and returned in the inpu
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from intcore import _C, _ops
+from intcore.backends.portable.common import check_size, check_tensor_args
+from intcore.backends.portable.int4_training import check_backward_args as check_hq_backward_args
+from intcore.backends.portable.linear import check_int4_operands
+from intcore.backends.portable.quantize import check_dequantize_absmax_args
 
 
 KERNELS: dict = {}
 
 
 def kernel(name: str):
-    """Records fn as the engine kernel of op intcore::<name>."""
+    """Records fn as the engine kernel of op intcore::<name>. The recorded kernel refuses None
+    where the schema says Tensor (as the portable kernels do) and hands fn its tensors detached:
+    DLPack refuses tensors that require grad, and the engine never needs their graph."""
 
     def record(fn):
-        KERNELS[name] = fn
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            check_tensor_args(name, args, kwargs)
+            args = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
+            kwargs = {k: v.detach() if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+            return fn(*args, **kwargs)
+
+        KERNELS[name] = run
         return fn
 
     return record
@@ -66,6 +80,7 @@ def _quantize_fixed_point(x, bits, rounding, per_row, seed):
 
 @kernel("dequantize_fixed_point")
 def _dequantize_fixed_point(mantissa, exponent):
+    mantissa, exponent = mantissa.contiguous(), exponent.contiguous()  # the portable kernel takes any strides
     out = _empty(mantissa, mantissa.shape, dtype=torch.float32)
     _C.dequantize_fixed_point(mantissa, exponent, out)
     return out
@@ -84,6 +99,7 @@ def _quantize_absmax(x, bits, rounding, per_row, seed):
 
 @kernel("dequantize_absmax")
 def _dequantize_absmax(q, scale, bits, cols):
+    check_dequantize_absmax_args(q, bits, cols)  # cols sizes the output: checked before it is allocated
     out = _empty(q, (_size(q, 0), cols), dtype=torch.float32)
     _C.dequantize_absmax(q, scale, bits, out)
     return out
@@ -104,6 +120,7 @@ def _int8_mm(a, b):
 
 @kernel("int4_mm")
 def _int4_mm(a, b, k):
+    check_int4_operands(a, b, k)
     return _mm(a, b, torch.int32, int4_k=k)
 
 
@@ -140,10 +157,17 @@ _register_absmax_linear("int4_linear", 4)
 # ---- dynamic fixed point ---------------------------------------------------------------------
 
 
+def _check_need_grad(fn: str, need_grad: list) -> None:
+    if len(need_grad) != 2:
+        raise ValueError(f"{fn}: need_grad must list [dx, dw], got {need_grad}")
+
+
 def _shared_exponent(mantissa: Tensor, exponent: Tensor):
     """Per-row codes moved onto one exponent, for GEMMs that reduce across those rows."""
     if exponent.numel() == 1:
         return mantissa, exponent
+    # Contiguous copies where needed: the portable kernel takes any strides.
+    mantissa, exponent = mantissa.contiguous(), exponent.contiguous()
     out, out_exponent = torch.empty_like(mantissa), _empty(mantissa, (1,), dtype=torch.int32)
     _C.align_fixed_point(mantissa, exponent, out, out_exponent)
     return out, out_exponent
@@ -151,7 +175,8 @@ def _shared_exponent(mantissa: Tensor, exponent: Tensor):
 
 @kernel("fixed_point_linear")
 def _fixed_point_linear(x, w, bias, bits, rounding, per_row, seed):
-    x, w = x.detach(), w.detach()
+    if len(bits) != 3:
+        raise ValueError(f"fixed_point_linear: bits must list [activation, weight, grad] widths, got {bits}")
     qx, ex = _fixed_point_codes(x, bits[0], rounding, per_row, _seed_value(seed), 0)
     qw, ew = _fixed_point_codes(w, bits[1], "nearest", per_row, 0, 0)
     y = _empty(x, (_size(x, 0), _size(w, 0)), dtype=torch.float32)
@@ -162,13 +187,14 @@ def _fixed_point_linear(x, w, bias, bits, rounding, per_row, seed):
 
 @kernel("fixed_point_linear_backward")
 def _fixed_point_linear_backward(grad, x_mantissa, x_exponent, w_mantissa, w_exponent, grad_bits, rounding, per_row, need_grad, seed):
+    _check_need_grad("fixed_point_linear_backward", need_grad)
     grad, seed_value = grad.detach(), _seed_value(seed)
     dx = _empty(grad, (0,), dtype=torch.float32)
     dw = _empty(grad, (0,), dtype=torch.float32)
     if need_grad[0]:  # dx = G W: rows of G are rows of dx, so G may carry per-row exponents
         qg, eg = _fixed_point_codes(grad, grad_bits, rounding, per_row, seed_value, 0)
         qw, ew = _shared_exponent(w_mantissa, w_exponent)
-        dx = _empty(grad, (grad.shape[0], qw.shape[1]), dtype=torch.float32)
+        dx = _empty(grad, (_size(grad, 0), _size(qw, 1)), dtype=torch.float32)
         _C.gemm_scaled(qg, eg, qw.T, ew, None, dx)
     if need_grad[1]:  # dw = G^T X: reduces over tokens, so X needs one exponent
         if per_row or not need_grad[0]:
@@ -176,13 +202,17 @@ def _fixed_point_linear_backward(grad, x_mantissa, x_exponent, w_mantissa, w_exp
         else:  # one shared exponent: G^T is the transposed view of the same codes
             qgt, egt = qg.T, eg
         qx, ex = _shared_exponent(x_mantissa, x_exponent)
-        dw = _empty(grad, (grad.shape[1], qx.shape[1]), dtype=torch.float32)
+        dw = _empty(grad, (_size(grad, 1), _size(qx, 1)), dtype=torch.float32)
         _C.gemm_scaled(qgt, egt, qx.T, ex, None, dw)
     return dx, dw
 
 
 @kernel("fixed_point_layer_norm")
 def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed):
+    if not x.is_floating_point():
+        raise TypeError(f"fixed_point_layer_norm: x must be a floating-point tensor, got {x.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"fixed_point_layer_norm: x must be 2-D, got shape {tuple(x.shape)}")
     y, xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e = _ops._layer_norm_outputs(x, per_row)
     y = _empty(x, y.shape, dtype=torch.float32)
     _C.fixed_point_layer_norm_forward(
@@ -195,7 +225,7 @@ def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsq
 @kernel("fixed_point_layer_norm_backward")
 def _fixed_point_layer_norm_backward(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent,
       has_affine, grad_bits, rounding, seed):
-    n = xhat.shape[1]
+    n = _size(xhat, 1)
     dx = _empty(grad, xhat.shape, dtype=torch.float32)
     dgamma = _empty(grad, (n,) if has_affine else (0,), dtype=torch.float32)
     dbeta = _empty(grad, (n,) if has_affine else (0,), dtype=torch.float32)
@@ -216,6 +246,7 @@ def _fixed_point_embedding(ids, weight, bits, grad_bits, rounding, padding_idx):
 
 @kernel("fixed_point_embedding_backward")
 def _fixed_point_embedding_backward(grad, ids, num_embeddings, grad_bits, rounding, padding_idx, seed):
+    check_size("fixed_point_embedding_backward", "num_embeddings", num_embeddings)
     dweight = _empty(grad, (num_embeddings, _size(grad, 1)), dtype=torch.float32)
     _C.fixed_point_embedding_backward(ids, grad.detach(), grad_bits, rounding, _seed_value(seed), padding_idx, dweight)
     return dweight
@@ -246,8 +277,11 @@ def _hq_linear(x, w, bias, block_size, sampling, budget, x_step, w_step):
 
 @kernel("hq_linear_backward")
 def _hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed):
+    check_size("hq_linear_backward", "k", k)
+    _check_need_grad("hq_linear_backward", need_grad)
     grad, seed_value = grad.detach(), _seed_value(seed)
-    x_scale, w_scale = x_scale.detach(), w_scale.detach()  # float outputs of hq_linear: tracked by autograd
+    # Checked before outputs of k columns are allocated (the engine checks the same again).
+    check_hq_backward_args(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, budget, need_grad)
     dx = _empty(grad, (_size(grad, 0), k) if need_grad[0] else (0,), dtype=torch.float32)
     dw = _empty(grad, (_size(grad, 1), k) if need_grad[1] else (0,), dtype=torch.float32)
     _C.hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, seed_value,

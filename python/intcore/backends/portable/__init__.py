@@ -20,10 +20,13 @@ KERNELS: dict[str, Callable] = {}
 
 
 def portable_kernel(name: str):
-    """Records fn as the portable kernel of op intcore::<name>."""
+    """Records fn as the portable kernel of op intcore::<name>. The recorded kernel first
+    refuses None where the op's schema says Tensor (the dispatcher lets it through)."""
 
     def record(fn):
-        KERNELS[name] = fn
+        from intcore._checks import with_tensor_args_checked
+
+        KERNELS[name] = with_tensor_args_checked(name, fn)
         return fn
 
     return record

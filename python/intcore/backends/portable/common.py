@@ -8,6 +8,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from intcore._checks import check_tensor_args, with_tensor_args_checked  # noqa: F401  (re-exported)
+
 
 def seed_value(seed: Tensor) -> int:
     """The op's seed tensor as the engine's 64-bit Philox key."""
@@ -70,3 +72,10 @@ def as_float32(x: Tensor) -> Tensor:
     """x as the engine reads it: every element converted to float32 (float64 rounds to nearest),
     laid out row-major so that the codes derived from it are contiguous like the engine's."""
     return x.detach().to(torch.float32).contiguous()
+
+
+def check_size(fn: str, name: str, value: int) -> None:
+    """A size argument (a column count, K, a vocabulary size) must be >= 0; checked before any
+    output is allocated with it, by the engine kernels and the portable ones alike."""
+    if value < 0:
+        raise ValueError(f"{fn}: {name} must be >= 0, got {value}")

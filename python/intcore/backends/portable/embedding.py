@@ -13,7 +13,14 @@ import torch
 from torch import Tensor
 
 from intcore.backends.portable import portable_kernel
-from intcore.backends.portable.common import as_float32, check_finite, check_float_matrix, pow2, seed_value
+from intcore.backends.portable.common import (
+    as_float32,
+    check_finite,
+    check_float_matrix,
+    check_size,
+    pow2,
+    seed_value,
+)
 from intcore.backends.portable.quantize import fixed_point_codes
 
 
@@ -66,11 +73,11 @@ def _fixed_point_embedding(ids, weight, bits, grad_bits, rounding, padding_idx):
 def _fixed_point_embedding_backward(grad, ids, num_embeddings, grad_bits, rounding, padding_idx, seed):
     fn = "fixed_point_embedding_backward"
     dim = grad.shape[1] if grad.dim() > 1 else 0
-    # Allocated first, as the engine kernel allocates its output: a negative count fails here.
+    check_size(fn, "num_embeddings", num_embeddings)  # before allocating, as the engine kernel checks it
     sums = torch.zeros((num_embeddings, dim), dtype=torch.int64, device=grad.device)
     seed_v = seed_value(seed)
     if rounding not in ("nearest", "stochastic"):
-        raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+        raise ValueError(f"{fn}: rounding must be 'nearest' or 'stochastic', got {rounding!r}")
     check_float_matrix(fn, "grad", grad)
     _check_bits(fn, "grad_bits", grad_bits)
     _check_ids(fn, ids, num_embeddings)

@@ -40,8 +40,11 @@ def _fixed_point_linear(x, w, bias, bits, rounding, per_row, seed):
 def _fixed_point_linear_backward(
     grad, x_mantissa, x_exponent, w_mantissa, w_exponent, grad_bits, rounding, per_row, need_grad, seed
 ):
+    if len(need_grad) != 2:
+        raise ValueError(f"fixed_point_linear_backward: need_grad must list [dx, dw], got {need_grad}")
     grad, seed_v = grad.detach(), seed_value(seed)
-    dx = dw = grad.new_empty((0,), dtype=torch.float32)
+    # Two tensors: a custom op's outputs may not alias each other.
+    dx, dw = grad.new_empty((0,), dtype=torch.float32), grad.new_empty((0,), dtype=torch.float32)
     if need_grad[0]:
         qg, eg = fixed_point_codes(grad, grad_bits, rounding, per_row, seed_v, 0)
         qw, ew = _shared_exponent(w_mantissa, w_exponent)

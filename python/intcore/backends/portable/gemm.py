@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from intcore.backends.portable.common import pow2
+from intcore.backends.portable.common import check_finite, pow2
 
 _K_CHUNK = 1 << 16  # 2^16 * 128 * 128 = 2^30: a chunk's int32 accumulation never overflows
 
@@ -91,9 +91,35 @@ def scale_vector(s: Tensor, rows: int) -> Tensor:
     return pow2(s) if s.dtype == torch.int32 else s.to(torch.float64)
 
 
+def _check_scales(name: str, s: Tensor, rows: int) -> None:
+    """The engine's check of a scale vector: contiguous, [1] or [rows], float32 or int32."""
+    if not s.is_contiguous():
+        raise ValueError(f"gemm_scaled: {name} must be contiguous")
+    if s.dim() != 1 or s.shape[0] not in (1, rows):
+        raise ValueError(f"gemm_scaled: {name} must have shape [1] or [{rows}], got {list(s.shape)}")
+    if s.dtype not in (torch.float32, torch.int32):
+        raise TypeError(f"gemm_scaled: {name} must be float32 (scales) or int32 (exponents), got {s.dtype}")
+
+
 def gemm_scaled(a: Tensor, a_scale: Tensor, b: Tensor, b_scale: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """float32 (a @ b.T) * row scales * column scales (+ bias), as the engine's epilogue rounds it."""
+    """float32 (a @ b.T) * row scales * column scales (+ bias), as the engine's epilogue rounds it.
+    A bias holding NaN or Inf is refused, as the engine refuses it."""
+    for name, t in (("a", a), ("b", b)):
+        if t.dtype not in (torch.int8, torch.int16):
+            raise TypeError(f"gemm_scaled: {name} must be int8 or int16 (or packed int4), got {t.dtype}")
+        if t.dim() != 2:
+            raise ValueError(f"gemm_scaled: {name} must be 2-D, got shape {list(t.shape)}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"gemm_scaled: a and b must have the same K (reduction size), got {a.shape[1]} and {b.shape[1]}")
     m, n = a.shape[0], b.shape[0]
+    _check_scales("a_scale", a_scale, m)
+    _check_scales("b_scale", b_scale, n)
+    if bias is not None:
+        if bias.dtype != torch.float32:
+            raise TypeError(f"gemm_scaled: bias must be float32, got {bias.dtype}")
+        if bias.shape != (n,):
+            raise ValueError(f"gemm_scaled: bias must have shape [{n}], got {list(bias.shape)}")
+        check_finite("gemm_scaled", "bias", bias)
     acc = exact_mm(a, b).to(torch.float64)
     out = (acc * scale_vector(a_scale, m)[:, None] * scale_vector(b_scale, n)[None, :]).to(torch.float32)
     return out if bias is None else out + bias

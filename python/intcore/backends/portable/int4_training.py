@@ -6,7 +6,9 @@ Every float operation of the engine is repeated on whole tensors, in the engine'
 
 - The Hadamard transform runs the engine's Sylvester butterflies one stage at a time over all
   blocks at once: stage h pairs elements h apart inside groups of 2h, which is a reshape. float32
-  sums and differences, then a multiply by the float32 1/sqrt(block).
+  sums and differences, then a multiply by the float32 1/sqrt(block). A block whose max |x|
+  reaches 2^(127 - log2 block) is scaled by 2^-(log2 block + 1) before the butterflies and
+  multiplied by 1/sqrt(block) * 2^(log2 block + 1) after, so that its sums cannot overflow.
 - The backward scores all 2M stacked digit rows at once. The engine's sampling probabilities
   sum doubles one after the other; cumsum on the CPU adds in the same order. Its loop capping the
   largest weights becomes the length of the leading run of its condition, evaluated at every
@@ -25,7 +27,14 @@ import torch
 from torch import Tensor
 
 from intcore.backends.portable import portable_kernel
-from intcore.backends.portable.common import as_float32, check_float_matrix, round_codes, seed_value
+from intcore.backends.portable.common import (
+    as_float32,
+    check_finite,
+    check_float_matrix,
+    check_size,
+    round_codes,
+    seed_value,
+)
 from intcore.backends.portable.gemm import gemm_scaled
 from intcore.backends.portable.philox import random_words
 from intcore.backends.portable.quantize import absmax_codes, scaled_codes, unpack_int4
@@ -50,19 +59,27 @@ def _divide(numerator: float, t: Tensor) -> Tensor:
 # ---- the Hadamard transform -------------------------------------------------------------------
 
 
-def hadamard_float32(x32: Tensor, block: int) -> Tensor:
+def hadamard_float32(x32: Tensor, block: int, name: str = "x") -> Tensor:
     """x32 [rows, n] (float32) times the block-diagonal Sylvester Hadamard matrix, normalized by
-    1/sqrt(block): the engine's fwht on every block."""
+    1/sqrt(block): the engine's fwht on every block. Raises ValueError naming x32 `name` when it
+    holds NaN or Inf, as the engine does."""
+    check_finite("hadamard", name, x32)
     rows, n = x32.shape
     blocks = n // block
     values = x32.reshape(rows, blocks, block)
+    # Blocks whose sums could overflow float32 run scaled down by 2^-(log2 block + 1), exactly.
+    log2_block = block.bit_length() - 1
+    f32 = dict(dtype=torch.float32, device=x32.device)
+    scaled = values.abs().amax(dim=2, keepdim=True) >= torch.tensor(2.0 ** (127 - log2_block), **f32)
+    values = torch.where(scaled, values * torch.tensor(2.0 ** -(log2_block + 1), **f32), values)
     h = 1
     while h < block:
         pairs = values.reshape(rows, blocks, block // (2 * h), 2, h)
         a, b = pairs[:, :, :, 0], pairs[:, :, :, 1]
         values = torch.stack([a + b, a - b], dim=3).reshape(rows, blocks, block)
         h *= 2
-    norm = torch.tensor(1.0 / math.sqrt(block), dtype=torch.float32, device=x32.device)
+    norm = torch.tensor(1.0 / math.sqrt(block), **f32)
+    norm = torch.where(scaled, norm * torch.tensor(2.0 ** (log2_block + 1), **f32), norm)
     return (values * norm).reshape(rows, n)
 
 
@@ -108,15 +125,21 @@ def _check_block(fn: str, k: int, block: int) -> None:
 def _hadamard_codes(t: Tensor, block: int, step: Optional[Tensor], name: str) -> tuple[Tensor, Tensor]:
     """t H as per-tensor packed int4 codes (round to nearest) and their float32 [1] scale: the
     absmax scale, or the given LSQ step."""
-    th = hadamard_float32(as_float32(t), block)
+    th = hadamard_float32(as_float32(t), block, name)
     if step is None:
-        return absmax_codes(th, 4, "nearest", False, 0, 0)
+        return absmax_codes(th, 4, "nearest", False, 0, 0, name)
     step = step.detach()
+    return scaled_codes(th, step, 4, "nearest", 0, 0), step.clone()
+
+
+def _check_step(name: str, step: Optional[Tensor]) -> None:
+    """An LSQ step: float32 [1] (checked before anything is computed, as the engine does)."""
+    if step is None:
+        return
     if step.dtype != torch.float32:
         raise TypeError(f"hq_linear: {name}_step must be float32, got {step.dtype}")
     if tuple(step.shape) != (1,):
         raise ValueError(f"hq_linear: {name}_step must have shape [1], got {tuple(step.shape)}")
-    return scaled_codes(th, step, 4, "nearest", 0, 0), step.clone()
 
 
 @portable_kernel("hq_linear")
@@ -129,6 +152,8 @@ def _hq_linear(x, w, bias, block_size, sampling, budget, x_step, w_step):
     if w.shape[1] != k:
         raise ValueError(f"{fn}: x has {k} features but w expects {w.shape[1]}")
     _check_block(fn, k, block_size)
+    _check_step("x", x_step)
+    _check_step("w", w_step)
     bias32 = None
     if bias is not None:
         if not bias.is_floating_point():
@@ -155,7 +180,7 @@ def _split_gradient(grad: Tensor, seed: int) -> _Split:
     """G as two int4 digits: high rounded to nearest, low stochastically (stream offset 0)."""
     # max|G| comes back through the absmax quantizer's scale (which also refuses NaN/Inf), as
     # in the engine: 127 * (absmax / 127) in float32, not always absmax itself.
-    _, absmax_scale = absmax_codes(grad, 8, "nearest", False, 0, 0)
+    _, absmax_scale = absmax_codes(grad, 8, "nearest", False, 0, 0, "grad")
     absmax = absmax_scale * 127.0
     s = torch.where(absmax > 0, _divide(_SPLIT_RANGE, absmax), 0.0)
     m, c = grad.shape
@@ -279,7 +304,7 @@ def _grad_weight(split: _Split, x_codes: Tensor, x_scale: Tensor, k: int, sample
     if kept.shape[0] == 0:
         return torch.zeros(c, k, dtype=torch.float32, device=kept.device)
     rescaled = ((weight[kept] / p[kept])[:, None] * rows[kept].to(torch.float64)).to(torch.float32)
-    r_codes, r_scale = absmax_codes(rescaled, 8, "stochastic", False, seed, _REQUANTIZE_STREAM)
+    r_codes, r_scale = absmax_codes(rescaled, 8, "stochastic", False, seed, _REQUANTIZE_STREAM, "sampled gradient")
     return gemm_scaled(r_codes.T, r_scale / split.scale, xq[kept % m].T, x_scale)
 
 
@@ -297,10 +322,10 @@ def _check_codes(fn: str, name: str, codes: Tensor, scale: Tensor, rows: int, k:
         raise ValueError(f"{fn}: {name}_scale must have shape [1], got {tuple(scale.shape)}")
 
 
-@portable_kernel("hq_linear_backward")
-def _hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed):
+def check_backward_args(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, budget, need_grad) -> None:
+    """The backward's argument checks, in the engine's order; the engine kernel runs them too,
+    before it allocates outputs of k columns."""
     fn = "hq_linear_backward"
-    grad, seed_v = grad.detach(), seed_value(seed)
     check_float_matrix(fn, "grad", grad)
     m, c = grad.shape
     _check_block(fn, k, block_size)
@@ -310,7 +335,19 @@ def _hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size,
         _check_codes(fn, "w", w_codes, w_scale, c, k)
     if need_grad[1]:
         _check_codes(fn, "x", x_codes, x_scale, m, k)
-    dx = dw = grad.new_empty((0,), dtype=torch.float32)
+
+
+@portable_kernel("hq_linear_backward")
+def _hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed):
+    fn = "hq_linear_backward"
+    check_size(fn, "k", k)
+    if len(need_grad) != 2:
+        raise ValueError(f"{fn}: need_grad must list [dx, dw], got {need_grad}")
+    grad, seed_v = grad.detach(), seed_value(seed)
+    check_backward_args(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, budget, need_grad)
+    m, c = grad.shape
+    # Two tensors: a custom op's outputs may not alias each other.
+    dx, dw = grad.new_empty((0,), dtype=torch.float32), grad.new_empty((0,), dtype=torch.float32)
     if not (need_grad[0] or need_grad[1]):
         return dx, dw
     split = _split_gradient(grad, seed_v)  # one split serves both gradients
@@ -318,8 +355,8 @@ def _hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size,
     sampled = sampling and bool(split.scale != 0)
     if need_grad[0]:
         dxh = _grad_input(split, w_codes, w_scale.detach(), k, sampled, budget, seed_v)
-        dx = hadamard_float32(dxh, block_size)
+        dx = hadamard_float32(dxh, block_size, "gradient")
     if need_grad[1]:
         dwh = _grad_weight(split, x_codes, x_scale.detach(), k, sampled, budget, seed_v)
-        dw = hadamard_float32(dwh, block_size)
+        dw = hadamard_float32(dwh, block_size, "gradient")
     return dx, dw

@@ -19,6 +19,7 @@ their bit patterns (common.pow2), and 2^k scalings stand for ldexp, which they e
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -40,10 +41,10 @@ _MAX_EPS_STEPS = 1e30
 _NO_TOP = -(1 << 31)
 
 
-def _check_choice(name: str, value: str, choices: tuple) -> None:
-    """The bindings' check of a mode string (it names no function)."""
+def _check_choice(fn: str, name: str, value: str, choices: tuple) -> None:
+    """The bindings' check of a mode string, named after the binding (fn)."""
     if value not in choices:
-        raise ValueError(f"{name} must be {' or '.join(repr(c) for c in choices)}, got {value!r}")
+        raise ValueError(f"{fn}: {name} must be {' or '.join(repr(c) for c in choices)}, got {value!r}")
 
 
 def _check_bits(fn: str, name: str, bits: int) -> None:
@@ -66,6 +67,7 @@ def _check_vector(fn: str, name: str, v: Optional[Tensor], n: int) -> None:
 
 
 def _check_saved(fn: str, name: str, t: Tensor, dtype: torch.dtype, shape: tuple) -> None:
+    """A tensor the forward saved: its dtype, shape and (as the engine reads it) contiguity."""
     if t.dtype != dtype:
         raise TypeError(f"{fn}: {name} must be {dtype}, got {t.dtype}")
     if t.shape != shape:
@@ -104,16 +106,15 @@ def rsqrt_fixed(d: wide_int.Wide, rsqrt: str):
 @portable_kernel("fixed_point_layer_norm")
 def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed):
     fn = "fixed_point_layer_norm"
-    rows, n = x.shape  # the engine kernel's output shapes: a non-2-D x is refused here
+    check_float_matrix(fn, "x", x)
+    rows, n = x.shape
     seed_v = seed_value(seed)
-    _check_choice("rounding", rounding, ("nearest", "stochastic"))
-    _check_choice("rsqrt", rsqrt, ("integer", "float"))
+    _check_choice("fixed_point_layer_norm_forward", "rounding", rounding, ("nearest", "stochastic"))
+    _check_choice("fixed_point_layer_norm_forward", "rsqrt", rsqrt, ("integer", "float"))
     check_float_matrix(fn, "x", x)
     _check_bits(fn, "bits", bits)
-    if not eps >= 0:
-        raise ValueError(f"{fn}: eps must be >= 0")
-    if n == 0:
-        raise ValueError(f"{fn}: x must have at least one feature")
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"{fn}: eps must be finite and >= 0")
     _check_features(fn, "x", n)
     _check_vector(fn, "weight", weight, n)
     _check_vector(fn, "bias", bias, n)
@@ -135,7 +136,8 @@ def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsq
     m, e = torch.where(positive, m, 0), torch.where(positive, e, 0)
 
     centered = n * q - s1[:, None]
-    top = m * centered.abs().amax(1)  # max |xhat| in units of 2^e (m >= 0)
+    # max |xhat| in units of 2^e (m >= 0); no features (n = 0): no xhat at all
+    top = m * centered.abs().amax(1) if n else torch.zeros_like(m)
     row_top = torch.where(top != 0, wide_int.bit_length(top) + e, _NO_TOP)
     e_max = row_top.amax() if rows else torch.tensor(_NO_TOP, device=x.device)
     e_xhat = torch.where(e_max == _NO_TOP, 0, e_max) - (bits - 1)  # |xhat| < 2^e_max
@@ -175,7 +177,7 @@ def _fixed_point_layer_norm_backward(
 ):
     fn = "fixed_point_layer_norm_backward"
     seed_v = seed_value(seed)
-    _check_choice("rounding", rounding, ("nearest", "stochastic"))
+    _check_choice(fn, "rounding", rounding, ("nearest", "stochastic"))
     check_float_matrix(fn, "grad", grad)
     _check_bits(fn, "grad_bits", grad_bits)
     rows, n = grad.shape
@@ -192,6 +194,11 @@ def _fixed_point_layer_norm_backward(
     _check_saved(fn, "rstd_mantissa", rstd_mantissa, torch.int64, (rows,))
     _check_saved(fn, "rstd_exponent", rstd_exponent, torch.int32, (rows,))
     _check_saved(fn, "gamma_mantissa", gamma_mantissa, torch.int16, (n,))
+    for name, t in (("xhat_exponent", xhat_exponent), ("x_exponent", x_exponent), ("rstd_mantissa", rstd_mantissa),
+                    ("rstd_exponent", rstd_exponent), ("gamma_mantissa", gamma_mantissa),
+                    ("gamma_exponent", gamma_exponent)):
+        if not t.is_contiguous():
+            raise ValueError(f"{fn}: {name} must be contiguous")
 
     grad = grad.detach()
     g, g_exponent = fixed_point_codes(grad, grad_bits, rounding, False, seed_v, 0, name="grad")

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from intcore.backends.portable import portable_kernel
-from intcore.backends.portable.common import check_float_matrix, check_int_matrix, seed_value
+from intcore.backends.portable.common import check_float_matrix, check_int_matrix, check_size, seed_value
 from intcore.backends.portable.gemm import exact_mm, gemm_scaled
 from intcore.backends.portable.quantize import absmax_codes, unpack_int4
 
@@ -41,17 +41,25 @@ def _int8_mm(a, b):
     return exact_mm(a, b).to(torch.int32)
 
 
-@portable_kernel("int4_mm")
-def _int4_mm(a, b, k):
+def check_int4_operands(a: Tensor, b: Tensor, k: int) -> None:
+    """Packed int4 operands of K = k: uint8 matrices of ceil(k / 2) bytes per row, k below the
+    int32 limit. The engine kernel runs these checks too, so both refuse in the same order."""
     fn = "int4_mm"
     for name, t in (("a", a), ("b", b)):
         check_int_matrix(fn, name, t, (torch.uint8,))
+    check_size(fn, "k", k)
+    for name, t in (("a", a), ("b", b)):
         if t.shape[1] != (k + 1) // 2:
             raise ValueError(
                 f"{fn}: {name} holds packed int4 with K = {k}, so it needs {(k + 1) // 2} bytes per row, "
                 f"got {tuple(t.shape)}"
             )
     _check_int32_k(fn, k)
+
+
+@portable_kernel("int4_mm")
+def _int4_mm(a, b, k):
+    check_int4_operands(a, b, k)
     return exact_mm(unpack_int4(a, k), unpack_int4(b, k)).to(torch.int32)
 
 
@@ -64,9 +72,10 @@ def _int16_mm(a, b):
     return exact_mm(a, b)
 
 
-def _codes(t: Tensor, bits: int, rounding: str, seed: int, offset: int):
-    """Per-row absmax codes of t as int8 values (int4 unpacked) and their scales."""
-    q, scale = absmax_codes(t, bits, rounding, True, seed, offset)
+def _codes(t: Tensor, bits: int, rounding: str, seed: int, offset: int, name: str):
+    """Per-row absmax codes of t as int8 values (int4 unpacked) and their scales; errors name
+    t `name`, as the engine names the operand it quantizes."""
+    q, scale = absmax_codes(t, bits, rounding, True, seed, offset, name)
     return (q if bits == 8 else unpack_int4(q, t.shape[1])), scale
 
 
@@ -84,8 +93,8 @@ def _register_absmax_linear(name: str, bits: int) -> None:
             raise ValueError(f"{fn}: x has {x.shape[1]} features but w expects {w.shape[1]}")
         if bias is not None and bias.shape != (w.shape[0],):
             raise ValueError(f"{fn}: bias must have shape [{w.shape[0]}], got {tuple(bias.shape)}")
-        qx, sx = _codes(x, bits, "nearest", 0, 0)
-        qw, sw = _codes(w, bits, "nearest", 0, 0)
+        qx, sx = _codes(x, bits, "nearest", 0, 0, "x")
+        qw, sw = _codes(w, bits, "nearest", 0, 0, "w")
         bias32 = None if bias is None else bias.detach().to(torch.float32)
         return gemm_scaled(qx, sx, qw, sw, bias32).to(x.dtype)
 
@@ -95,8 +104,8 @@ def _register_absmax_linear(name: str, bits: int) -> None:
         _check_operands(fn, "grad", grad, "w", w)
         if grad.shape[1] != w.shape[0]:
             raise ValueError(f"{fn}: grad and w disagree on the number of output features")
-        qg, sg = _codes(grad, bits, "stochastic", seed_value(seed), 0)
-        qwt, swt = _codes(w.T, bits, "nearest", 0, 0)
+        qg, sg = _codes(grad, bits, "stochastic", seed_value(seed), 0, "grad")
+        qwt, swt = _codes(w.T, bits, "nearest", 0, 0, "w")
         return gemm_scaled(qg, sg, qwt, swt, None).to(grad.dtype)
 
     @portable_kernel(f"{name}_grad_weight")
@@ -105,8 +114,8 @@ def _register_absmax_linear(name: str, bits: int) -> None:
         _check_operands(fn, "grad", grad, "x", x)
         if grad.shape[0] != x.shape[0]:
             raise ValueError(f"{fn}: grad and x disagree on the number of rows")
-        qgt, sgt = _codes(grad.T, bits, "stochastic", seed_value(seed), 1)
-        qxt, sxt = _codes(x.T, bits, "nearest", 0, 0)
+        qgt, sgt = _codes(grad.T, bits, "stochastic", seed_value(seed), 1, "grad")
+        qxt, sxt = _codes(x.T, bits, "nearest", 0, 0, "x")
         return gemm_scaled(qgt, sgt, qxt, sxt, None).to(grad.dtype)
 
 

@@ -19,6 +19,7 @@ from intcore.backends.portable.common import (
     check_float_matrix,
     check_int_matrix,
     check_scale_vector,
+    check_size,
     pow2,
     round_codes,
     seed_value,
@@ -58,10 +59,10 @@ def fixed_point_codes(x: Tensor, bits: int, rounding: str, per_row: bool, seed: 
     """x as `bits`-bit mantissas and int32 exponents ([rows] per row, else [1]); errors name
     the input `name`, as the engine names the tensor it quantizes."""
     fn = "quantize_fixed_point"
+    _check_rounding(fn, rounding)  # first, as the engine's binding parses it
     check_float_matrix(fn, name, x)
     if not 2 <= bits <= 16:
         raise ValueError(f"{fn}: bits must be in 2..16, got {bits}")
-    _check_rounding(fn, rounding)
     x32 = as_float32(x)
     rows = x32.shape[0]
     absmax = _shared_absmax(row_absmax(fn, name, x32), per_row)
@@ -107,19 +108,19 @@ def _check_scaled_bits(fn: str, bits: int) -> None:
         raise ValueError(f"{fn}: bits must be 8 or 4, got {bits}")
 
 
-def absmax_codes(x: Tensor, bits: int, rounding: str, per_row: bool, seed: int, offset: int):
+def absmax_codes(x: Tensor, bits: int, rounding: str, per_row: bool, seed: int, offset: int, name: str = "x"):
     """Symmetric absmax codes of x (int8, or int4 packed two per byte) and float32 scales
-    absmax / qmax ([rows] per row, else [1])."""
+    absmax / qmax ([rows] per row, else [1]); errors name x `name`."""
     fn = "quantize_absmax"
-    check_float_matrix(fn, "x", x)
+    _check_rounding(fn, rounding)  # first, as the engine's binding parses it
+    check_float_matrix(fn, name, x)
     _check_scaled_bits(fn, bits)
-    _check_rounding(fn, rounding)
     x32 = as_float32(x)
     rows = x32.shape[0]
     # A tensor divisor: dividing by a Python scalar becomes a reciprocal multiply on CUDA,
     # which rounds differently from the engine's division.
     qmax = torch.tensor(127.0 if bits == 8 else 7.0, device=x32.device)
-    scale_of_row = _shared_absmax(row_absmax(fn, "x", x32), per_row) / qmax
+    scale_of_row = _shared_absmax(row_absmax(fn, name, x32), per_row) / qmax
     if per_row:
         scale = scale_of_row.clone()
     else:
@@ -148,8 +149,10 @@ def align_fixed_point(mantissa: Tensor, exponent: Tensor):
     fn = "align_fixed_point"
     check_int_matrix(fn, "mantissa", mantissa, (torch.int8, torch.int16))
     rows = mantissa.shape[0]
-    if exponent.dtype != torch.int32 or exponent.shape != (rows,):
-        raise ValueError(f"{fn}: exponent must be int32 of shape [{rows}], got {exponent.dtype} {tuple(exponent.shape)}")
+    if exponent.dtype != torch.int32:
+        raise TypeError(f"{fn}: exponent must be int32, got {exponent.dtype}")
+    if exponent.shape != (rows,):
+        raise ValueError(f"{fn}: exponent must have shape [{rows}], got {list(exponent.shape)}")
     e_max = exponent.max() if rows else exponent.new_zeros(())
     scale = pow2(-torch.clamp(e_max - exponent, max=62))[:, None]
     out = torch.round(mantissa.to(torch.float64) * scale).to(mantissa.dtype)
@@ -179,15 +182,23 @@ def _quantize_absmax(x, bits, rounding, per_row, seed):
     return absmax_codes(x, bits, rounding, per_row, seed_value(seed), 0)
 
 
-@portable_kernel("dequantize_absmax")
-def _dequantize_absmax(q, scale, bits, cols):
+def check_dequantize_absmax_args(q: Tensor, bits: int, cols: int) -> None:
+    """bits, the codes q and the width cols they unpack to; the engine kernel runs these checks
+    too, before it allocates an output of cols columns."""
     fn = "dequantize_absmax"
     _check_scaled_bits(fn, bits)
     check_int_matrix(fn, "q", q, (torch.int8,) if bits == 8 else (torch.uint8,))
-    rows = q.shape[0]
+    check_size(fn, "cols", cols)
     expected = cols if bits == 8 else (cols + 1) // 2
-    if cols < 0 or q.shape[1] != expected:
-        raise ValueError(f"{fn}: q must have shape [{rows}, {expected}] for {cols} columns, got {tuple(q.shape)}")
+    if q.shape[1] != expected:
+        raise ValueError(f"{fn}: q must have shape [{q.shape[0]}, {expected}] for {cols} columns, got {tuple(q.shape)}")
+
+
+@portable_kernel("dequantize_absmax")
+def _dequantize_absmax(q, scale, bits, cols):
+    fn = "dequantize_absmax"
+    check_dequantize_absmax_args(q, bits, cols)
+    rows = q.shape[0]
     check_scale_vector(fn, "scale", scale, torch.float32, rows)
     values = q if bits == 8 else unpack_int4(q, cols)
     s = scale if scale.shape[0] == rows and rows != 1 else scale[:1].expand(rows)
