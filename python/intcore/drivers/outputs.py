@@ -1,4 +1,4 @@
-"""A driver's output directory: results.json, curves.csv, the plot, checkpoints/.
+"""A driver's output directory: results.json, curves.csv, the plot, checkpoints/, models/.
 
 Files are written atomically (a temporary file in the same directory, then os.replace), so a
 crash never leaves a half-written result, and an existing run is never overwritten: without
@@ -14,22 +14,65 @@ import os
 import tempfile
 from pathlib import Path
 
+from intcore.drivers import errors
 from intcore.drivers.errors import DriverError
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Temporary files and directories are created private (0600, 0700); what they become is given
+# the modes an ordinary open() or mkdir() would give (0644 and 0755 under the usual umask).
+_UMASK = _umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A new temporary directory in parent, to be renamed into place when complete."""
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    path.chmod(DIR_MODE)
+    return path
+
+
+def fsync_directory(path: Path) -> None:
+    """Flushes a directory's entries (a rename into it, a new file) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
+    """Writes path through a temporary file that is flushed to disk before it is renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_directory(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _remove_if_empty(directories: list) -> None:
+    """Removes the directories a failed start created (innermost first) while they are empty."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 class OutputDir:
@@ -37,7 +80,10 @@ class OutputDir:
         self.path = Path(path)
 
     def prepare(self, resume: bool) -> None:
-        """Refuses to overwrite a run (or to resume none), then creates the directory."""
+        """Refuses to overwrite a run (or to resume none), then creates the directory; if the
+        run then fails before writing anything, the directories it created are removed."""
+        if self.path.exists() and not self.path.is_dir():
+            raise DriverError(f"--output {self.path} is an existing file, not a directory; choose another --output")
         held = [p for p in ("results.json", "curves.csv", "checkpoints") if (self.path / p).exists()]
         if held and not resume:
             raise DriverError(
@@ -46,7 +92,25 @@ class OutputDir:
             )
         if resume and not held:
             raise DriverError(f"--resume: {self.path} holds no run to resume (no checkpoints/ or results)")
-        self.path.mkdir(parents=True, exist_ok=True)
+        created = [p for p in [self.path, *self.path.parents] if not p.exists()]
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DriverError(f"--output {self.path} cannot be created ({e.strerror or e})") from None
+        errors.on_failure(lambda: _remove_if_empty(created))
+
+    def resumable(self) -> bool:
+        """Whether --resume has something to continue: results or a checkpoint."""
+        checkpoints = self.path / "checkpoints"
+        return self.results.exists() or (checkpoints.is_dir() and any(
+            p.name == "latest" or p.name.startswith("step-") for d in checkpoints.iterdir() if d.is_dir()
+            for p in d.iterdir()))
+
+    def interrupt_message(self) -> str:
+        if self.resumable():
+            return f"interrupted; rerun with --resume (and --output {self.path}) to continue from the last checkpoint"
+        return ("interrupted before the first checkpoint, so there is nothing to resume; rerun the command "
+                "(without --resume) to start again")
 
     @property
     def results(self) -> Path:
@@ -62,6 +126,10 @@ class OutputDir:
 
     def checkpoints(self, name: str) -> Path:
         return self.path / "checkpoints" / name
+
+    def model(self, name: str) -> Path:
+        """Where run `name`'s exported model goes (drivers/export.py)."""
+        return self.path / "models" / name
 
     def load_results(self) -> dict:
         if not self.results.exists():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 import intcore
-from intcore.drivers import checkpoint, distributed, report
+from intcore.drivers import checkpoint, distributed, errors, report
 from intcore.drivers.outputs import OutputDir
 
 
@@ -14,6 +14,7 @@ def open_output(path: str, resume: bool, world: distributed.World) -> OutputDir:
     output = OutputDir(path)
     if world.is_main:
         output.prepare(resume)
+    errors.on_interrupt(output.interrupt_message)
     distributed.barrier(world)
     return output
 
@@ -65,7 +66,8 @@ def resume(directory, enabled: bool, model, optimizer, scheduler, world: distrib
            total_steps: int) -> tuple[dict | None, int]:
     """The saved driver state and step of the newest checkpoint (restoring model, optimizer,
     scheduler and this rank's RNG), or (None, 0) when not resuming or nothing was saved."""
-    latest = checkpoint.latest(directory) if enabled else None
+    # Rank 0 writes the checkpoints, so it alone clears what an interrupted save left behind.
+    latest = checkpoint.latest(directory, clean=world.is_main) if enabled else None
     if latest is None:
         return None, 0
     state, rng = checkpoint.load(latest, distributed.unwrap(model), optimizer, scheduler)
@@ -76,18 +78,11 @@ def resume(directory, enabled: bool, model, optimizer, scheduler, world: distrib
     return state, step
 
 
-def save(directory, step: int, model, optimizer, scheduler, state: dict, world: distributed.World, device) -> None:
-    """A checkpoint with every rank's RNG state, written by rank 0; all ranks wait for it."""
+def save(directory, step: int, model, optimizer, scheduler, state: dict, world: distributed.World, device,
+         keep: int) -> None:
+    """A checkpoint with every rank's RNG state, written by rank 0, which keeps the newest
+    `keep`; all ranks wait for it."""
     rng = distributed.rng_states(world, device)
     if world.is_main:
-        checkpoint.save(directory, step, distributed.unwrap(model), optimizer, scheduler, state, rng)
+        checkpoint.save(directory, step, distributed.unwrap(model), optimizer, scheduler, state, rng, keep=keep)
     distributed.barrier(world)
-
-
-def progress_bar(world: distributed.World, enabled: bool, total: int, initial: int, label: str):
-    """A tqdm bar on rank 0 (None elsewhere or when disabled)."""
-    if not (world.is_main and enabled):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"{label:>10}", unit="step", dynamic_ncols=True)
