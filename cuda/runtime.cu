@@ -57,12 +57,31 @@ bool available(std::string* reason) {
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess) {
-    if (reason) *reason = std::string("the CUDA runtime reports: ") + cudaGetErrorString(status);
+    // The runtime reports a machine without an NVIDIA driver as "driver version is insufficient";
+    // cudaDriverGetVersion tells that apart from a real old driver by returning version 0.
+    int driver = 0;
+    const bool no_driver = status == cudaErrorInsufficientDriver &&
+                           cudaDriverGetVersion(&driver) == cudaSuccess && driver == 0;
+    if (reason) {
+      if (no_driver) {
+        *reason = "no GPU (no NVIDIA driver is installed)";
+      } else if (status == cudaErrorNoDevice) {
+        *reason = "no GPU (the NVIDIA driver sees no CUDA device)";
+      } else {
+        *reason = std::string("the CUDA runtime reports: ") + cudaGetErrorString(status);
+        if (status == cudaErrorInsufficientDriver) {
+          *reason += " (the driver supports CUDA " + std::to_string(driver / 1000) + "." +
+                     std::to_string(driver % 1000 / 10) + ", intcore was built with CUDA " +
+                     std::to_string(CUDART_VERSION / 1000) + "." + std::to_string(CUDART_VERSION % 1000 / 10) +
+                     ": update the driver)";
+        }
+      }
+    }
     cudaGetLastError();  // clear the sticky error of a failed probe
     return false;
   }
   if (count == 0) {
-    if (reason) *reason = "no CUDA device is visible";
+    if (reason) *reason = "no GPU (no CUDA device is visible)";
     return false;
   }
   int major = 0;

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test: the engine's GoogleTest suite (built here with CMake) and the Python suite
-# against the installed intcore package (`pip install .` first).
+# against the installed intcore package (`pip install ".[test]"` first; the README's set-up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Say what is missing before the engine's build, not after it.
+python -c "import pytest" 2>/dev/null ||
+  { echo "tests/run.sh: pytest is missing: pip install 'pytest>=8' (what pip install '.[test]' adds)" >&2; exit 1; }
+python -c "import intcore" 2>/dev/null ||
+  { echo "tests/run.sh: intcore is not installed in $(command -v python): pip install '.[test]' first" >&2; exit 1; }
 
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)

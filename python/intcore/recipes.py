@@ -12,7 +12,7 @@
     int8-mixed  int8 linear layers, 16-bit layer norm and embedding (ours: the GEMMs carry
                 the cost, the normalizations carry the sensitivity)
     int4-hq     every linear layer in INT4 with the Hadamard quantizer and leverage score
-                sampling (specs/int4-training.md); layer norm and embedding stay float
+                sampling (docs/int4-training.md); layer norm and embedding stay float
 
 ``intcore.convert(model, "int16")`` applies one; ``get(name)`` returns its :class:`Recipe`.
 """

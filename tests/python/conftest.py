@@ -1,3 +1,4 @@
+import glob
 import os
 
 import pytest
@@ -32,8 +33,16 @@ def cpu_kernel(request):
 # INTCORE_REQUIRE_CUDA=1 says so) a missing intcore CUDA backend is an error in every GPU test,
 # with the reason, so that a failed build or driver on a GPU machine never passes as skips.
 
+def no_gpu() -> bool:
+    """Whether this machine has no NVIDIA GPU: PyTorch sees no CUDA device and Linux has no
+    NVIDIA device node (a CPU build of PyTorch sees no device even beside a GPU)."""
+    return not torch.cuda.is_available() and not glob.glob("/dev/nvidia[0-9]*")
+
+
 def cuda_unavailable_reason() -> str:
     """Why the GPU tests cannot run here ("" when they can)."""
+    if no_gpu():
+        return "no GPU (PyTorch sees no CUDA device and there is no /dev/nvidia*)"
     reasons = []
     if not torch.cuda.is_available():
         reasons.append(f"PyTorch sees no CUDA device (torch {torch.__version__}, built for CUDA {torch.version.cuda})")
@@ -70,4 +79,4 @@ def require_cuda():
     required = cuda_required()
     if required:
         pytest.fail(f"GPU tests are required here ({required}) but cannot run: {unavailable}", pytrace=False)
-    pytest.skip(f"intcore CUDA kernels unavailable: {unavailable}")
+    pytest.skip(unavailable if no_gpu() else f"intcore CUDA kernels unavailable: {unavailable}")

@@ -47,7 +47,7 @@ def sentiment_csv(tmp_path_factory) -> Path:
 
 def finetune_args(model, data, output, *extra):
     return ["--model", str(model), "--data", str(data), "--text-column", "review", "--label-column", "sentiment",
-            "--epochs", "2", "--batch-size", "16", "--lr", "3e-3", "--output", str(output), "--no-progress",
+            "--epochs", "2", "--batch-size", "16", "--lr", "5e-3", "--output", str(output), "--no-progress",
             *extra]
 
 
@@ -67,7 +67,7 @@ def test_finetune_writes_results_curves_plot_and_table(tiny_bert, sentiment_csv,
 
 
 def test_finetune_resume_reproduces_the_uninterrupted_run(tiny_bert, sentiment_csv, tmp_path):
-    args = ["--recipe", "int12", "--checkpoint-every", "5"]
+    args = ["--recipe", "int12", "--checkpoint-every", "5", "--keep-checkpoints", "100"]
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert finetune.cli(finetune_args(tiny_bert, sentiment_csv, full, *args)) == 0
     assert finetune.cli(finetune_args(tiny_bert, sentiment_csv, cut, *args)) == 0
@@ -118,7 +118,8 @@ def test_existing_results_are_never_overwritten(tiny_bert, sentiment_csv, tmp_pa
 
 def test_corrupt_checkpoint_is_reported(tiny_bert, sentiment_csv, tmp_path, capsys):
     out = tmp_path / "run"
-    args = finetune_args(tiny_bert, sentiment_csv, out, "--recipe", "fp32", "--checkpoint-every", "5")
+    args = finetune_args(tiny_bert, sentiment_csv, out, "--recipe", "fp32", "--checkpoint-every", "5",
+                         "--keep-checkpoints", "1")
     assert finetune.cli(args) == 0
     ckpts = out / "checkpoints" / "fp32"
     latest = ckpts / (ckpts / "latest").read_text()
@@ -171,7 +172,8 @@ def test_train_lm_learns_beyond_unigram(tiny_corpus, tmp_path, capsys):
 def test_train_lm_resume_reproduces(tiny_corpus, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert train_lm.cli(lm_args(tiny_corpus, full, "--recipe", "int8", "--checkpoint-every", "20")) == 0
-    assert train_lm.cli(lm_args(tiny_corpus, cut, "--recipe", "int8", "--checkpoint-every", "20")) == 0
+    assert train_lm.cli(lm_args(tiny_corpus, cut, "--recipe", "int8", "--checkpoint-every", "20",
+                                "--keep-checkpoints", "2")) == 0
     ckpts = cut / "checkpoints" / "int8"
     (ckpts / "latest").write_text("step-00000040")
     shutil.rmtree(ckpts / "step-00000060")

@@ -9,7 +9,7 @@ import intcore
 
 
 def expected_exponent(x: torch.Tensor, bits: int) -> int:
-    """specs/integer-finetuning.md: LSB exponent = e_max - (bits - 1), |x| < 2**e_max (frexp)."""
+    """docs/integer-finetuning.md: LSB exponent = e_max - (bits - 1), |x| < 2**e_max (frexp)."""
     return math.frexp(float(x.abs().max()))[1] - (bits - 1)
 
 

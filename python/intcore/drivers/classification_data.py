@@ -30,7 +30,7 @@ class Splits:
     label_names: list[str]
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
@@ -115,7 +115,7 @@ def load(data: str, seed: int, text_column: str = "text", label_column: str = "l
         if not path.is_file():
             raise DriverError(f"--data {data}: no such file; give a CSV/TSV/JSONL/JSON file, 'rotten_tomatoes', "
                               f"or glue/<task>")
-        examples, names = _labelled(_read_rows(path), data, text_column, label_column)
+        examples, names = _labelled(read_rows(path), data, text_column, label_column)
     if max_examples:
         order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed + 1)).tolist()
         examples = [examples[i] for i in order[:max_examples]]

@@ -3,15 +3,19 @@
     intcore finetune                                  # MiniLM-L6 on Rotten Tomatoes, int16
     intcore finetune --recipes fp32,int16,int8        # several recipes, one table
     intcore finetune --method <name>                  # a parameter-efficient method (see --help)
+    intcore finetune --method meft1 --memory-report   # what one training step holds; no training
     torchrun --nproc_per_node=2 -m intcore.finetune   # DistributedDataParallel
 
-Writes to --output: results.json, curves.csv, curves.png and checkpoints/<recipe>/ (resumable
-with --resume), and prints recipe, test accuracy, F1, step time and peak memory at the end.
+Writes to --output: results.json, curves.csv, curves.png, models/<run>/ (the fine-tuned model as a
+Hugging Face directory, for `intcore evaluate` and `intcore predict`) and, while a run trains,
+checkpoints/<run>/ (resumable with --resume; --keep-checkpoints keeps them after), and prints
+run, test accuracy, F1, step time and peak memory at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,11 +25,14 @@ import torch
 
 import intcore
 from intcore import assets
-from intcore.drivers import classification_data, distributed, memory, methods, recipe_setup, session
+from intcore.drivers import (checkpoint, classification_data, distributed, export, help_text, memory, methods,
+                             recipe_setup, report, session)
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.outputs import OutputDir
+from intcore.drivers.progress import Progress
 
 DEFAULT_RECIPE = "int16"
+EVALUATION_SEED = 0
 PLOT_PANELS = [("epoch", "train_loss", "train loss"), ("epoch", "val_accuracy", "validation accuracy")]
 
 
@@ -43,6 +50,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-examples", type=int, help="use only this many examples (before splitting)")
     p.add_argument("--evals-per-epoch", type=int, default=4, help="validation passes per epoch")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--keep-checkpoints", type=int, default=0, metavar="N",
+                   help="checkpoints (model and AdamW state, 12 bytes per parameter: 260 MiB for MiniLM-L6) kept "
+                        "per run once it completes: the newest N; with 0 a run keeps only its exported model "
+                        "(models/<run>/), or its newest checkpoint where it exports none; while a run trains, "
+                        "its newest checkpoint is kept for --resume")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", help="output directory (default: runs/<command>-<date>-<time>)")
@@ -56,6 +68,8 @@ def check_training_args(args: argparse.Namespace, command: str) -> None:
             raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
     if not args.lr > 0:
         raise DriverError("--lr must be positive")
+    if args.keep_checkpoints < 0:
+        raise DriverError("--keep-checkpoints must be 0 or more")
     if args.resume and not args.output:
         raise DriverError("--resume needs --output: the directory of the run to continue")
     if args.output is None:
@@ -68,7 +82,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     add_training_arguments(p)
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"one recipe (default {DEFAULT_RECIPE})")
     p.add_argument("--recipes", help="comma-separated recipes to run one after another and compare")
+    p.add_argument("--memory-report", action="store_true",
+                   help="instead of training, measure one training step per recipe on a batch padded to "
+                        "--max-length: bytes saved for backward (activations, parameters), gradients, optimizer state")
     methods.add_arguments(p)
+    help_text.show_defaults(p)
     args = p.parse_args(argv)
     args.recipes = [r.strip() for r in (args.recipes or args.recipe).split(",") if r.strip()]
     recipe_setup.check_recipes(args.recipes)
@@ -89,8 +107,24 @@ def _load_model(path: Path, num_labels: int, device: torch.device):
     return model.to(device)
 
 
+@contextlib.contextmanager
+def evaluation_rng(device: torch.device):
+    """The integer recipes round activations stochastically, in evaluation too. Inside this
+    block PyTorch's generator is forked and seeded with EVALUATION_SEED, so that an evaluation
+    is a function of the model and the batches (`intcore evaluate` reproduces a run's test
+    figures) and training takes the same steps however often it is validated."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(EVALUATION_SEED)
+        yield
+
+
 @torch.no_grad()
 def evaluate(model, batches, recipe: str, device: torch.device, world, num_labels: int) -> dict:
+    with evaluation_rng(device):
+        return _evaluate(model, batches, recipe, device, world, num_labels)
+
+
+def _evaluate(model, batches, recipe: str, device: torch.device, world, num_labels: int) -> dict:
     model.eval()
     loss_sum, counts = 0.0, torch.zeros(num_labels, num_labels, dtype=torch.float64)  # [true, predicted]
     for batch in batches[world.rank::world.size]:
@@ -116,6 +150,14 @@ def _f1(counts: torch.Tensor) -> float:
     return f1[1].item() if len(f1) == 2 else f1.mean().item()
 
 
+def evaluation_due(step: int, per_epoch: int, evals_per_epoch: int) -> bool:
+    """Whether validation runs after `step`: evals_per_epoch times per epoch, evenly spaced,
+    the last at the epoch's end (each pass lands where step * evals / per_epoch crosses an
+    integer, so a ragged epoch never validates twice in a row at its end)."""
+    position = (step - 1) % per_epoch + 1
+    return position * evals_per_epoch // per_epoch != (position - 1) * evals_per_epoch // per_epoch
+
+
 def train_recipe(args, recipe: str, model_path: Path, data, world, device, output: OutputDir,
                  method: Optional[methods.Method] = None, run: Optional[str] = None) -> dict:
     """Trains one run: the model at model_path prepared by `method` (default: --method) and the
@@ -139,8 +181,7 @@ def train_recipe(args, recipe: str, model_path: Path, data, world, device, outpu
     state = state or {"history": [], "train_seconds": 0.0, "step_seconds": []}
     memory.reset_peak(device)
     per_epoch = max(1, steps // args.epochs)
-    eval_every = max(1, per_epoch // args.evals_per_epoch)
-    progress = session.progress_bar(world, not args.no_progress, steps, step, run)
+    progress = Progress(world, not args.no_progress, steps, step, run)
     model.train()
     while step < steps:
         epoch, offset = divmod(step, per_epoch)
@@ -161,22 +202,22 @@ def train_recipe(args, recipe: str, model_path: Path, data, world, device, outpu
             state["step_seconds"].append(elapsed)
             step += 1
             row = {"step": step, "epoch": step / per_epoch, "train_loss": out.loss.item()}
-            if step % eval_every == 0 or step == steps:
-                val = evaluate(model, val_batches, recipe, device, world, num_labels)
-                row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-            state["history"].append(row)
-            if progress:
-                progress.update(1)
-                progress.set_postfix(loss=f"{row['train_loss']:.3f}",
-                                     **({"val_acc": f"{row['val_accuracy']:.3f}"} if "val_accuracy" in row else {}))
-            if step % args.checkpoint_every == 0 or step % per_epoch == 0 or step == steps:
-                session.save(ckpt_dir, step, model, optimizer, scheduler, state, world, device)
+            progress.step(loss=f"{row['train_loss']:.3f}")
+            with progress.paused():
+                if evaluation_due(step, per_epoch, args.evals_per_epoch):
+                    val = evaluate(model, val_batches, recipe, device, world, num_labels)
+                    row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                    progress.show(val_acc=f"{val['accuracy']:.3f}")
+                state["history"].append(row)
+                if step % args.checkpoint_every == 0 or step % per_epoch == 0 or step == steps:
+                    session.save(ckpt_dir, step, model, optimizer, scheduler, state, world, device,
+                                 keep=max(1, args.keep_checkpoints))
             if step >= steps:
                 break
-    if progress:
-        progress.close()
+    progress.close()
     test_batches = classification_data.evaluation_batches(data.test_ids, args.batch_size * 2, pad_id)
     test = evaluate(model, test_batches, recipe, device, world, num_labels)
+    exported = _keep_model(args, run, recipe, method, model, model_path, data, world, output)
     seconds = sorted(state["step_seconds"])
     extra = {}
     if method.extra_results:
@@ -195,10 +236,80 @@ def train_recipe(args, recipe: str, model_path: Path, data, world, device, outpu
         "train_seconds": state["train_seconds"],
         "peak_memory_mb": memory.peak_mb(device),
         "steps": steps,
+        "model": exported,
         "history": state["history"],
         **extra,
         "complete": True,
     }
+
+
+def _print_kept(output: OutputDir, runs: list[str]) -> None:
+    """Where the trained models are, and what the checkpoints left behind weigh."""
+    if any(output.model(run).is_dir() for run in runs):
+        print(f"models:  {output.path / 'models'} (Hugging Face directories; intcore evaluate / intcore predict "
+              f"run them in their recipes' arithmetic)")
+    kept = [f for run in runs for f in output.checkpoints(run).rglob("*") if f.is_file()]
+    if kept:
+        mb = sum(f.stat().st_size for f in kept) / 2**20
+        print(f"checkpoints: {output.path / 'checkpoints'} ({mb:.0f} MB; --keep-checkpoints sets how many stay)")
+
+
+def _keep_model(args, run: str, recipe: str, method: methods.Method, model, model_path: Path, data, world,
+                output: OutputDir) -> Optional[str]:
+    """Exports the trained model (--method full; drivers/export.py) and prunes the run's
+    checkpoints to --keep-checkpoints. A run that exports nothing keeps at least its newest
+    checkpoint: it is the only copy of the trained model. Returns the export's path."""
+    exported = None
+    if world.is_main:
+        if method.name == "full":
+            record = export.Record(run=run, recipe=recipe, skip="classifier", labels=list(data.label_names),
+                                   max_length=args.max_length, batch_size=args.batch_size * 2)
+            exported = str(export.save(distributed.unwrap(model), model_path, output.model(run), record))
+        checkpoints = output.checkpoints(run)
+        checkpoint.prune(checkpoints, args.keep_checkpoints if exported else max(1, args.keep_checkpoints))
+        if checkpoints.parent.is_dir() and not any(checkpoints.parent.iterdir()):
+            checkpoints.parent.rmdir()
+    distributed.barrier(world)
+    return exported
+
+
+def _padded(batch: classification_data.Batch, length: int, pad_id: int) -> classification_data.Batch:
+    extra = length - batch.input_ids.shape[1]
+    return classification_data.Batch(torch.nn.functional.pad(batch.input_ids, (0, extra), value=pad_id),
+                                      torch.nn.functional.pad(batch.attention_mask, (0, extra)), batch.labels)
+
+
+def measure_memory(args, recipe: str, model_path: Path, data, device) -> dict:
+    """One training step (forward, backward, AdamW) of --method on the first training batch,
+    padded to --max-length so that every method and recipe sees the same shape."""
+    torch.manual_seed(args.seed)
+    model = methods.get(args.method).prepare(_load_model(model_path, len(data.label_names), device), recipe, args)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01)
+    batch = classification_data.training_batches(data.train_ids, args.batch_size, args.seed, data.pad_id)[0]
+    batch = _padded(batch, args.max_length, data.pad_id).to(device)
+
+    def loss():
+        with recipe_setup.forward_context(recipe, device):
+            return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+
+    step = intcore.memory.measure_step(model, loss, optimizer)
+    return {"recipe": recipe, "method": args.method, "batch": list(batch.input_ids.shape), **step.as_dict()}
+
+
+def report_memory(args, model_path: Path, data, device, world, output: OutputDir, results: dict) -> None:
+    results["memory"] = {methods.run_name(args.method, recipe): measure_memory(args, recipe, model_path, data, device)
+                         for recipe in args.recipes}
+    if not world.is_main:
+        return
+    output.write_results(results)
+    kinds = ("activations", "peak_activations", "parameters", "gradients", "optimizer_state")
+    rows = [[name, "x".join(map(str, m["batch"]))] + [m[k] / intcore.memory.MB for k in kinds]
+            for name, m in results["memory"].items()]
+    print("\none training step, MB: saved for backward (activations when the forward ends, their peak over "
+          "forward and backward, parameters), then gradients and optimizer state")
+    print(report.table(["run", "batch", "activations", "peak act.", "parameters", "gradients", "optimizer"], rows))
+    print(f"\nresults: {output.results}")
 
 
 def prepare(args, world, command: str):
@@ -236,6 +347,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         output, model_path, data, results = prepare(args, world, "finetune")
         results["environment"] = session.environment(world, device)
+        if args.memory_report:
+            report_memory(args, model_path, data, device, world, output, results)
+            return 0
         if world.is_main:
             print(f"intcore finetune: {model_path.name} on {args.data} ({len(data.train)} train, "
                   f"{len(data.validation)} validation, {len(data.test)} test); recipes {', '.join(args.recipes)}; "
@@ -248,6 +362,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rows = [[name, r["test_accuracy"], r["test_f1"], r["median_step_seconds"], r["peak_memory_mb"]]
                     for name, r in results["recipes"].items() if name in runs]
             session.print_summary(output, ["run", "test acc", "F1", "step s", "peak MB"], rows)
+            _print_kept(output, list(runs))
             method = methods.get(args.method)
             if method.report:
                 print(method.report({name: results["recipes"][name] for name in runs}))

@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import torch
 
 from intcore import hessian, qbert
-from intcore.drivers import checkpoint, classification_data, distributed, finetune, methods, session
+from intcore.drivers import classification_data, distributed, finetune, help_text, methods, session
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.qbert.bit_assignment import validate_allowed
 
@@ -55,6 +55,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     q.add_argument("--hessian-batch-size", type=int, default=16)
     q.add_argument("--hessian-tol", type=float, default=1e-3, help="relative tolerance of power iteration")
     q.add_argument("--hessian-max-iter", type=int, default=100)
+    help_text.show_defaults(p)
     args = p.parse_args(argv)
     finetune.check_training_args(args, "qbert")
     try:
@@ -223,10 +224,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             lambda run: finetune.train_recipe(args, "fp32", model_path, data, world, device, output,
                                                               method=methods.get("full"), run="fp32"),
                             PANELS, TITLE)
-        latest = checkpoint.latest(output.checkpoints("fp32"))
-        if latest is None:
-            raise DriverError(f"no float checkpoint in {output.checkpoints('fp32')}; rerun without --resume")
-        float_weights = latest / "model.safetensors"
+        float_weights = output.model("fp32") / "model.safetensors"
+        if not float_weights.is_file():
+            raise DriverError(f"the fine-tuned float model {float_weights} is missing; rerun without --resume")
         float_model = _load_float(model_path, float_weights, num_labels, device)
         float_bytes = qbert.weight_bytes(float_model)
         # 2. Sensitivities (kept in results.json, so a resumed run does not redo them).

@@ -21,10 +21,11 @@ from typing import Optional, Sequence
 import torch
 
 import intcore
-from intcore.drivers import distributed, lm_data, memory, recipe_setup, session
+from intcore.drivers import distributed, help_text, lm_data, memory, recipe_setup, session
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.gpt import GPT, GPTConfig
 from intcore.drivers.outputs import OutputDir
+from intcore.drivers.progress import Progress
 
 DEFAULT_RECIPE = "int16"
 PLOT_PANELS = [("step", "train_loss", "train loss (nats/token)"), ("step", "val_loss", "validation loss (nats/token)")]
@@ -47,17 +48,21 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-every", type=int, default=100, help="steps between validation passes")
     p.add_argument("--eval-batches", type=int, default=20, help="batches per validation pass")
-    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",
+                   help="newest checkpoints kept per recipe (model and AdamW state: 12 bytes per parameter); "
+                        "the newest is what --resume and using the trained model need")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", help="output directory (default: runs/train-lm-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoints")
     p.add_argument("--no-progress", action="store_true")
+    help_text.show_defaults(p)
     args = p.parse_args(argv)
     args.recipes = [r.strip() for r in (args.recipes or args.recipe).split(",") if r.strip()]
     recipe_setup.check_recipes(args.recipes)
     for name in ("layers", "width", "heads", "context", "steps", "batch_size", "eval_every", "eval_batches",
-                 "checkpoint_every"):
+                 "checkpoint_every", "keep_checkpoints"):
         if getattr(args, name) < 1:
             raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
     if args.width % args.heads:
@@ -97,7 +102,7 @@ def train_recipe(args, recipe: str, corpus, world, device, output: OutputDir) ->
                                  args.steps)
     state = state or {"history": [], "train_seconds": 0.0, "tokens": 0}
     memory.reset_peak(device)
-    progress = session.progress_bar(world, not args.no_progress, args.steps, step, recipe)
+    progress = Progress(world, not args.no_progress, args.steps, step, recipe)
     model.train()
     while step < args.steps:
         # Windows depend only on (seed, rank, step), so a resumed run sees the same data.
@@ -114,18 +119,17 @@ def train_recipe(args, recipe: str, corpus, world, device, output: OutputDir) ->
         state["tokens"] += x.numel() * world.size
         step += 1
         row = {"step": step, "train_loss": loss.item()}
-        if step % args.eval_every == 0 or step == args.steps:
-            row["val_loss"] = evaluate(model, corpus, args, recipe, device, world)
-            row["val_perplexity"] = math.exp(row["val_loss"])
-        state["history"].append(row)
-        if progress:
-            progress.update(1)
-            progress.set_postfix(loss=f"{row['train_loss']:.3f}",
-                                 **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
-        if step % args.checkpoint_every == 0 or step == args.steps:
-            session.save(ckpt_dir, step, model, optimizer, scheduler, state, world, device)
-    if progress:
-        progress.close()
+        progress.step(loss=f"{row['train_loss']:.3f}")
+        with progress.paused():
+            if step % args.eval_every == 0 or step == args.steps:
+                row["val_loss"] = evaluate(model, corpus, args, recipe, device, world)
+                row["val_perplexity"] = math.exp(row["val_loss"])
+                progress.show(val=f"{row['val_loss']:.3f}")
+            state["history"].append(row)
+            if step % args.checkpoint_every == 0 or step == args.steps:
+                session.save(ckpt_dir, step, model, optimizer, scheduler, state, world, device,
+                             keep=args.keep_checkpoints)
+    progress.close()
     final_val = next(r["val_loss"] for r in reversed(state["history"]) if "val_loss" in r)
     train_tail = [r["train_loss"] for r in state["history"][-max(1, args.eval_every // 2):]]
     return {
