@@ -5,7 +5,7 @@ Ops (``torch.ops.intcore.*``) are declared in ``intcore._ops``, their kernels li
 """
 
 from intcore import _C, _ops, backends, _autograd  # noqa: F401  (registers ops, kernels, autograd)
-from intcore import nn, recipes
+from intcore import memory, nn, peft, recipes
 from intcore.backends.dispatch import kernel_table, portable_kernels
 from intcore.convert import convert, summary
 from intcore.fixed_point import FixedPointConfig, fixed_point_embedding, fixed_point_layer_norm, fixed_point_linear
@@ -57,7 +57,9 @@ __all__ = [
     "int8_linear",
     "int8_mm",
     "int16_mm",
+    "memory",
     "nn",
+    "peft",
     "quantize_absmax",
     "quantize_fixed_point",
 ]

@@ -10,11 +10,41 @@ from intcore.peft.adapters import (
     save_adapters,
     trainable_parameters,
 )
+from intcore.peft.meft import (
+    MeftConfig,
+    audit_reconstruction,
+    load_meft_adapters,
+    save_meft_adapters,
+    wrap_meft,
+)
+from intcore.peft.qdylora import (
+    QDyLoraConfig,
+    base_storage,
+    draw_rank,
+    load_qdylora,
+    merge_and_unload,
+    save_qdylora,
+    set_rank,
+    wrap_qdylora,
+)
 
 __all__ = [
+    "MeftConfig",
+    "QDyLoraConfig",
+    "audit_reconstruction",
+    "base_storage",
+    "draw_rank",
     "load_adapters",
+    "load_meft_adapters",
+    "load_qdylora",
     "mark_only_adapters_trainable",
+    "merge_and_unload",
     "print_trainable_parameters",
     "save_adapters",
+    "save_meft_adapters",
+    "save_qdylora",
+    "set_rank",
     "trainable_parameters",
+    "wrap_meft",
+    "wrap_qdylora",
 ]
