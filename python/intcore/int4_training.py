@@ -126,6 +126,9 @@ def search_block_size(x: Tensor, w: Tensor) -> int:
     the quantization errors of x H and w H: the reference's per-layer search. Raises
     ValueError if x or w holds NaN or Inf."""
     _checks.check_linear_args(x, w, None)
+    for name, t in (("x", x), ("w", w)):
+        if t.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device: the block size is chosen from its values")
     k = w.shape[1]
     x2 = _checks.as_rows(x.detach())
     best, best_error = 1, float("inf")

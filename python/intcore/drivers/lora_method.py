@@ -44,7 +44,7 @@ ARGUMENTS: list[tuple[tuple[str, ...], dict]] = [
 
 
 def _run_name(args: argparse.Namespace, recipe: str) -> str:
-    from intcore.drivers import methods
+    from intcore.drivers import methods  # here: methods.py imports this module
 
     return methods.run_name(args.method, recipe)
 
