@@ -10,7 +10,7 @@ from torch import nn
 
 import intcore
 from intcore import qbert
-from intcore.nn.group_quantized import GroupQuantizedLinear, IntegerGroupLinear
+from intcore.nn.group_quantized import GroupQuantizedEmbedding, GroupQuantizedLinear, IntegerGroupLinear
 from intcore.qbert import quantizer
 
 transformers = pytest.importorskip("transformers")
@@ -45,6 +45,24 @@ def test_straight_through_gradient():
     w = torch.randn(6, 5, requires_grad=True)
     quantizer.fake_quantize(w, 3, 2).mul(torch.arange(30.0).reshape(6, 5)).sum().backward()
     assert torch.equal(w.grad, torch.arange(30.0).reshape(6, 5))
+
+
+@pytest.mark.parametrize("padding_idx", [None, 0, -1])
+def test_embedding_quantizes_rows_it_looks_up_like_the_whole_table(padding_idx):
+    """Quantizing only the looked-up rows (each row is a group) gives the whole table's values
+    and gradient, padding row included."""
+    torch.manual_seed(0)
+    embedding = nn.Embedding(50, 12, padding_idx=padding_idx)
+    quantized = GroupQuantizedEmbedding.from_embedding(embedding, 3)
+    ids = torch.tensor([[0, 7, 7, 49], [3, 0, 49, 12]])
+    out = quantized(ids)
+    table = quantizer.fake_quantize(embedding.weight, 3, 50)
+    reference = nn.functional.embedding(ids, table, embedding.padding_idx)
+    assert torch.equal(out, reference)
+    grad = torch.randn_like(out)
+    (dw,) = torch.autograd.grad(out, embedding.weight, grad)
+    (dw_reference,) = torch.autograd.grad(reference, embedding.weight, grad)
+    assert torch.equal(dw, dw_reference)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
