@@ -54,28 +54,34 @@ if __name__ != "__main__":
     import pytest
 
     @pytest.fixture(scope="module")
-    def fuzz_runs():
-        """All three families started at once (each is mostly single-threaded)."""
+    def fuzz_runs(tmp_path_factory):
+        """All three families started at once (each is mostly single-threaded). Their output goes
+        to files, not pipes: a worker writes a line per call, and a pipe nobody reads until its
+        family's test comes up would fill and stall it."""
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
-        procs = {
-            family: subprocess.Popen([sys.executable, __file__, family, str(SEED), str(SECONDS)], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for family in FAMILIES
-        }
+        folder = tmp_path_factory.mktemp("fuzz")
+        procs = {}
+        for family in FAMILIES:
+            out, err = folder / f"{family}.out", folder / f"{family}.err"
+            with open(out, "w") as stdout, open(err, "w") as stderr:
+                proc = subprocess.Popen([sys.executable, __file__, family, str(SEED), str(SECONDS)], env=env,
+                                        stdout=stdout, stderr=stderr, text=True)
+            procs[family] = (proc, out, err)
         yield procs
-        for proc in procs.values():
+        for proc, _, _ in procs.values():
             if proc.poll() is None:
                 proc.kill()
 
     @pytest.mark.parametrize("family", FAMILIES)
     def test_fuzz(fuzz_runs, family):
-        proc = fuzz_runs[family]
+        proc, out_file, err_file = fuzz_runs[family]
         try:
-            out, err = proc.communicate(timeout=SECONDS * 4 + 120)
+            proc.wait(timeout=SECONDS * 4 + 120)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, err = proc.communicate()
-            pytest.fail(f"{family} fuzz hung; last call: {_last_call(err)}")
+            proc.wait()
+            pytest.fail(f"{family} fuzz hung; last call: {_last_call(err_file.read_text())}")
+        out, err = out_file.read_text(), err_file.read_text()
         assert proc.returncode == 0, (
             f"{family} fuzz crashed (exit {proc.returncode}) during: {_last_call(err)}\n{err[-3000:]}")
         summary = json.loads(out.strip().splitlines()[-1])
