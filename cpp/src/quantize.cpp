@@ -131,7 +131,11 @@ void write_fixed_point(const TensorView& x, const TensorView& mantissa, const st
                      const double inv_step = pow2(-exponent_of_row[r]);
                      for (int64_t i = 0; i < n; ++i) v[i] = static_cast<double>(tile.values[r - tile.r0][i]) * inv_step;
                      round(v, n, static_cast<uint64_t>(r * cols + tile.c0), q);
-                     for (int64_t i = 0; i < n; ++i) out[r * cols + tile.c0 + i] = static_cast<Q>(q[i]);
+                     // Narrowed in a local array, then copied: a store through int8_t* may alias
+                     // anything, which keeps the compiler from vectorizing a direct loop.
+                     Q narrow[kTile];
+                     for (int64_t i = 0; i < n; ++i) narrow[i] = static_cast<Q>(q[i]);
+                     std::memcpy(out + r * cols + tile.c0, narrow, static_cast<size_t>(n) * sizeof(Q));
                    }
                  });
                });

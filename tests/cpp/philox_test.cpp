@@ -4,7 +4,9 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
+#include "intcore/cpu_kernel.h"
 #include "intcore/philox.h"
 
 namespace intcore {
@@ -37,6 +39,28 @@ TEST(Philox, StreamWordsAreTheBlockWordsInOrder) {
   // Different offsets and seeds give different streams.
   EXPECT_NE(s.word(0), (RandomStream{s.seed, 8}.word(0)));
   EXPECT_NE(s.word(0), (RandomStream{s.seed + 1, 7}.word(0)));
+}
+
+TEST(Philox, BulkWordsEqualTheBlockWordsOnEveryCpuKernel) {
+  // stream_words computes sixteen blocks at a time (with AVX-512 under the avx512_vnni kernel):
+  // every start and length, across block and sixteen-block boundaries and a 2^32 block carry.
+  const CpuKernel saved = active_cpu_kernel();
+  for (CpuKernel kernel : supported_cpu_kernels()) {
+    set_cpu_kernel(kernel);
+    for (uint64_t base : {uint64_t{0}, (uint64_t{1} << 34) - 130}) {
+      const RandomStream s{0xfedcba9876543210ull, 0x1234567890ull};
+      for (uint64_t first = base; first < base + 9; ++first) {
+        for (int64_t count : {1, 3, 4, 63, 64, 65, 200}) {
+          std::vector<uint32_t> words(static_cast<size_t>(count));
+          stream_words(s, first, count, words.data());
+          for (int64_t i = 0; i < count; ++i)
+            ASSERT_EQ(words[static_cast<size_t>(i)], s.word(first + static_cast<uint64_t>(i)))
+                << cpu_kernel_name(kernel) << " first " << first << " count " << count << " i " << i;
+        }
+      }
+    }
+  }
+  set_cpu_kernel(saved);
 }
 
 TEST(Philox, StochasticDecisionHasTheRightProbability) {
