@@ -23,8 +23,6 @@ int bit_length(uint128 v) {
   return n;
 }
 
-uint128 magnitude(int128 v) { return v < 0 ? static_cast<uint128>(-v) : static_cast<uint128>(v); }
-
 // round(v / 2^shift) for 0 <= shift < 100 (v * 2^-shift for shift < 0), in integers only:
 // nearest rounds half to even; stochastic rounds up when the top 24 bits of `bits`, read as a
 // fraction, fall below the dropped fraction (the rule of round_up_stochastic, exactly).
@@ -41,6 +39,73 @@ int128 shift_round(int128 v, int shift, Rounding rounding, uint32_t bits) {
     up = (static_cast<uint128>(bits >> 8) << shift) < (rest << 24);
   }
   return floor_v + (up ? 1 : 0);
+}
+
+// shift_round for a v that fits int64 and 1 <= shift <= 62, in 64-bit arithmetic only (it
+// vectorizes; the 128-bit form does not). The stochastic test (u 2^shift < rest 2^24, u the
+// top 24 bits of `bits`, 0 <= rest < 2^shift) is rearranged so that neither side leaves 64 bits.
+inline int64_t shift_round64(int64_t v, int shift, Rounding rounding, uint32_t bits) {
+  const int64_t floor_v = v >> shift;
+  const uint64_t rest = static_cast<uint64_t>(v) & ((uint64_t{1} << shift) - 1);
+  bool up;
+  if (rounding == Rounding::kNearest) {
+    const uint64_t half = uint64_t{1} << (shift - 1);
+    up = rest > half || (rest == half && (floor_v & 1));
+  } else {
+    const uint64_t u = bits >> 8;
+    up = shift >= 24 ? (u << (shift - 24)) < rest : u < (rest << (24 - shift));
+  }
+  return floor_v + (up ? 1 : 0);
+}
+
+// One row of the layer-norm backward: t_i = n prod_i - sum_g - round(xhat_i sum_gx 2^-s) (ties to
+// even), kept modulo 2^64 as the 128-bit form's cast to int64 keeps it, then
+// dx_i = t_i m 2^row_exponent. For s in 1..48, sum_gx = hi 2^s + lo splits the product into
+// xhat_i hi, an integer, and xhat_i lo (< 2^63), whose low s bits decide the rounding: all in
+// 64-bit arithmetic, which vectorizes (cloned per ISA; the engine's baseline is x86-64-v2).
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void backward_row_split(
+    const int64_t* prod, const int16_t* xr, int64_t n, int s, int64_t sum_g, int64_t sum_gx, double m,
+    double row_step, float* out) {
+  const uint64_t mask = (uint64_t{1} << s) - 1, half = uint64_t{1} << (s - 1);
+  const int64_t hi = sum_gx >> s;
+  const int64_t lo = static_cast<int64_t>(static_cast<uint64_t>(sum_gx) & mask);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t low_product = xr[i] * lo;
+    const uint64_t rest = static_cast<uint64_t>(low_product) & mask;
+    const uint64_t floor_all =
+        static_cast<uint64_t>(static_cast<int64_t>(xr[i])) * static_cast<uint64_t>(hi) +
+        static_cast<uint64_t>(low_product >> s);
+    const uint64_t up = (rest > half || (rest == half && (floor_all & 1))) ? 1 : 0;
+    const int64_t t = static_cast<int64_t>(static_cast<uint64_t>(n) * static_cast<uint64_t>(prod[i]) -
+                                           static_cast<uint64_t>(sum_g) - floor_all - up);
+    // t and m are exact doubles (|t| < 2^53 for N < 2^20 at 16 bits), so one rounding here.
+    out[i] = static_cast<float>(static_cast<double>(t) * m * row_step);
+  }
+}
+
+// One row of xhat's codes in 64-bit arithmetic: clamp(shift_round((n q_i - s1) m, shift)), for
+// rows where (n q - s1) m fits int64 and 1 <= shift <= 62 (cloned per ISA, see below).
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void xhat_row64(
+    const int32_t* q, int64_t n, int64_t s1, int64_t m, int shift, Rounding rounding, const uint32_t* words, int bits,
+    int16_t* xhat) {
+  const int64_t qmax = (int64_t{1} << (bits - 1)) - 1;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t v = shift_round64((n * q[i] - s1) * m, shift, rounding, rounding == Rounding::kStochastic ? words[i] : 0);
+    xhat[i] = static_cast<int16_t>(std::clamp(v, -qmax, qmax));
+  }
+}
+
+// y_i = gamma_i xhat_i 2^(e_xhat + e_gamma) (or xhat_i 2^e_xhat) + beta_i 2^e_beta, in double,
+// rounded once to float.
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void affine_row(
+    const int16_t* xhat, int64_t n, const int32_t* gamma, double gamma_step, double xhat_step, const int32_t* beta,
+    double beta_step, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t qx = xhat[i];
+    double value = gamma ? static_cast<double>(qx * gamma[i]) * gamma_step : static_cast<double>(qx) * xhat_step;
+    if (beta) value += static_cast<double>(beta[i]) * beta_step;
+    out[i] = static_cast<float>(value);
+  }
 }
 
 int64_t clamp_bits(int128 v, int bits) {
@@ -178,10 +243,10 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
         continue;
       }
       rsqrt_fixed(static_cast<uint128>(d), options.rsqrt, &rstd_m[r], &rstd_e[r]);
-      uint128 top = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        top = std::max(top, magnitude(static_cast<int128>(n * qr[i] - s1) * rstd_m[r]));
-      }
+      // max |(n q - s1) m| = max |n q - s1| m, as m > 0.
+      int64_t centered_max = 0;
+      for (int64_t i = 0; i < n; ++i) centered_max = std::max(centered_max, std::abs(n * qr[i] - s1));
+      const uint128 top = static_cast<uint128>(centered_max) * static_cast<uint64_t>(rstd_m[r]);
       if (top != 0) row_top[r] = bit_length(top) + rstd_e[r];
     }
   });
@@ -211,15 +276,23 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
       int64_t s1 = 0;
       for (int64_t i = 0; i < n; ++i) s1 += qr[i];
       if (!random.empty()) stream_words(xhat_stream, static_cast<uint64_t>(r * n), n, random.data());
-      for (int64_t i = 0; i < n; ++i) {
-        const int128 v = static_cast<int128>(n * qr[i] - s1) * rstd_m[r];
-        const int64_t qx =
-            clamp_bits(shift_round(v, e_xhat - rstd_e[r], options.rounding, random.empty() ? 0 : random[i]), bits);
-        xhat[r * n + i] = static_cast<int16_t>(qx);
-        double value = gamma ? static_cast<double>(qx * g.mantissa[i]) * gamma_step : static_cast<double>(qx) * xhat_step;
-        if (beta) value += static_cast<double>(b.mantissa[i]) * beta_step;
-        out[r * n + i] = static_cast<float>(value);
+      // (n q - s1) m fits int64 when max |n q - s1| m < 2^62: then the 64-bit rounding gives
+      // the same integers as the 128-bit one.
+      const int shift = e_xhat - rstd_e[r];
+      int64_t centered_max = 0;
+      for (int64_t i = 0; i < n; ++i) centered_max = std::max(centered_max, std::abs(n * qr[i] - s1));
+      int16_t* xhat_row = xhat + r * n;
+      if (shift >= 1 && shift <= 62 && (rstd_m[r] == 0 || centered_max <= (int64_t{1} << 62) / rstd_m[r])) {
+        xhat_row64(qr, n, s1, rstd_m[r], shift, options.rounding, random.data(), bits, xhat_row);
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          const int128 v = static_cast<int128>(n * qr[i] - s1) * rstd_m[r];
+          xhat_row[i] = static_cast<int16_t>(
+              clamp_bits(shift_round(v, shift, options.rounding, random.empty() ? 0 : random[i]), bits));
+        }
       }
+      affine_row(xhat_row, n, gamma ? g.mantissa.data() : nullptr, gamma_step, xhat_step,
+                 beta ? b.mantissa.data() : nullptr, beta_step, out + r * n);
     }
   });
 }
@@ -269,17 +342,26 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
     for (int64_t r = r0; r < r1; ++r) {
       const int32_t* gr = g.mantissa.data() + r * n;
       const int16_t* xr = xhat + r * n;
-      int64_t sum_g = 0;
-      int128 sum_gx = 0;
+      // |prod| < 2^30, |xhat| < 2^15 and N <= 2^16, so sum_gx < 2^61 fits int64.
+      int64_t sum_g = 0, sum_gx = 0;
       for (int64_t i = 0; i < n; ++i) {
         prod[i] = has_gamma ? static_cast<int64_t>(gr[i]) * gamma[i] : gr[i];
         sum_g += prod[i];
-        sum_gx += static_cast<int128>(prod[i]) * xr[i];
+        sum_gx += prod[i] * xr[i];
       }
       const double row_step = pow2(rstd_e[r] - e_x[per_row_x ? r : 0] + e_g);
+      // xhat_q sum_gx 2^(2 e_xhat), rounded to the nearest integer (ties to even), then
+      // t = n prod - sum_g - that, kept modulo 2^64 as the cast below keeps it. With
+      // s = -2 e_xhat in 1..48 (e_xhat < 0 for any useful width), sum_gx = hi 2^s + lo splits
+      // the product into xhat_q hi, an integer, and xhat_q lo (< 2^63), whose rounding decides;
+      // all in 64-bit arithmetic, which the compiler vectorizes.
+      const int s = -2 * e_xhat;
+      if (s >= 1 && s <= 48) {
+        backward_row_split(prod.data(), xr, n, s, sum_g, sum_gx, static_cast<double>(rstd_m[r]), row_step, out + r * n);
+        continue;
+      }
       for (int64_t i = 0; i < n; ++i) {
-        // xhat_q sum_gx 2^(2 e_xhat), rounded to an integer (e_xhat < 0 for any useful width).
-        const int128 correction = shift_round(static_cast<int128>(xr[i]) * sum_gx, -2 * e_xhat, Rounding::kNearest, 0);
+        const int128 correction = shift_round(static_cast<int128>(xr[i]) * sum_gx, s, Rounding::kNearest, 0);
         const int64_t t = static_cast<int64_t>(static_cast<int128>(n) * prod[i] - sum_g - correction);
         // t and m are exact doubles (|t| < 2^53 for N < 2^20 at 16 bits), so one rounding here.
         out[r * n + i] = static_cast<float>(static_cast<double>(t) * static_cast<double>(rstd_m[r]) * row_step);
