@@ -18,6 +18,32 @@ namespace {
 
 constexpr int64_t kPanelsPerBlock = 16;  // A panels per work item: 96 rows share one B panel
 
+// tile += (acc with the byte offsets undone) 2^shift. The offsets are undone modulo 2^32: the
+// exact limb product sum fits int32 (kChunkK4), so the wrapped value is that sum. Cloned per
+// ISA: the engine's baseline is x86-64-v2, and this runs once per tile and limb pair.
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void merge_tile(
+    const int32_t* acc, const int32_t* row_sums, const int32_t* col_sums, uint32_t off_a, uint32_t off_b,
+    uint32_t k_real, int shift, int64_t* tile) {
+  const uint32_t constant = k_real * off_a * off_b;
+  for (int i = 0; i < kMR; ++i) {
+    const uint32_t row_term = off_b * static_cast<uint32_t>(row_sums[i]) - constant;
+    for (int j = 0; j < kNR; ++j) {
+      const uint32_t exact =
+          static_cast<uint32_t>(acc[i * kNR + j]) + row_term - off_a * static_cast<uint32_t>(col_sums[j]);
+      tile[i * kNR + j] += static_cast<int64_t>(static_cast<int32_t>(exact)) * (int64_t{1} << shift);
+    }
+  }
+}
+
+// dst[j] = float(tile[j] rs cs[j]) (+ bias[j]): the scaled epilogue of one tile row, cloned per ISA.
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void scale_tile_row(
+    const int64_t* tile, int64_t cols, double rs, const double* cs, const float* bias, float* dst) {
+  for (int64_t j = 0; j < cols; ++j) {
+    const float v = static_cast<float>(static_cast<double>(tile[j]) * rs * cs[j]);
+    dst[j] = bias ? v + bias[j] : v;
+  }
+}
+
 template <class Epilogue>
 void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epilogue) {
   const MicroKernel kernel = active_microkernel();
@@ -46,15 +72,7 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
               kernel(a.panel(static_cast<int>(la), mp, chunk),
                      reinterpret_cast<const int8_t*>(b.panel(static_cast<int>(lb), nb, chunk)), k4, acc);
               // Undo the offsets in wrapping 32-bit arithmetic; the true limb sum fits int32.
-              const uint32_t constant = k_real * off_a * off_b;
-              for (int i = 0; i < kMR; ++i) {
-                const uint32_t row_term = off_b * static_cast<uint32_t>(row_sums[i]) - constant;
-                for (int j = 0; j < kNR; ++j) {
-                  const uint32_t exact = static_cast<uint32_t>(acc[i * kNR + j]) + row_term -
-                                         off_a * static_cast<uint32_t>(col_sums[j]);
-                  tile[i * kNR + j] += static_cast<int64_t>(static_cast<int32_t>(exact)) * (int64_t{1} << shift);
-                }
-              }
+              merge_tile(acc, row_sums, col_sums, off_a, off_b, k_real, shift, tile);
             }
           }
         }
@@ -88,12 +106,8 @@ struct ScaledEpilogue {
     const int64_t rows = std::min<int64_t>(kMR, m - row0), cols = std::min<int64_t>(kNR, n - col0);
     const double* cs = col_scale.data() + col0;
     for (int64_t i = 0; i < rows; ++i) {
-      const double rs = row_scale[row0 + i];
-      float* dst = out + (row0 + i) * n + col0;
-      for (int64_t j = 0; j < cols; ++j) {
-        const float v = static_cast<float>(static_cast<double>(tile[i * kNR + j]) * rs * cs[j]);
-        dst[j] = bias ? v + bias[col0 + j] : v;
-      }
+      scale_tile_row(tile + i * kNR, cols, row_scale[row0 + i], cs, bias ? bias + col0 : nullptr,
+                     out + (row0 + i) * n + col0);
     }
   }
 };

@@ -69,7 +69,7 @@ void read_row(const IntMatrix& m, int64_t r, int32_t* out) {
 enum class LimbKind { kWhole, kHigh, kLow };
 
 template <LimbKind kind>
-void limb_bytes(const int32_t* row, int64_t k, int32_t bias, uint8_t* out) {
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void limb_bytes(const int32_t* row, int64_t k, int32_t bias, uint8_t* out) {
   for (int64_t i = 0; i < k; ++i) {
     const int32_t v = row[i];
     const int32_t limb = kind == LimbKind::kWhole ? v : kind == LimbKind::kHigh ? (v >> 8) : (v & 0xFF);
@@ -78,7 +78,8 @@ void limb_bytes(const int32_t* row, int64_t k, int32_t bias, uint8_t* out) {
 }
 
 // Sum of stored bytes as the kernel reads them: unsigned on the A side, signed on the B side.
-int32_t byte_sum(const uint8_t* bytes, int64_t n, PackSide side) {
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) int32_t byte_sum(const uint8_t* bytes, int64_t n,
+                                                                                     PackSide side) {
   int32_t sum = 0;
   if (side == PackSide::kA) {
     for (int64_t i = 0; i < n; ++i) sum += bytes[i];
@@ -86,6 +87,43 @@ int32_t byte_sum(const uint8_t* bytes, int64_t n, PackSide side) {
     for (int64_t i = 0; i < n; ++i) sum += static_cast<int8_t>(bytes[i]);
   }
   return sum;
+}
+
+// Packs panel `panel` of an int8 operand (one limb) straight from its bytes: the stored byte is
+// v + 128 on the A side (v ^ 0x80 as a byte) and v on the B side; pad bytes stay 0. Rows may be
+// contiguous (copied four bytes at a time into their slots) or strided, as in a transposed view
+// (read along the contiguous dimension, one k at a time across the panel's rows).
+void pack_int8_panel(const TensorView& v, PackSide side, PackedMatrix& p, int64_t panel) {
+  const int64_t R = p.panel_rows, first = panel * R, count = std::min<int64_t>(R, p.rows - first);
+  const int64_t rs = v.stride(0), cs = v.stride(1), padded_rows = p.panels * R;
+  const int8_t* base = static_cast<const int8_t*>(v.data());
+  const uint8_t flip = side == PackSide::kA ? 0x80 : 0;
+  PackedLimb& limb = p.limbs[0];
+  uint8_t* dst = limb.bytes.data() + panel * p.k4 * R * 4;
+  if (cs == 1 || std::abs(rs) >= std::abs(cs)) {
+    std::vector<uint8_t> bytes(static_cast<size_t>(p.k4 * 4), 0);  // zero tail pads the last group
+    for (int64_t i = 0; i < count; ++i) {
+      const int8_t* src = base + (first + i) * rs;
+      for (int64_t t = 0; t < p.k; ++t) bytes[t] = static_cast<uint8_t>(src[t * cs]) ^ flip;
+      for (int64_t c = 0; c < p.chunks(); ++c) {
+        const int64_t k_begin = c * kChunkK4 * 4, k_end = std::min(p.k, k_begin + kChunkK4 * 4);
+        limb.sums[c * padded_rows + first + i] = byte_sum(bytes.data() + k_begin, k_end - k_begin, side);
+      }
+      uint8_t* slot = dst + i * 4;
+      for (int64_t g = 0; g < p.k4; ++g) std::memcpy(slot + g * R * 4, bytes.data() + g * 4, 4);
+    }
+    return;
+  }
+  for (int64_t t = 0; t < p.k; ++t) {
+    const int8_t* src = base + t * cs + first * rs;
+    uint8_t* out = dst + (t >> 2) * R * 4 + (t & 3);
+    int32_t* sums = limb.sums.data() + (t / (kChunkK4 * 4)) * padded_rows + first;
+    for (int64_t i = 0; i < count; ++i) {
+      const uint8_t byte = static_cast<uint8_t>(src[i * rs]) ^ flip;
+      out[i * 4] = byte;
+      sums[i] += side == PackSide::kA ? static_cast<int32_t>(byte) : static_cast<int32_t>(static_cast<int8_t>(byte));
+    }
+  }
 }
 
 }  // namespace
@@ -135,6 +173,12 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
     }
   };
 
+  if (!m.packed_int4 && m.values.dtype() == DType::kInt8) {  // the common case, without int32 rows
+    parallel_for(p.panels, R * p.k, [&](int64_t p0, int64_t p1) {
+      for (int64_t panel = p0; panel < p1; ++panel) pack_int8_panel(m.values, side, p, panel);
+    });
+    return p;
+  }
   parallel_for(p.panels, R * p.k, [&](int64_t p0, int64_t p1) {
     std::vector<int32_t> rows(static_cast<size_t>(R * p.k));
     std::vector<uint8_t> bytes(static_cast<size_t>(p.k4 * 4), 0);  // zero tail pads the last group

@@ -126,6 +126,32 @@ TEST(GemmExact, TransposedOperandsNeedNoCopy) {
   EXPECT_EQ(c.data, ref.data);
 }
 
+TEST(GemmExact, Int8ContiguousAndTransposedAcrossKChunks) {
+  // int8 operands are packed straight from their bytes: rows contiguous or strided (transposed
+  // views), on either side, with K over two chunks and extreme values in every row.
+  for_each_cpu_kernel([](CpuKernel) {
+    const int64_t m = 13, n = 67, k = 8192 * 4 + 37;
+    auto a = random_ints<int8_t>(m, k, -128, 127, 21);
+    auto b = random_ints<int8_t>(n, k, -128, 127, 22);
+    for (int64_t i = 0; i < m; ++i) a(i, i) = -128;
+    for (int64_t j = 0; j < n; ++j) b(j, k - 1 - j) = -128;
+    Array<int8_t> at(k, m), bt(k, n);
+    for (int64_t t = 0; t < k; ++t) {
+      for (int64_t i = 0; i < m; ++i) at(t, i) = a(i, t);
+      for (int64_t j = 0; j < n; ++j) bt(t, j) = b(j, t);
+    }
+    const auto ref = reference_gemm(m, n, k, a, b);
+    for (int layout = 0; layout < 4; ++layout) {
+      const TensorView av = layout & 1 ? at.view("a").transposed() : a.view("a");
+      const TensorView bv = layout & 2 ? bt.view("b").transposed() : b.view("b");
+      Array<int32_t> c(m, n);
+      gemm_exact(IntMatrix::of(av), IntMatrix::of(bv), c.view("c"));
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) ASSERT_EQ(c(i, j), ref(i, j)) << "layout " << layout;
+    }
+  });
+}
+
 TEST(GemmExact, BadArgumentsRaiseNamedErrors) {
   Array<int8_t> a(2, 3), b(2, 4);
   Array<int32_t> c(2, 2);
