@@ -1,0 +1,145 @@
+"""intcore's int8 training next to torchao's int8 mixed-precision training, on the CPU, in one
+process: an MLP block (forward and backward) and one MiniLM-L6 training step (AdamW).
+
+    pip install torchao            # benchmark-only; intcore does not depend on it
+    python benchmarks/vs_torchao.py [--threads 1] [--tokens 2048] [--batch 32] [--seq 64]
+
+Rows: fp32 (torch), torchao int8 mixed precision (`Int8MixedPrecisionTrainingConfig(
+module_swap=True)`: int8 `torch._int_mm` for the forward and both backward GEMMs, row-wise
+absmax scales), intcore int8 (dynamic fixed point with per-row exponents, fixed-point layer norm
+and embedding: the `int8` recipe) and intcore int8-per-tensor (fixed-point linear layers only,
+one exponent per tensor). torchao's default tensor-subclass path is not used: with torch 2.13
+it falls back to fp32 matmuls without saying so. Its module-swap layers need contiguous inputs
+and output gradients, which Hugging Face's BERT does not always give; the benchmark wraps them.
+
+Times are process CPU time (``time.thread_time``), fastest of --repeats, one thread by
+default, so that they hold on a machine shared with other jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import time
+import warnings
+
+
+def cpu_seconds(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.thread_time()
+        fn()
+        best = min(best, time.thread_time() - start)
+    return best
+
+
+class _ContiguousGrad(__import__("torch").autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+def contiguous_torchao(model):
+    """torchao's int8 mixed-precision linear layers with contiguous inputs and output gradients."""
+    import torch
+    from torchao import quantize_
+    from torchao.prototype.quantized_training import Int8MixedPrecisionTrainingConfig
+
+    quantize_(model, Int8MixedPrecisionTrainingConfig(module_swap=True),
+              filter_fn=lambda m, name: isinstance(m, torch.nn.Linear) and "classifier" not in name)
+    for module in model.modules():
+        if type(module).__name__ == "Int8MixedPrecisionTrainingLinear":
+            forward = module.forward
+            module.forward = (lambda f: lambda x: _ContiguousGrad.apply(f(x.contiguous())))(forward)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=2048, help="rows through the MLP block")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)
+    import torch
+    import transformers
+
+    import intcore
+
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        raise SystemExit("vs_torchao.py needs torchao: pip install torchao")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"CPU time, {args.threads} thread(s); torch {torch.__version__}, torchao {torchao.__version__}, "
+          f"intcore {intcore.__version__}")
+
+    # ---- MLP block: 768 -> 3072 -> 768 with GELU, forward and backward ----
+    mlp = torch.nn.Sequential(torch.nn.Linear(768, 3072), torch.nn.GELU(), torch.nn.Linear(3072, 768))
+    x = torch.randn(args.tokens, 768)
+    variants = {
+        "fp32": copy.deepcopy(mlp),
+        "torchao int8 mixed precision": contiguous_torchao(copy.deepcopy(mlp)),
+        "intcore int8": intcore.convert(copy.deepcopy(mlp), "int8"),
+        "intcore int8-per-tensor": intcore.convert(copy.deepcopy(mlp), "int8-per-tensor"),
+    }
+
+    def block_step(model):
+        def run():
+            xi = x.clone().requires_grad_()
+            model(xi).square().mean().backward()
+        return run
+
+    print(f"\nMLP block, {args.tokens} tokens, 768 -> 3072 -> 768, forward + backward")
+    base = None
+    for name, model in variants.items():
+        seconds = cpu_seconds(block_step(model), args.repeats)
+        base = base or seconds
+        print(f"  {name:<30}{seconds:8.3f} s{base / seconds:8.2f}x fp32's speed")
+
+    # ---- one MiniLM-L6 training step ----
+    config = transformers.BertConfig(vocab_size=30522, num_labels=2, hidden_size=384, num_hidden_layers=6,
+                                     num_attention_heads=12, intermediate_size=1536)
+    bert = transformers.BertForSequenceClassification(config).train()
+    ids = torch.randint(1, 30522, (args.batch, args.seq))
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, 2, (args.batch,))
+    variants = {
+        "fp32": copy.deepcopy(bert),
+        "torchao int8 mixed precision": contiguous_torchao(copy.deepcopy(bert)),
+        "intcore int8": intcore.convert(copy.deepcopy(bert), "int8", skip="classifier"),
+        "intcore int8-per-tensor": intcore.convert(copy.deepcopy(bert), "int8-per-tensor", skip="classifier"),
+    }
+
+    def train_step(model):
+        opt = torch.optim.AdamW(model.parameters(), lr=2e-5)
+
+        def run():
+            opt.zero_grad(set_to_none=True)
+            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            opt.step()
+        return run
+
+    print(f"\nMiniLM-L6 training step, batch {args.batch} x {args.seq} tokens, AdamW")
+    base = None
+    for name, model in variants.items():
+        seconds = cpu_seconds(train_step(model), args.repeats)
+        base = base or seconds
+        print(f"  {name:<30}{seconds:8.3f} s{base / seconds:8.2f}x fp32's speed")
+
+
+if __name__ == "__main__":
+    main()
