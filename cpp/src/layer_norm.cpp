@@ -108,6 +108,52 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void affine_
   }
 }
 
+// Row statistics of the quantized input: sum q and sum q^2 (|q| < 2^15 and N <= 2^16, so both
+// fit int64), cloned per ISA like the loops below.
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void row_moments(const int32_t* q, int64_t n,
+                                                                                    int64_t* s1, int64_t* s2) {
+  int64_t a = 0, b = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    a += q[i];
+    b += static_cast<int64_t>(q[i]) * q[i];
+  }
+  *s1 = a;
+  *s2 = b;
+}
+
+// max_i |n q_i - s1|.
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) int64_t centered_abs_max(const int32_t* q,
+                                                                                            int64_t n, int64_t s1) {
+  int64_t m = 0;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::abs(n * q[i] - s1));
+  return m;
+}
+
+// prod_i = g_i gamma_i (or g_i), with sum prod and sum prod xhat (< 2^61, see the backward).
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void row_products(
+    const int32_t* g, const int16_t* gamma, const int16_t* xhat, int64_t n, int64_t* prod, int64_t* sum_g,
+    int64_t* sum_gx) {
+  int64_t a = 0, b = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    prod[i] = gamma ? static_cast<int64_t>(g[i]) * gamma[i] : g[i];
+    a += prod[i];
+    b += prod[i] * xhat[i];
+  }
+  *sum_g = a;
+  *sum_gx = b;
+}
+
+// pg += g and pgx += g xhat, column by column, over `rows` rows of n.
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void add_columns(
+    const int32_t* g, const int16_t* xhat, int64_t rows, int64_t n, int64_t* pg, int64_t* pgx) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      pg[c] += g[r * n + c];
+      pgx[c] += static_cast<int64_t>(g[r * n + c]) * xhat[r * n + c];
+    }
+  }
+}
+
 int64_t clamp_bits(int128 v, int bits) {
   const int128 qmax = (int128{1} << (bits - 1)) - 1;
   return static_cast<int64_t>(v < -qmax ? -qmax : (v > qmax ? qmax : v));
@@ -227,15 +273,12 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
   int32_t* rstd_e = saved.rstd_exponent.data_as<int32_t>();
   std::vector<int32_t> row_top(static_cast<size_t>(rows), INT32_MIN);  // bit length + exponent of max |xhat|
   // Pass 1: per-row statistics and the reciprocal square root.
+  std::vector<int64_t> row_s1(static_cast<size_t>(rows), 0), centered_max(static_cast<size_t>(rows), 0);
   parallel_for(rows, n, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int32_t* qr = q.mantissa.data() + r * n;
-      int64_t s1 = 0;
-      int128 s2 = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        s1 += qr[i];
-        s2 += static_cast<int64_t>(qr[i]) * qr[i];
-      }
+      int64_t s1 = 0, s2 = 0;
+      row_moments(qr, n, &s1, &s2);
       const int128 d = static_cast<int128>(n) * s2 - static_cast<int128>(s1) * s1 + static_cast<int128>(eps_in_steps(r));
       if (d <= 0) {  // a constant row with eps = 0: xhat is 0 there
         rstd_m[r] = 0;
@@ -244,9 +287,9 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
       }
       rsqrt_fixed(static_cast<uint128>(d), options.rsqrt, &rstd_m[r], &rstd_e[r]);
       // max |(n q - s1) m| = max |n q - s1| m, as m > 0.
-      int64_t centered_max = 0;
-      for (int64_t i = 0; i < n; ++i) centered_max = std::max(centered_max, std::abs(n * qr[i] - s1));
-      const uint128 top = static_cast<uint128>(centered_max) * static_cast<uint64_t>(rstd_m[r]);
+      centered_max[r] = centered_abs_max(qr, n, s1);
+      row_s1[r] = s1;
+      const uint128 top = static_cast<uint128>(centered_max[r]) * static_cast<uint64_t>(rstd_m[r]);
       if (top != 0) row_top[r] = bit_length(top) + rstd_e[r];
     }
   });
@@ -273,16 +316,13 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
     std::vector<uint32_t> random(static_cast<size_t>(options.rounding == Rounding::kStochastic ? n : 0));
     for (int64_t r = r0; r < r1; ++r) {
       const int32_t* qr = q.mantissa.data() + r * n;
-      int64_t s1 = 0;
-      for (int64_t i = 0; i < n; ++i) s1 += qr[i];
+      const int64_t s1 = row_s1[r];
       if (!random.empty()) stream_words(xhat_stream, static_cast<uint64_t>(r * n), n, random.data());
       // (n q - s1) m fits int64 when max |n q - s1| m < 2^62: then the 64-bit rounding gives
       // the same integers as the 128-bit one.
       const int shift = e_xhat - rstd_e[r];
-      int64_t centered_max = 0;
-      for (int64_t i = 0; i < n; ++i) centered_max = std::max(centered_max, std::abs(n * qr[i] - s1));
       int16_t* xhat_row = xhat + r * n;
-      if (shift >= 1 && shift <= 62 && (rstd_m[r] == 0 || centered_max <= (int64_t{1} << 62) / rstd_m[r])) {
+      if (shift >= 1 && shift <= 62 && (rstd_m[r] == 0 || centered_max[r] <= (int64_t{1} << 62) / rstd_m[r])) {
         xhat_row64(qr, n, s1, rstd_m[r], shift, options.rounding, random.data(), bits, xhat_row);
       } else {
         for (int64_t i = 0; i < n; ++i) {
@@ -344,11 +384,7 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
       const int16_t* xr = xhat + r * n;
       // |prod| < 2^30, |xhat| < 2^15 and N <= 2^16, so sum_gx < 2^61 fits int64.
       int64_t sum_g = 0, sum_gx = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        prod[i] = has_gamma ? static_cast<int64_t>(gr[i]) * gamma[i] : gr[i];
-        sum_g += prod[i];
-        sum_gx += prod[i] * xr[i];
-      }
+      row_products(gr, has_gamma ? gamma : nullptr, xr, n, prod.data(), &sum_g, &sum_gx);
       const double row_step = pow2(rstd_e[r] - e_x[per_row_x ? r : 0] + e_g);
       // xhat_q sum_gx 2^(2 e_xhat), rounded to the nearest integer (ties to even), then
       // t = n prod - sum_g - that, kept modulo 2^64 as the cast below keeps it. With
@@ -378,12 +414,8 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
       for (int64_t b = b0; b < b1; ++b) {
         int64_t* pg = part_g.data() + b * n;
         int64_t* pgx = part_gx.data() + b * n;
-        for (int64_t r = b * rows / blocks; r < (b + 1) * rows / blocks; ++r) {
-          for (int64_t c = 0; c < n; ++c) {
-            pg[c] += g.mantissa[r * n + c];
-            pgx[c] += static_cast<int64_t>(g.mantissa[r * n + c]) * xhat[r * n + c];
-          }
-        }
+        const int64_t first = b * rows / blocks, last = (b + 1) * rows / blocks;
+        add_columns(g.mantissa.data() + first * n, xhat + first * n, last - first, n, pg, pgx);
       }
     });
     for (int64_t c = 0; c < n; ++c) {
