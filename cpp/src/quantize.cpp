@@ -115,27 +115,74 @@ void check_scale_vector(const std::string& fn, const TensorView& scale, DType dt
   }
 }
 
+// Fixed-point codes of a run of floats in one loop: q_i = clamp(round(x_i 2^-e), -qmax, qmax),
+// x_i 2^-e formed in double and rounded by round_nearest's or round_stochastic's rule (words:
+// the run's stream words, or null for nearest). Same integers as the two-step path, in one pass.
+template <typename Q>
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void fixed_point_run(
+    const float* x, int64_t n, double inv_step, int32_t qmax_int, const uint32_t* words, Q* out) {
+  const double qmax = qmax_int;
+  if (words == nullptr) {
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = static_cast<double>(x[i]) * inv_step;
+      out[i] = static_cast<Q>(static_cast<int32_t>(std::clamp(std::nearbyint(v), -qmax, qmax)));
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = static_cast<double>(x[i]) * inv_step;
+      const double f = std::floor(v);
+      const double u = static_cast<double>(static_cast<int32_t>(words[i] >> 8));
+      const double up = u < (v - f) * 16777216.0 ? 1.0 : 0.0;
+      out[i] = static_cast<Q>(static_cast<int32_t>(std::clamp(f + up, -qmax, qmax)));
+    }
+  }
+}
+
+// Codes of runs of a row, drawing the run's words from the stream (at stream index `first`).
+struct FixedPointRunner {
+  static constexpr int64_t kRun = 256;
+  Rounding rounding;
+  RandomStream stream;
+  int32_t qmax;
+  uint32_t words[kRun];
+
+  template <typename Q>
+  void operator()(const float* x, int64_t n, double inv_step, uint64_t first, Q* out) {
+    for (int64_t i0 = 0; i0 < n; i0 += kRun) {
+      const int64_t len = std::min(kRun, n - i0);
+      const uint32_t* w = nullptr;
+      if (rounding == Rounding::kStochastic) {
+        stream_words(stream, first + static_cast<uint64_t>(i0), len, words);
+        w = words;
+      }
+      fixed_point_run<Q>(x + i0, len, inv_step, qmax, w, out + i0);
+    }
+  }
+};
+
 template <typename Q>
 void write_fixed_point(const TensorView& x, const TensorView& mantissa, const std::vector<int32_t>& exponent_of_row,
                        int bits, Rounding rounding, RandomStream stream, const std::string& fn) {
   const int64_t rows = x.size(0), cols = x.size(1);
   Q* out = static_cast<Q*>(mantissa.data());
+  const int32_t qmax = (1 << (bits - 1)) - 1;
+  if (x.dtype() == DType::kFloat32 && x.stride(1) == 1) {  // float rows in place: no tiles
+    const float* base = static_cast<const float*>(x.data());
+    parallel_for(rows, cols * (rounding == Rounding::kStochastic ? 8 : 1), [&](int64_t r0, int64_t r1) {
+      FixedPointRunner run{rounding, stream, qmax, {}};
+      for (int64_t r = r0; r < r1; ++r) {
+        run(base + r * x.stride(0), cols, pow2(-exponent_of_row[r]), static_cast<uint64_t>(r * cols), out + r * cols);
+      }
+    });
+    return;
+  }
   parallel_for((rows + kTile - 1) / kTile, kTile * cols * (rounding == Rounding::kStochastic ? 8 : 1),
                [&](int64_t b0, int64_t b1) {
-                 Rounder round{rounding, stream, (1 << (bits - 1)) - 1, {}};
-                 double v[kTile];
-                 int32_t q[kTile];
+                 FixedPointRunner run{rounding, stream, qmax, {}};
                  for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
-                   const int64_t n = tile.c1 - tile.c0;
                    for (int64_t r = tile.r0; r < tile.r1; ++r) {
-                     const double inv_step = pow2(-exponent_of_row[r]);
-                     for (int64_t i = 0; i < n; ++i) v[i] = static_cast<double>(tile.values[r - tile.r0][i]) * inv_step;
-                     round(v, n, static_cast<uint64_t>(r * cols + tile.c0), q);
-                     // Narrowed in a local array, then copied: a store through int8_t* may alias
-                     // anything, which keeps the compiler from vectorizing a direct loop.
-                     Q narrow[kTile];
-                     for (int64_t i = 0; i < n; ++i) narrow[i] = static_cast<Q>(q[i]);
-                     std::memcpy(out + r * cols + tile.c0, narrow, static_cast<size_t>(n) * sizeof(Q));
+                     run(tile.values[r - tile.r0], tile.c1 - tile.c0, pow2(-exponent_of_row[r]),
+                         static_cast<uint64_t>(r * cols + tile.c0), out + r * cols + tile.c0);
                    }
                  });
                });
@@ -237,26 +284,19 @@ void write_fixed_point_both(const TensorView& x, const TensorView& mantissa, con
   Q* out_t = static_cast<Q*>(mantissa_t.data());
   parallel_for((rows + kTile - 1) / kTile, kTile * cols * (rounding == Rounding::kStochastic ? 16 : 2),
                [&](int64_t b0, int64_t b1) {
-                 Rounder round{rounding, stream, (1 << (bits - 1)) - 1, {}};
-                 Rounder round_t{rounding, stream_t, (1 << (bits - 1)) - 1, {}};
-                 double v[kTile];
-                 int32_t q[kTile];
-                 Q narrow[kTile];
+                 FixedPointRunner run{rounding, stream, (1 << (bits - 1)) - 1, {}};
+                 FixedPointRunner run_t{rounding, stream_t, (1 << (bits - 1)) - 1, {}};
+                 float column[kTile];
                  for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
                    const int64_t n = tile.c1 - tile.c0, m = tile.r1 - tile.r0;
                    for (int64_t r = tile.r0; r < tile.r1; ++r) {
-                     const double inv_step = pow2(-exponent_of_row[r]);
-                     for (int64_t i = 0; i < n; ++i) v[i] = static_cast<double>(tile.values[r - tile.r0][i]) * inv_step;
-                     round(v, n, static_cast<uint64_t>(r * cols + tile.c0), q);
-                     for (int64_t i = 0; i < n; ++i) narrow[i] = static_cast<Q>(q[i]);
-                     std::memcpy(out + r * cols + tile.c0, narrow, static_cast<size_t>(n) * sizeof(Q));
+                     run(tile.values[r - tile.r0], n, pow2(-exponent_of_row[r]), static_cast<uint64_t>(r * cols + tile.c0),
+                         out + r * cols + tile.c0);
                    }
                    for (int64_t c = tile.c0; c < tile.c1; ++c) {
-                     const double inv_step = pow2(-exponent_of_col[c]);
-                     for (int64_t i = 0; i < m; ++i) v[i] = static_cast<double>(tile.values[i][c - tile.c0]) * inv_step;
-                     round_t(v, m, static_cast<uint64_t>(c * rows + tile.r0), q);
-                     for (int64_t i = 0; i < m; ++i) narrow[i] = static_cast<Q>(q[i]);
-                     std::memcpy(out_t + c * rows + tile.r0, narrow, static_cast<size_t>(m) * sizeof(Q));
+                     for (int64_t i = 0; i < m; ++i) column[i] = tile.values[i][c - tile.c0];
+                     run_t(column, m, pow2(-exponent_of_col[c]), static_cast<uint64_t>(c * rows + tile.r0),
+                           out_t + c * rows + tile.r0);
                    }
                  });
                });
