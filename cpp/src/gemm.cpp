@@ -83,14 +83,20 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
 }
 
 // Writes the exact int32 or int64 result.
+// dst[j] = tile[j] as Out (int32 when the caller has checked it cannot overflow), cloned per ISA.
+template <typename Out>
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void store_tile_row(const int64_t* tile,
+                                                                                       int64_t cols, Out* dst) {
+  for (int64_t j = 0; j < cols; ++j) dst[j] = static_cast<Out>(tile[j]);
+}
+
 template <typename Out>
 struct ExactEpilogue {
   Out* c;
   int64_t m, n;
   void operator()(const int64_t* tile, int64_t row0, int64_t col0) const {
     const int64_t rows = std::min<int64_t>(kMR, m - row0), cols = std::min<int64_t>(kNR, n - col0);
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < cols; ++j) c[(row0 + i) * n + col0 + j] = static_cast<Out>(tile[i * kNR + j]);
+    for (int64_t i = 0; i < rows; ++i) store_tile_row<Out>(tile + i * kNR, cols, c + (row0 + i) * n + col0);
   }
 };
 
