@@ -240,3 +240,4 @@ def test_qbert_bad_input(tiny_bert, sentiment_csv, tmp_path, capsys):
     code, err = run_cli_capture(qbert.cli, finetune_args(tiny_bert, sentiment_csv, tmp_path / "b", "--bits", "4,8",
                                                          "--avg-bits", "2", "--hessian-batches", "1"), capsys)
     assert code == 2 and "budget" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b" / "models").exists()  # refused before any fine-tuning

@@ -62,6 +62,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         args.allowed_bits = validate_allowed([int(b) for b in args.bits.split(",") if b.strip()])
     except ValueError as e:
         raise DriverError(f"--bits {args.bits}: {e}") from None
+    if args.size_mb is None and not min(args.allowed_bits) <= args.avg_bits:
+        # Every block at the fewest bits averages exactly that: a smaller budget fits nothing.
+        raise DriverError(f"--avg-bits {args.avg_bits}: the budget is below the smallest of --bits {args.bits}; "
+                          f"use at least {min(args.allowed_bits)}")
+    if args.size_mb is not None and not args.size_mb > 0:
+        raise DriverError(f"--size-mb must be positive, got {args.size_mb}")
     args.assignment_list = [a.strip() for a in args.assignments.split(",") if a.strip()]
     for a in args.assignment_list:
         if a not in ("hessian", "uniform", "reversed"):
