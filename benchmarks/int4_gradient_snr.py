@@ -1,5 +1,5 @@
-"""How good are the INT4 training layer's gradients? SNR of dX and dW against fp32, per layer of
-MiniLM-L6, on real gradients of our default task.
+"""How good are the INT4 training layer's outputs and gradients? SNR of Y, dX and dW against fp32,
+per layer of MiniLM-L6, on real activations and gradients of our default task.
 
     python benchmarks/int4_gradient_snr.py [--batches 3] [--batch-size 32] [--draws 4]
 
@@ -7,15 +7,15 @@ For a few training batches of Rotten Tomatoes, the pretrained all-MiniLM-L6-v2 (
 classification head) runs forward and backward in fp32; hooks keep every encoder linear layer's
 input X, weight W and output gradient G. Each estimator then recomputes that layer's forward
 and backward through `intcore.int4_linear` on the same X and W, with G as the output gradient,
-and is compared with the exact G W and G^T X:
+and is compared with the exact X W^T, G W and G^T X:
 
     SNR = 10 log10(||exact||^2 / ||estimate - exact||^2)   (dB; higher is better)
 
 Estimators: `absmax` (per-row absmax int4 codes, int4 GEMMs, no transform), `hq, bit split`
 (Hadamard quantizer, G split into two int4 digits, every row kept), and `hq-lss` (the same with
 leverage-score sampling of half the rows: the default recipe). Random draws differ by seed;
-the table gives the mean over --draws draws and batches, per layer kind and depth, and the SNR of
-the mean of the draws (the bias check: an unbiased estimator's mean approaches the exact
+the table gives the mean over --draws draws and batches, per layer kind and depth, and for the
+gradients the SNR of the mean of the draws (the bias check: an unbiased estimator's mean approaches the exact
 gradient, so its SNR grows with more draws).
 """
 
@@ -78,13 +78,17 @@ def main() -> None:
         model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss.backward()
         for name, t in captured.items():
             x, w, g = t["x"], t["w"], t["g"]
-            exact = {"dX": g @ w, "dW": g.T @ x}
+            exact = {"Y": x @ w.T, "dX": g @ w, "dW": g.T @ x}
             for estimator, options in ESTIMATORS.items():
                 sums = {"dX": torch.zeros_like(exact["dX"]), "dW": torch.zeros_like(exact["dW"])}
                 for draw in range(args.draws):
                     torch.manual_seed(1000 * draw + 1)
                     xl, wl = x.clone().requires_grad_(), w.clone().requires_grad_()
-                    intcore.int4_linear(xl, wl, **options).backward(g)
+                    y = intcore.int4_linear(xl, wl, **options)
+                    if draw == 0:
+                        per_layer[name][(estimator, "Y")].append(snr_db(y.detach(), exact["Y"]))
+                        of_mean[name][(estimator, "Y")].append(per_layer[name][(estimator, "Y")][-1])
+                    y.backward(g)
                     for grad, value in (("dX", xl.grad), ("dW", wl.grad)):
                         per_layer[name][(estimator, grad)].append(snr_db(value, exact[grad]))
                         sums[grad] += value
@@ -97,17 +101,17 @@ def main() -> None:
              "attention.output.dense": "attn out", "intermediate.dense": "ffn up", "output.dense": "ffn down"}
     print(f"MiniLM-L6, {args.batches} batches of {args.batch_size} from Rotten Tomatoes, {args.draws} draws each; "
           f"SNR in dB against fp32 (mean over draws; in brackets: SNR of the mean of {args.draws} draws)")
-    columns = [(e, g) for e in ESTIMATORS for g in ("dX", "dW")]
-    header = f"{'layer':<20}" + "".join(f"{e + ' ' + g:>22}" for e, g in columns)
+    columns = [(e, g) for e in ESTIMATORS for g in ("Y", "dX", "dW")]
+    header = f"{'layer':<20}" + "".join(f"{e + ' ' + g:>21}" for e, g in columns)
     print(header + "\n" + "-" * len(header))
     for name in captured_order(per_layer):
         layer = name.split(".")[1]
         kind = next(k for suffix, k in kinds.items() if name.endswith(suffix))
-        cells = "".join(f"{sum(per_layer[name][c]) / len(per_layer[name][c]):12.1f} ({sum(of_mean[name][c]) / len(of_mean[name][c]):5.1f})   "
+        cells = "".join(f"{sum(per_layer[name][c]) / len(per_layer[name][c]):13.1f} ({sum(of_mean[name][c]) / len(of_mean[name][c]):5.1f})"
                         for c in columns)
         print(f"{'L' + layer + ' ' + kind:<20}" + cells)
     for estimator in ESTIMATORS:
-        for grad in ("dX", "dW"):
+        for grad in ("Y", "dX", "dW"):
             values = [v for name in per_layer for v in per_layer[name][(estimator, grad)]]
             print(f"mean {estimator} {grad}: {sum(values) / len(values):.1f} dB")
 
