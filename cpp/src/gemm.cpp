@@ -71,7 +71,6 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
               const int shift = a.limbs[la].shift + b.limbs[lb].shift;
               kernel(a.panel(static_cast<int>(la), mp, chunk),
                      reinterpret_cast<const int8_t*>(b.panel(static_cast<int>(lb), nb, chunk)), k4, acc);
-              // Undo the offsets in wrapping 32-bit arithmetic; the true limb sum fits int32.
               merge_tile(acc, row_sums, col_sums, off_a, off_b, k_real, shift, tile);
             }
           }
@@ -82,7 +81,6 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
   });
 }
 
-// Writes the exact int32 or int64 result.
 // dst[j] = tile[j] as Out (int32 when the caller has checked it cannot overflow), cloned per ISA.
 template <typename Out>
 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void store_tile_row(const int64_t* tile,
@@ -90,6 +88,7 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void store_t
   for (int64_t j = 0; j < cols; ++j) dst[j] = static_cast<Out>(tile[j]);
 }
 
+// Writes the exact int32 or int64 result.
 template <typename Out>
 struct ExactEpilogue {
   Out* c;

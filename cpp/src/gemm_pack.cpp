@@ -89,6 +89,19 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) int32_t byte
   return sum;
 }
 
+// Records row r's stored bytes (k4 * 4 of them, the tail zero) in `limb`: their sums per K
+// chunk, as the kernel reads them, and each group of four k as one 32-bit word in the panel
+// row's slot.
+void store_row_bytes(const uint8_t* bytes, int64_t r, PackSide side, const PackedMatrix& p, PackedLimb& limb) {
+  const int64_t R = p.panel_rows, padded_rows = p.panels * R;
+  for (int64_t c = 0; c < p.chunks(); ++c) {
+    const int64_t k_begin = c * kChunkK4 * 4, k_end = std::min(p.k, k_begin + kChunkK4 * 4);
+    limb.sums[c * padded_rows + r] = byte_sum(bytes + k_begin, k_end - k_begin, side);
+  }
+  uint8_t* dst = limb.bytes.data() + (r / R) * p.k4 * R * 4 + (r % R) * 4;
+  for (int64_t g = 0; g < p.k4; ++g) std::memcpy(dst + g * R * 4, bytes + g * 4, 4);
+}
+
 // Packs panel `panel` of an int8 operand (one limb) straight from its bytes: the stored byte is
 // v + 128 on the A side (v ^ 0x80 as a byte) and v on the B side; pad bytes stay 0. Rows may be
 // contiguous (copied four bytes at a time into their slots) or strided, as in a transposed view
@@ -105,12 +118,7 @@ void pack_int8_panel(const TensorView& v, PackSide side, PackedMatrix& p, int64_
     for (int64_t i = 0; i < count; ++i) {
       const int8_t* src = base + (first + i) * rs;
       for (int64_t t = 0; t < p.k; ++t) bytes[t] = static_cast<uint8_t>(src[t * cs]) ^ flip;
-      for (int64_t c = 0; c < p.chunks(); ++c) {
-        const int64_t k_begin = c * kChunkK4 * 4, k_end = std::min(p.k, k_begin + kChunkK4 * 4);
-        limb.sums[c * padded_rows + first + i] = byte_sum(bytes.data() + k_begin, k_end - k_begin, side);
-      }
-      uint8_t* slot = dst + i * 4;
-      for (int64_t g = 0; g < p.k4; ++g) std::memcpy(slot + g * R * 4, bytes.data() + g * 4, 4);
+      store_row_bytes(bytes.data(), first + i, side, p, limb);
     }
     return;
   }
@@ -153,7 +161,6 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
 
   // Writes one row's limbs into its slot of the panel and records its byte sums.
   auto pack_row = [&](const int32_t* row, int64_t r, uint8_t* bytes) {
-    const int64_t panel = r / R, i = r % R;
     for (size_t l = 0; l < specs.size(); ++l) {
       PackedLimb& limb = p.limbs[l];
       // stored = limb value + offset (A side) or - offset (B side)
@@ -163,13 +170,7 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
         case LimbKind::kHigh: limb_bytes<LimbKind::kHigh>(row, p.k, bias, bytes); break;
         case LimbKind::kLow: limb_bytes<LimbKind::kLow>(row, p.k, bias, bytes); break;
       }
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t k_begin = c * kChunkK4 * 4, k_end = std::min(p.k, k_begin + kChunkK4 * 4);
-        limb.sums[c * padded_rows + r] = byte_sum(bytes + k_begin, k_end - k_begin, side);
-      }
-      // Each group of four k lands as one 32-bit word in the panel row's slot.
-      uint8_t* dst = limb.bytes.data() + panel * p.k4 * R * 4 + i * 4;
-      for (int64_t g = 0; g < p.k4; ++g) std::memcpy(dst + g * R * 4, bytes + g * 4, 4);
+      store_row_bytes(bytes, r, side, p, limb);
     }
   };
 
