@@ -58,7 +58,6 @@ def main() -> None:
             "quantize w (nearest)": lambda: engine._fixed_point_codes(w, bits, "nearest", per_row, 0, 0),
             "quantize grad (stochastic)": lambda: engine._fixed_point_codes(g, bits, "stochastic", per_row, 1, 0),
             "quantize grad^T (stochastic)": lambda: engine._fixed_point_codes(g.T, bits, "stochastic", per_row, 1, 1),
-            "quantize grad and grad^T, one pass": lambda: engine._fixed_point_codes_both(g, bits, "stochastic", 1),
             "align w, x to one exponent": lambda: (engine._shared_exponent(qw, ew), engine._shared_exponent(qx, ex)),
             "GEMM y = x w^T": lambda: _C.gemm_scaled(qx, ex, qw, ew, None, y),
             "GEMM dx = grad w": lambda: _C.gemm_scaled(qg, eg, qw1.T, ew1, None, dx),

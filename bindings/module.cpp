@@ -189,23 +189,6 @@ PYBIND11_MODULE(_C, m) {
       py::arg("seed") = 0, py::arg("offset") = 0);
 
   m.def(
-      "quantize_fixed_point_both",
-      [](py::object x, py::object mantissa, py::object exponent, py::object mantissa_t, py::object exponent_t,
-         int64_t bits_arg, const std::string& rounding, uint64_t seed, uint64_t offset, uint64_t offset_t) {
-        const bindings::BindingCall call("quantize_fixed_point_both");
-        const int bits = narrow_int(bits_arg);
-        DLPackView xv(x, "x"), mv(mantissa, "mantissa"), ev(exponent, "exponent"), mtv(mantissa_t, "mantissa_t"),
-            etv(exponent_t, "exponent_t");
-        const Rounding r = parse_rounding(rounding);
-        py::gil_scoped_release release;
-        quantize_fixed_point_both(xv.view(), mv.view(), ev.view(), mtv.view(), etv.view(), bits, r, {seed, offset},
-                                  {seed, offset_t});
-      },
-      "quantize_fixed_point of x into (mantissa, exponent) and of x^T into (mantissa_t, exponent_t), in one pass.",
-      py::arg("x"), py::arg("mantissa"), py::arg("exponent"), py::arg("mantissa_t"), py::arg("exponent_t"),
-      py::arg("bits"), py::arg("rounding"), py::arg("seed") = 0, py::arg("offset") = 0, py::arg("offset_t") = 1);
-
-  m.def(
       "dequantize_fixed_point",
       [](py::object mantissa, py::object exponent, py::object out) {
         const bindings::BindingCall call("dequantize_fixed_point");

@@ -64,23 +64,28 @@ void for_each_tile(const std::string& fn_name, const TensorView& x, int64_t row_
   });
 }
 
-// The rounding loops, cloned per ISA so that they run 4 or 8 doubles per instruction where
-// the CPU allows. The stochastic rule is round_up_stochastic's, written out so it vectorizes:
-// the top 24 bits of the word, as an int32, against frac * 2^24.
+// The two rounding rules on a value already in units of the step, clamped to [-qmax, qmax].
+// The stochastic rule is round_up_stochastic's, written out so it vectorizes: the top 24 bits
+// of the word, as an int32, against frac * 2^24. Inlined into the loops below, each cloned per
+// ISA so that they run 4 or 8 doubles per instruction where the CPU allows.
+inline double nearest_code(double v, double qmax) { return std::clamp(std::nearbyint(v), -qmax, qmax); }
+
+inline double stochastic_code(double v, uint32_t word, double qmax) {
+  const double f = std::floor(v);
+  const double u = static_cast<double>(static_cast<int32_t>(word >> 8));
+  const double up = u < (v - f) * 16777216.0 ? 1.0 : 0.0;
+  return std::clamp(f + up, -qmax, qmax);
+}
+
 __attribute__((target_clones("avx512f", "avx2", "default"))) void round_nearest(const double* v, int64_t n,
                                                                                 double qmax, int32_t* q) {
-  for (int64_t i = 0; i < n; ++i) q[i] = static_cast<int32_t>(std::clamp(std::nearbyint(v[i]), -qmax, qmax));
+  for (int64_t i = 0; i < n; ++i) q[i] = static_cast<int32_t>(nearest_code(v[i], qmax));
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) void round_stochastic(const double* v, int64_t n,
                                                                                    const uint32_t* bits, double qmax,
                                                                                    int32_t* q) {
-  for (int64_t i = 0; i < n; ++i) {
-    const double f = std::floor(v[i]);
-    const double u = static_cast<double>(static_cast<int32_t>(bits[i] >> 8));
-    const double up = u < (v[i] - f) * 16777216.0 ? 1.0 : 0.0;
-    q[i] = static_cast<int32_t>(std::clamp(f + up, -qmax, qmax));
-  }
+  for (int64_t i = 0; i < n; ++i) q[i] = static_cast<int32_t>(stochastic_code(v[i], bits[i], qmax));
 }
 
 // Rounds a run of values (already in units of the quantization step) to integers in
@@ -116,25 +121,18 @@ void check_scale_vector(const std::string& fn, const TensorView& scale, DType dt
 }
 
 // Fixed-point codes of a run of floats in one loop: q_i = clamp(round(x_i 2^-e), -qmax, qmax),
-// x_i 2^-e formed in double and rounded by round_nearest's or round_stochastic's rule (words:
-// the run's stream words, or null for nearest). Same integers as the two-step path, in one pass.
+// x_i 2^-e formed in double and rounded by nearest_code or stochastic_code (words: the run's
+// stream words, or null for nearest), narrowed and stored in the same pass.
 template <typename Q>
 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void fixed_point_run(
     const float* x, int64_t n, double inv_step, int32_t qmax_int, const uint32_t* words, Q* out) {
   const double qmax = qmax_int;
   if (words == nullptr) {
-    for (int64_t i = 0; i < n; ++i) {
-      const double v = static_cast<double>(x[i]) * inv_step;
-      out[i] = static_cast<Q>(static_cast<int32_t>(std::clamp(std::nearbyint(v), -qmax, qmax)));
-    }
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = static_cast<Q>(static_cast<int32_t>(nearest_code(static_cast<double>(x[i]) * inv_step, qmax)));
   } else {
-    for (int64_t i = 0; i < n; ++i) {
-      const double v = static_cast<double>(x[i]) * inv_step;
-      const double f = std::floor(v);
-      const double u = static_cast<double>(static_cast<int32_t>(words[i] >> 8));
-      const double up = u < (v - f) * 16777216.0 ? 1.0 : 0.0;
-      out[i] = static_cast<Q>(static_cast<int32_t>(std::clamp(f + up, -qmax, qmax)));
-    }
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = static_cast<Q>(static_cast<int32_t>(stochastic_code(static_cast<double>(x[i]) * inv_step, words[i], qmax)));
   }
 }
 
@@ -212,96 +210,6 @@ uint32_t contiguous_max_bits(const T* src, int64_t n) {
   }
   return m;
 }
-// The LSB exponent of each row from its max |x| -- |x| < 2^e_max (frexp: x = f 2^e_max,
-// 0.5 <= f < 1), so the LSB weighs 2^(e_max - bits + 1) -- with one exponent for all rows
-// (their max) unless `exponent` holds one per row; writes `exponent` and returns the per-row list.
-std::vector<int32_t> lsb_exponents(std::vector<float> absmax, int bits, const TensorView& exponent) {
-  const int64_t rows = static_cast<int64_t>(absmax.size());
-  const bool per_row = exponent.size(0) == rows && rows != 1;
-  if (!per_row) {
-    const float m = absmax.empty() ? 0.0f : *std::max_element(absmax.begin(), absmax.end());
-    std::fill(absmax.begin(), absmax.end(), m);
-  }
-  std::vector<int32_t> exponent_of_row(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r) {
-    int e_max = 0;
-    std::frexp(absmax[r], &e_max);
-    exponent_of_row[r] = e_max - (bits - 1);
-  }
-  int32_t* e_out = exponent.data_as<int32_t>();
-  if (per_row) {
-    std::copy(exponent_of_row.begin(), exponent_of_row.end(), e_out);
-  } else {
-    int e_max = 0;
-    std::frexp(absmax.empty() ? 0.0f : absmax[0], &e_max);
-    e_out[0] = e_max - (bits - 1);
-  }
-  return exponent_of_row;
-}
-
-// Per-row and per-column max |x| in one pass over x; ValueError naming x on NaN or Inf.
-void row_and_column_absmax(const std::string& fn_name, const TensorView& x, std::vector<float>& row_max,
-                           std::vector<float>& col_max) {
-  const int64_t rows = x.size(0), cols = x.size(1);
-  const int64_t blocks = (rows + kTile - 1) / kTile;
-  std::vector<uint32_t> row_bits(static_cast<size_t>(rows), 0), col_bits(static_cast<size_t>(blocks * cols), 0);
-  parallel_for(blocks, kTile * cols, [&](int64_t b0, int64_t b1) {
-    for_each_tile(fn_name, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
-      uint32_t* cb = col_bits.data() + (tile.r0 / kTile) * cols + tile.c0;
-      for (int64_t r = tile.r0; r < tile.r1; ++r) {
-        uint32_t m = row_bits[r];
-        const float* values = tile.values[r - tile.r0];
-        for (int64_t c = 0; c < tile.c1 - tile.c0; ++c) {
-          const uint32_t b = magnitude_bits(values[c]);
-          m = b > m ? b : m;
-          cb[c] = b > cb[c] ? b : cb[c];
-        }
-        row_bits[r] = m;
-      }
-    });
-  });
-  row_max.resize(static_cast<size_t>(rows));
-  col_max.assign(static_cast<size_t>(cols), 0.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    if (row_bits[r] >= kNonFiniteBits) throw_value_error(fn_name + ": " + x.name() + " contains NaN or Inf");
-    std::memcpy(&row_max[r], &row_bits[r], sizeof(float));
-  }
-  for (int64_t c = 0; c < cols; ++c) {
-    uint32_t m = 0;
-    for (int64_t b = 0; b < blocks; ++b) m = std::max(m, col_bits[b * cols + c]);
-    std::memcpy(&col_max[c], &m, sizeof(float));
-  }
-}
-
-// Writes the codes of x by rows (out, stream) and of x^T by rows (out_t, stream_t) from one
-// pass over x's tiles: the same values and random words as two separate quantizations.
-template <typename Q>
-void write_fixed_point_both(const TensorView& x, const TensorView& mantissa, const std::vector<int32_t>& exponent_of_row,
-                            const TensorView& mantissa_t, const std::vector<int32_t>& exponent_of_col, int bits,
-                            Rounding rounding, RandomStream stream, RandomStream stream_t, const std::string& fn) {
-  const int64_t rows = x.size(0), cols = x.size(1);
-  Q* out = static_cast<Q*>(mantissa.data());
-  Q* out_t = static_cast<Q*>(mantissa_t.data());
-  parallel_for((rows + kTile - 1) / kTile, kTile * cols * (rounding == Rounding::kStochastic ? 16 : 2),
-               [&](int64_t b0, int64_t b1) {
-                 FixedPointRunner run{rounding, stream, (1 << (bits - 1)) - 1, {}};
-                 FixedPointRunner run_t{rounding, stream_t, (1 << (bits - 1)) - 1, {}};
-                 float column[kTile];
-                 for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
-                   const int64_t n = tile.c1 - tile.c0, m = tile.r1 - tile.r0;
-                   for (int64_t r = tile.r0; r < tile.r1; ++r) {
-                     run(tile.values[r - tile.r0], n, pow2(-exponent_of_row[r]), static_cast<uint64_t>(r * cols + tile.c0),
-                         out + r * cols + tile.c0);
-                   }
-                   for (int64_t c = tile.c0; c < tile.c1; ++c) {
-                     for (int64_t i = 0; i < m; ++i) column[i] = tile.values[i][c - tile.c0];
-                     run_t(column, m, pow2(-exponent_of_col[c]), static_cast<uint64_t>(c * rows + tile.r0),
-                           out_t + c * rows + tile.r0);
-                   }
-                 });
-               });
-}
-
 }  // namespace
 
 std::vector<float> row_absmax(const std::string& fn_name, const TensorView& x) {
@@ -353,47 +261,31 @@ void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const
     return;
   }
 
-  const std::vector<int32_t> exponent_of_row = lsb_exponents(row_absmax(fn, x), bits, exponent);
+  std::vector<float> absmax = row_absmax(fn, x);
+  const bool per_row = exponent.size(0) == rows && rows != 1;
+  if (!per_row) {
+    const float m = absmax.empty() ? 0.0f : *std::max_element(absmax.begin(), absmax.end());
+    std::fill(absmax.begin(), absmax.end(), m);
+  }
+  // |x| < 2^e_max (frexp: x = f 2^e_max, 0.5 <= f < 1); the LSB has weight 2^(e_max - bits + 1).
+  std::vector<int32_t> exponent_of_row(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    int e_max = 0;
+    std::frexp(absmax[r], &e_max);
+    exponent_of_row[r] = e_max - (bits - 1);
+  }
+  int32_t* e_out = exponent.data_as<int32_t>();
+  if (per_row) {
+    std::copy(exponent_of_row.begin(), exponent_of_row.end(), e_out);
+  } else {
+    int e_max = 0;
+    std::frexp(absmax.empty() ? 0.0f : absmax[0], &e_max);
+    e_out[0] = e_max - (bits - 1);
+  }
   if (bits <= 8) {
     write_fixed_point<int8_t>(x, mantissa, exponent_of_row, bits, rounding, stream, fn);
   } else {
     write_fixed_point<int16_t>(x, mantissa, exponent_of_row, bits, rounding, stream, fn);
-  }
-}
-
-void quantize_fixed_point_both(const TensorView& x, const TensorView& mantissa, const TensorView& exponent,
-                               const TensorView& mantissa_t, const TensorView& exponent_t, int bits, Rounding rounding,
-                               RandomStream stream, RandomStream stream_t) {
-  const std::string fn = "quantize_fixed_point_both";
-  check_input(fn, x);
-  if (bits < 2 || bits > 16) throw_value_error(fn + ": bits must be in 2..16, got " + std::to_string(bits));
-  const int64_t rows = x.size(0), cols = x.size(1);
-  const DType code_type = bits <= 8 ? DType::kInt8 : DType::kInt16;
-  check_dtype(fn, mantissa, code_type);
-  check_shape(fn, mantissa, {rows, cols});
-  check_contiguous(fn, mantissa);
-  check_dtype(fn, mantissa_t, code_type);
-  check_shape(fn, mantissa_t, {cols, rows});
-  check_contiguous(fn, mantissa_t);
-  check_scale_vector(fn, exponent, DType::kInt32, rows);
-  check_scale_vector(fn, exponent_t, DType::kInt32, cols);
-  check_disjoint(fn, {&mantissa, &exponent, &mantissa_t, &exponent_t}, {&x});
-  check_disjoint(fn, {&mantissa, &exponent}, {&mantissa_t, &exponent_t});
-  if (runs_on_cuda(fn, {&x, &mantissa, &exponent, &mantissa_t, &exponent_t})) {
-    quantize_fixed_point(x, mantissa, exponent, bits, rounding, stream);
-    quantize_fixed_point(x.transposed(), mantissa_t, exponent_t, bits, rounding, stream_t);
-    return;
-  }
-  std::vector<float> row_max, col_max;
-  row_and_column_absmax(fn, x, row_max, col_max);
-  const std::vector<int32_t> exponent_of_row = lsb_exponents(row_max, bits, exponent);
-  const std::vector<int32_t> exponent_of_col = lsb_exponents(col_max, bits, exponent_t);
-  if (bits <= 8) {
-    write_fixed_point_both<int8_t>(x, mantissa, exponent_of_row, mantissa_t, exponent_of_col, bits, rounding, stream,
-                                   stream_t, fn);
-  } else {
-    write_fixed_point_both<int16_t>(x, mantissa, exponent_of_row, mantissa_t, exponent_of_col, bits, rounding,
-                                    stream, stream_t, fn);
   }
 }
 

@@ -182,48 +182,5 @@ TEST(Absmax, DequantizeChecksEveryDimensionOfItsOutput) {
                Error);  // the codes would overwrite x as they are written
 }
 
-TEST(FixedPoint, BothOrientationsInOnePassEqualTwoQuantizations) {
-  // quantize_fixed_point_both(x) == quantize_fixed_point(x) and quantize_fixed_point(x^T), bit
-  // for bit: odd shapes across tile edges, contiguous and transposed x, both roundings, both
-  // granularities, 8 and 16 bits, and a few huge rows and columns so exponents differ.
-  for (const auto& shape : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 70}, {130, 65}, {64, 64}, {0, 5}}) {
-    const int64_t rows = shape.first, cols = shape.second;
-    auto x = random_floats(rows, cols, 31, 2.0f);
-    if (rows > 2 && cols > 2) {
-      x(1, 2) = 3e4f;
-      x(rows - 1, 0) = -7e-3f;
-    }
-    Array<float> xt(cols, rows);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) xt(c, r) = x(r, c);
-    for (bool transposed_input : {false, true}) {
-      const TensorView xv = transposed_input ? xt.view("x").transposed() : x.view("x");
-      for (int bits : {8, 16}) {
-        for (Rounding rounding : {Rounding::kNearest, Rounding::kStochastic}) {
-          for (bool per_row : {true, false}) {
-            auto run = [&](auto tag) {
-              using Q = decltype(tag);
-              std::vector<int32_t> e(per_row ? std::max<int64_t>(rows, 1) : 1), et(per_row ? std::max<int64_t>(cols, 1) : 1);
-              std::vector<int32_t> e2 = e, et2 = et;
-              Array<Q> q(rows, cols), qt(cols, rows), q2(rows, cols), qt2(cols, rows);
-              const RandomStream s{77, 0}, st{77, 1};
-              quantize_fixed_point_both(xv, q.view("q"), vec(e, "e"), qt.view("qt"), vec(et, "et"), bits, rounding, s,
-                                        st);
-              quantize_fixed_point(xv, q2.view("q"), vec(e2, "e"), bits, rounding, s);
-              quantize_fixed_point(xv.transposed(), qt2.view("qt"), vec(et2, "et"), bits, rounding, st);
-              ASSERT_EQ(q.data, q2.data) << rows << "x" << cols << " bits " << bits;
-              ASSERT_EQ(qt.data, qt2.data) << rows << "x" << cols << " bits " << bits;
-              ASSERT_EQ(e, e2);
-              ASSERT_EQ(et, et2);
-            };
-            if (bits <= 8) run(int8_t{});
-            else run(int16_t{});
-          }
-        }
-      }
-    }
-  }
-}
-
 }  // namespace
 }  // namespace intcore

@@ -552,10 +552,6 @@ def fuzz_engine(f: Fuzz, deadline: float) -> None:
         mdtype = torch.int8 if bits <= 8 else torch.int16
         yield "quantize_fixed_point", dict(x=x, mantissa=out((m, k), mdtype), exponent=out((f.pick(1, m),), torch.int32),
                                            bits=bits, rounding=rounding, seed=f.rng.randrange(2**40), offset=0)
-        yield "quantize_fixed_point_both", dict(
-            x=x, mantissa=out((m, k), mdtype), exponent=out((f.pick(1, m),), torch.int32), mantissa_t=out((k, m), mdtype),
-            exponent_t=out((f.pick(1, k),), torch.int32), bits=bits, rounding=rounding, seed=f.rng.randrange(2**40),
-            offset=0, offset_t=1)
         yield "dequantize_fixed_point", dict(mantissa=torch.randint(-100, 100, (m, k), dtype=torch.int8),
                                              exponent=torch.zeros(1, dtype=torch.int32), out=out((m, k), torch.float32))
         b4 = f.pick(4, 8)

@@ -27,13 +27,6 @@ enum class Granularity { kPerTensor, kPerRow };
 // mantissa: int8 (bits <= 8) or int16, contiguous [rows, cols]. exponent: int32 [1] or [rows].
 void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const TensorView& exponent,
                           int bits, Rounding rounding, RandomStream stream);
-// quantize_fixed_point(x, mantissa, exponent, ..., stream) and
-// quantize_fixed_point(x^T, mantissa_t, exponent_t, ..., stream_t) in one pass over x, bit for
-// bit: a gradient's codes by rows (for dx = G W) and by columns (for dw = G^T X) at once.
-// mantissa_t: [cols, rows] contiguous; exponent_t: int32 [1] or [cols].
-void quantize_fixed_point_both(const TensorView& x, const TensorView& mantissa, const TensorView& exponent,
-                               const TensorView& mantissa_t, const TensorView& exponent_t, int bits, Rounding rounding,
-                               RandomStream stream, RandomStream stream_t);
 // out: float32 [rows, cols] = mantissa * 2^exponent.
 void dequantize_fixed_point(const TensorView& mantissa, const TensorView& exponent, const TensorView& out);
 

@@ -185,35 +185,19 @@ def _fixed_point_linear(x, w, bias, bits, rounding, per_row, seed):
     return y.to(x.dtype), qx, ex, qw, ew
 
 
-def _fixed_point_codes_both(g: Tensor, bits: int, rounding: str, seed: int):
-    """The per-row codes of g (stream offset 0) and of g^T (offset 1), from one pass over g."""
-    codes = torch.int8 if bits <= 8 else torch.int16
-    qg, eg = _empty(g, g.shape, dtype=codes), _empty(g, (_size(g, 0),), dtype=torch.int32)
-    qgt, egt = _empty(g, (_size(g, 1), _size(g, 0)), dtype=codes), _empty(g, (_size(g, 1),), dtype=torch.int32)
-    _C.quantize_fixed_point_both(g, qg, eg, qgt, egt, bits, rounding, seed, 0, 1)
-    return qg, eg, qgt, egt
-
-
 @kernel("fixed_point_linear_backward")
 def _fixed_point_linear_backward(grad, x_mantissa, x_exponent, w_mantissa, w_exponent, grad_bits, rounding, per_row, need_grad, seed):
     _check_need_grad("fixed_point_linear_backward", need_grad)
     grad, seed_value = grad.detach(), _seed_value(seed)
     dx = _empty(grad, (0,), dtype=torch.float32)
     dw = _empty(grad, (0,), dtype=torch.float32)
-    # Per-row exponents need G's codes by rows (dx) and by columns (dw): one pass on the CPU.
-    both = all(need_grad) and per_row and grad.device.type == "cpu" and grad.dim() == 2
-    if both:
-        qg, eg, qgt, egt = _fixed_point_codes_both(grad, grad_bits, rounding, seed_value)
     if need_grad[0]:  # dx = G W: rows of G are rows of dx, so G may carry per-row exponents
-        if not both:
-            qg, eg = _fixed_point_codes(grad, grad_bits, rounding, per_row, seed_value, 0)
+        qg, eg = _fixed_point_codes(grad, grad_bits, rounding, per_row, seed_value, 0)
         qw, ew = _shared_exponent(w_mantissa, w_exponent)
         dx = _empty(grad, (_size(grad, 0), _size(qw, 1)), dtype=torch.float32)
         _C.gemm_scaled(qg, eg, qw.T, ew, None, dx)
     if need_grad[1]:  # dw = G^T X: reduces over tokens, so X needs one exponent
-        if both:
-            pass
-        elif per_row or not need_grad[0]:
+        if per_row or not need_grad[0]:
             qgt, egt = _fixed_point_codes(grad.T, grad_bits, rounding, per_row, seed_value, 1)
         else:  # one shared exponent: G^T is the transposed view of the same codes
             qgt, egt = qg.T, eg
