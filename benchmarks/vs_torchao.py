@@ -95,12 +95,6 @@ def main() -> None:
     # ---- MLP block: 768 -> 3072 -> 768 with GELU, forward and backward ----
     mlp = torch.nn.Sequential(torch.nn.Linear(768, 3072), torch.nn.GELU(), torch.nn.Linear(3072, 768))
     x = torch.randn(args.tokens, 768)
-    variants = {
-        "fp32": copy.deepcopy(mlp),
-        "torchao int8 mixed precision": contiguous_torchao(copy.deepcopy(mlp)),
-        "intcore int8": intcore.convert(copy.deepcopy(mlp), "int8"),
-        "intcore int8-per-tensor": intcore.convert(copy.deepcopy(mlp), "int8-per-tensor"),
-    }
 
     def block_step(model):
         def run():
@@ -108,12 +102,8 @@ def main() -> None:
             model(xi).square().mean().backward()
         return run
 
-    print(f"\nMLP block, {args.tokens} tokens, 768 -> 3072 -> 768, forward + backward")
-    base = None
-    for name, model in variants.items():
-        seconds = cpu_seconds(block_step(model), args.repeats)
-        base = base or seconds
-        print(f"  {name:<30}{seconds:8.3f} s{base / seconds:8.2f}x fp32's speed")
+    report(f"MLP block, {args.tokens} tokens, 768 -> 3072 -> 768, forward + backward", mlp, None, block_step,
+           args.repeats)
 
     # ---- one MiniLM-L6 training step ----
     config = transformers.BertConfig(vocab_size=30522, num_labels=2, hidden_size=384, num_hidden_layers=6,
@@ -122,12 +112,6 @@ def main() -> None:
     ids = torch.randint(1, 30522, (args.batch, args.seq))
     mask = torch.ones_like(ids)
     labels = torch.randint(0, 2, (args.batch,))
-    variants = {
-        "fp32": copy.deepcopy(bert),
-        "torchao int8 mixed precision": contiguous_torchao(copy.deepcopy(bert)),
-        "intcore int8": intcore.convert(copy.deepcopy(bert), "int8", skip="classifier"),
-        "intcore int8-per-tensor": intcore.convert(copy.deepcopy(bert), "int8-per-tensor", skip="classifier"),
-    }
 
     def train_step(model):
         opt = torch.optim.AdamW(model.parameters(), lr=2e-5)
@@ -138,13 +122,27 @@ def main() -> None:
             opt.step()
         return run
 
-    print(f"\nMiniLM-L6 training step, batch {args.batch} x {args.seq} tokens, AdamW")
+    report(f"MiniLM-L6 training step, batch {args.batch} x {args.seq} tokens, AdamW", bert, "classifier", train_step,
+           args.repeats)
+
+
+def report(title: str, model, skip, step_of, repeats: int) -> None:
+    """Times step_of(variant) for the model in fp32, torchao int8 mixed precision, intcore int8
+    and intcore int8-per-tensor (`skip`: modules intcore leaves in float), against fp32's speed."""
+    import intcore
+
+    variants = {
+        "fp32": copy.deepcopy(model),
+        "torchao int8 mixed precision": contiguous_torchao(copy.deepcopy(model)),
+        "intcore int8": intcore.convert(copy.deepcopy(model), "int8", skip=skip),
+        "intcore int8-per-tensor": intcore.convert(copy.deepcopy(model), "int8-per-tensor", skip=skip),
+    }
+    print(f"\n{title}")
     base = None
-    for name, model in variants.items():
-        seconds = cpu_seconds(train_step(model), args.repeats)
+    for name, variant in variants.items():
+        seconds = cpu_seconds(step_of(variant), repeats)
         base = base or seconds
         print(f"  {name:<30}{seconds:8.3f} s{base / seconds:8.2f}x fp32's speed")
-
 
 if __name__ == "__main__":
     main()
