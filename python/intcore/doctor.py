@@ -73,7 +73,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print every case, with tracebacks of errors")
     args = parser.parse_args(argv)
     _report_environment()
-    print("\nself-check: native kernels against portable kernels (same bits required)")
+    print("\nself-check: native kernels against portable kernels, and other devices against the CPU engine "
+          "(same bits required)")
     bad = 0
     # The CPU once per GEMM micro-kernel this CPU supports (they must agree bit for bit too).
     targets = [("cpu", k) for k in _C.supported_cpu_kernels()] + [(d, None) for d in _devices() if d != "cpu"]
@@ -95,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bad += counts["MISMATCH"] + counts["ERROR"]
         print(f"  {label}: {counts['ok']} ok, {counts['MISMATCH']} mismatched, {counts['ERROR']} errors, "
               f"{counts['portable']} portable-only cases")
-    print("\nall native kernels agree with the portable kernels" if bad == 0 else f"\nFAILED: {bad} cases")
+    print("\nevery kernel agrees bit for bit" if bad == 0 else f"\nFAILED: {bad} cases")
     return 1 if bad else 0
 
 

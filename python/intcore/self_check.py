@@ -1,15 +1,20 @@
 """Native kernels against portable ones on one device: every op with a native kernel there runs
-on small random inputs both ways and must give the same bits.
+on small random inputs both ways and must give the same bits. On a device other than the CPU,
+every case's result there (native where the device has a kernel, portable elsewhere) must also
+equal the CPU engine's result on the same inputs.
 
-This is what proves a native kernel on a device no CI machine has (a GPU): the portable kernels
-are tested bit for bit against the CPU engine in the test suite, so agreeing with them is
-agreeing with the engine. ``python -m intcore`` runs it on every available device.
+This is what proves the kernels on a device no CI machine has (a GPU): the portable kernels are
+tested bit for bit against the CPU engine in the test suite, but torch's own operations on
+another device (divisions, reductions, conversions) are only proven there by this comparison.
+``python -m intcore`` runs it on every available device.
 """
 
 from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -121,32 +126,43 @@ class Result:
     device: str
     op: str
     label: str
-    status: str  # "ok", "MISMATCH", "ERROR", or "portable" (no native kernel to compare)
+    # "ok", "MISMATCH", "ERROR", or "portable" (no native kernel to compare, and on the CPU
+    # nothing else to compare with)
+    status: str
     detail: str = ""
 
 
-def check_device(device: str) -> list[Result]:
-    """Runs every case on `device` natively and portably; a case of an op without a native
-    kernel on that device reports "portable" (it ran, nothing to compare)."""
+def check_device(device: str, against_cpu: Optional[bool] = None) -> list[Result]:
+    """Runs every case on `device` natively and portably (a case of an op without a native kernel
+    there runs portably only); with `against_cpu` (the default off the CPU) each result is also
+    compared with the CPU engine's on the same inputs."""
     device_type = torch.device(device).type
+    if against_cpu is None:
+        against_cpu = device_type != "cpu"
     native_ops = {op for op, how in dispatch.kernel_table(forced=False).get(device_type, {}).items() if how != "portable"}
     results = []
     try:
         with dispatch.portable_kernels():
             case_list = cases(device)
+        cpu_list = cases("cpu") if against_cpu else None
     except Exception as error:  # noqa: BLE001 - reported, and the run fails
         return [Result(device, "(inputs)", "", "ERROR", f"{type(error).__name__}: {error}")]
-    for case in case_list:
+    for i, case in enumerate(case_list):
         try:
             with dispatch.portable_kernels():
                 portable = case.run()
-            if case.op not in native_ops:
-                results.append(Result(device, case.op, case.label, "portable"))
-                continue
-            with dispatch.portable_kernels(False):
-                native = case.run()
-            status = "ok" if same_bits(native, portable) else "MISMATCH"
-            results.append(Result(device, case.op, case.label, status))
+            status, detail = "portable", ""
+            if case.op in native_ops:
+                with dispatch.portable_kernels(False):
+                    native = case.run()
+                status = "ok" if same_bits(native, portable) else "MISMATCH"
+                detail = "" if status == "ok" else "native != portable"
+            if cpu_list is not None and status != "MISMATCH":
+                with dispatch.portable_kernels(False):
+                    on_cpu = cpu_list[i].run()
+                status = "ok" if same_bits(portable, on_cpu) else "MISMATCH"
+                detail = "" if status == "ok" else f"{device} != the CPU engine"
+            results.append(Result(device, case.op, case.label, status, detail))
         except Exception as error:  # noqa: BLE001 - reported, and the run fails
             detail = f"{type(error).__name__}: {error}".splitlines()[0]
             results.append(Result(device, case.op, case.label, "ERROR", detail + "\n" + traceback.format_exc(limit=3)))

@@ -316,13 +316,12 @@ def test_non_finite_input_propagates_as_nan_on_cuda():
     assert torch.isnan(y[1]).all() and torch.isfinite(y[0]).all()
 
 
-def test_ops_without_native_cuda_kernels_run_portable_or_say_so():
-    # Layer norm has no native CUDA kernel: it runs its portable kernel (torch code) where one is
-    # registered for every device, or raises NotImplementedError naming the device.
-    x = torch.randn(2, 8)
-    try:
-        y = intcore.fixed_point_layer_norm(x.cuda())
-    except NotImplementedError as e:
-        assert "cuda" in str(e)
-    else:
-        torch.testing.assert_close(y.cpu(), intcore.fixed_point_layer_norm(x))
+def test_every_op_on_cuda_gives_the_cpu_engines_bits():
+    # The self-check's cases on the GPU: native kernels against portable ones, and every result
+    # (native, or portable where CUDA has no kernel: layer norm, embedding, Hadamard, HQ) against
+    # the CPU engine's on the same inputs.
+    from intcore import self_check
+
+    results = self_check.check_device("cuda")
+    bad = [f"{r.op} ({r.label}): {r.status} {r.detail}" for r in results if r.status != "ok"]
+    assert results and not bad, "\n".join(bad)

@@ -72,6 +72,26 @@ def test_native_matches_portable_and_opcheck(case):
     assert self_check.same_bits(case.run(), expected)
 
 
+def test_self_check_compares_each_device_with_the_cpu_engine(monkeypatch):
+    # Off the CPU every case is compared with the CPU engine's result on the same inputs; here the
+    # CPU stands in for the other device, so every case must be "ok" (none merely "portable").
+    results = self_check.check_device("cpu", against_cpu=True)
+    assert results and {r.status for r in results} == {"ok"}
+    # A device whose results differ from the CPU's is caught, naming the comparison.
+    real_cases = self_check.cases
+
+    def shifted(device):
+        out = real_cases(device)
+        if device == "cpu" and getattr(shifted, "calls", 0) == 1:
+            out[0].args = (out[0].args[0] + 1, *out[0].args[1:])
+        shifted.calls = getattr(shifted, "calls", 0) + 1
+        return out
+
+    monkeypatch.setattr(self_check, "cases", shifted)
+    first = self_check.check_device("cpu", against_cpu=True)[0]
+    assert first.status == "MISMATCH" and "CPU engine" in first.detail
+
+
 @pytest.fixture(scope="module")
 def tiny_bert():
     torch.manual_seed(0)
@@ -110,5 +130,5 @@ def test_bert_training_is_bit_identical_native_and_portable(tiny_bert, recipe):
 def test_doctor_reports_and_passes():
     done = subprocess.run([sys.executable, "-m", "intcore"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "all native kernels agree with the portable kernels" in done.stdout
+    assert "every kernel agrees bit for bit" in done.stdout
     assert "kernels on cpu:" in done.stdout
