@@ -411,32 +411,36 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "hq_linear_forward",
-      [](py::object x, py::object w, py::object bias, int64_t block, py::object out, py::object x_codes,
-         py::object x_scale, py::object w_codes, py::object w_scale, py::object x_step, py::object w_step) {
+      [](py::object x, py::object w, py::object bias, int64_t block, bool per_row, py::object out,
+         py::object x_codes, py::object x_scale, py::object w_codes, py::object w_scale, py::object x_step,
+         py::object w_step) {
         const bindings::BindingCall call("hq_linear_forward");
         DLPackView xv(x, "x"), wv(w, "w"), ov(out, "out"), xc(x_codes, "x_codes"), xs(x_scale, "x_scale"),
             wc(w_codes, "w_codes"), ws(w_scale, "w_scale");
         OptionalView bv(bias, "bias"), xsv(x_step, "x_step"), wsv(w_step, "w_step");
         py::gil_scoped_release release;
-        hq_linear_forward(xv.view(), wv.view(), bv.get(), block, ov.view(), {xc.view(), xs.view()},
+        hq_linear_forward(xv.view(), wv.view(), bv.get(), block, per_row, ov.view(), {xc.view(), xs.view()},
                           {wc.view(), ws.view()}, xsv.get(), wsv.get());
       },
-      py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("block"), py::arg("out"), py::arg("x_codes"),
+      py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("block"), py::arg("per_row"), py::arg("out"),
+      py::arg("x_codes"),
       py::arg("x_scale"), py::arg("w_codes"), py::arg("w_scale"), py::arg("x_step") = py::none(),
       py::arg("w_step") = py::none());
 
   m.def(
       "hq_linear_backward",
       [](py::object grad, py::object x_codes, py::object x_scale, py::object w_codes, py::object w_scale, int64_t k,
-         int64_t block, bool sampling, double budget, uint64_t seed, py::object dx, py::object dw) {
+         int64_t block, bool per_row, bool sampling, double budget, uint64_t seed, py::object dx, py::object dw) {
         const bindings::BindingCall call("hq_linear_backward");
         DLPackView gv(grad, "grad"), xc(x_codes, "x_codes"), xs(x_scale, "x_scale"), wc(w_codes, "w_codes"),
             ws(w_scale, "w_scale");
         OptionalView dxv(dx, "dx"), dwv(dw, "dw");
         py::gil_scoped_release release;
-        hq_linear_backward(gv.view(), {xc.view(), xs.view()}, {wc.view(), ws.view()}, k, block, {sampling, budget},
+        hq_linear_backward(gv.view(), {xc.view(), xs.view()}, {wc.view(), ws.view()}, k, block, per_row,
+                           {sampling, budget},
                            seed, dxv.get(), dwv.get());
       },
       py::arg("grad"), py::arg("x_codes"), py::arg("x_scale"), py::arg("w_codes"), py::arg("w_scale"), py::arg("k"),
-      py::arg("block"), py::arg("sampling"), py::arg("budget"), py::arg("seed"), py::arg("dx"), py::arg("dw"));
+      py::arg("block"), py::arg("per_row"), py::arg("sampling"), py::arg("budget"), py::arg("seed"), py::arg("dx"),
+      py::arg("dw"));
 }

@@ -14,8 +14,9 @@
 namespace intcore {
 namespace {
 
-// x H quantized to per-tensor int4 codes (round to nearest), written to `codes`: with the
-// absmax scale, or with the given step (which is then also the codes' scale).
+// x H quantized to int4 codes (round to nearest), written to `codes`: with absmax scales (one per
+// row when codes.scale has a row's worth, else one per tensor), or with the given step (which is
+// then also the codes' scale).
 void hadamard_quantize(const TensorView& x, int64_t block, const HqCodes& codes, const TensorView* step) {
   const int64_t rows = x.size(0), k = x.size(1);
   std::vector<float> transformed(static_cast<size_t>(rows * k));
@@ -29,14 +30,14 @@ void hadamard_quantize(const TensorView& x, int64_t block, const HqCodes& codes,
   quantize_scaled(xh, codes.codes, codes.scale, 4, Rounding::kNearest, {});
 }
 
-void check_codes(const std::string& fn, const HqCodes& c, int64_t rows, int64_t k) {
+void check_codes(const std::string& fn, const HqCodes& c, int64_t rows, int64_t k, bool per_row) {
   check_cpu(fn, c.codes);
   check_dtype(fn, c.codes, DType::kUInt8);
   check_shape(fn, c.codes, {rows, (k + 1) / 2});
   check_contiguous(fn, c.codes);
   check_cpu(fn, c.scale);
   check_dtype(fn, c.scale, DType::kFloat32);
-  check_shape(fn, c.scale, {1});
+  check_shape(fn, c.scale, {per_row ? rows : 1});
 }
 
 // A float32 [1] output or step on the CPU.
@@ -60,31 +61,57 @@ void hadamard_into(std::vector<float>& values, int64_t rows, int64_t k, int64_t 
 }
 
 struct Split {
-  std::vector<int8_t> high, low;
-  float scale = 0;  // s: G ~ (14 h + l) / s
+  int64_t rows = 0, cols = 0;
+  std::vector<int8_t> high, low;  // [rows, cols]
+  std::vector<float> scale;       // s of each row (the tensor's s repeated): G ~ (14 h + l) / s
+
+  bool any_nonzero() const {
+    return std::any_of(scale.begin(), scale.end(), [](float s) { return s != 0; });
+  }
+  // 1 / s in float32, the digit codes' row scale (0 for an all-zero row).
+  std::vector<float> inverse() const {
+    std::vector<float> out(scale.size());
+    for (size_t r = 0; r < out.size(); ++r) out[r] = scale[r] > 0 ? 1.0f / scale[r] : 0.0f;
+    return out;
+  }
+  // 1 / s in float64 (0 for an all-zero row).
+  double inverse64(int64_t r) const { return scale[r] > 0 ? 1.0 / static_cast<double>(scale[r]) : 0.0; }
 };
 
-Split split(const TensorView& grad, uint64_t seed) {
-  const int64_t m = grad.size(0), c = grad.size(1);
+// A float32 [rows, cols] gradient matrix split with one s per row or per tensor.
+Split split(const std::vector<float>& g, int64_t rows, int64_t cols, bool per_row, RandomStream stream) {
   Split s;
-  s.high.resize(static_cast<size_t>(m * c));
-  s.low.resize(static_cast<size_t>(m * c));
-  split_gradient(grad, {seed, 0}, TensorView(s.high.data(), DType::kInt8, {m, c}, "high"),
-                 TensorView(s.low.data(), DType::kInt8, {m, c}, "low"), TensorView(&s.scale, DType::kFloat32, {1}));
+  s.rows = rows;
+  s.cols = cols;
+  s.high.resize(static_cast<size_t>(rows * cols));
+  s.low.resize(static_cast<size_t>(rows * cols));
+  std::vector<float> scale(static_cast<size_t>(per_row ? rows : 1));
+  split_gradient(TensorView(const_cast<float*>(g.data()), DType::kFloat32, {rows, cols}, "grad"), stream,
+                 TensorView(s.high.data(), DType::kInt8, {rows, cols}, "high"),
+                 TensorView(s.low.data(), DType::kInt8, {rows, cols}, "low"),
+                 TensorView(scale.data(), DType::kFloat32, {static_cast<int64_t>(scale.size())}));
+  s.scale = per_row ? scale : std::vector<float>(static_cast<size_t>(rows), scale[0]);
   return s;
 }
 
 // Stacked digit row i: the high digits of token i (weight 14) or, for i >= M, the low digits of
-// token i - M (weight 1).
+// token i - M (weight 1). Token t's digits are row t of the split, or column t of a split of G^T
+// (`transposed`), whose rows are the output channels.
 struct StackedRows {
   const Split& split;
-  int64_t m, c;
-  const int8_t* row(int64_t i) const { return (i < m ? split.high.data() : split.low.data()) + (i % m) * c; }
-  double weight(int64_t i) const { return i < m ? 14.0 : 1.0; }
+  bool transposed;
+  int64_t tokens() const { return transposed ? split.cols : split.rows; }
+  int64_t width() const { return transposed ? split.rows : split.cols; }
+  double weight(int64_t i) const { return i < tokens() ? 14.0 : 1.0; }
+  int8_t digit(int64_t i, int64_t j) const {
+    const std::vector<int8_t>& d = i < tokens() ? split.high : split.low;
+    const int64_t t = i % tokens();
+    return transposed ? d[j * split.cols + t] : d[t * split.cols + j];
+  }
+  // weight * ||row i||, from the exact integer sum of squares.
   double norm(int64_t i) const {
-    const int8_t* r = row(i);
     int64_t sum = 0;
-    for (int64_t j = 0; j < c; ++j) sum += r[j] * r[j];
+    for (int64_t j = 0; j < width(); ++j) sum += digit(i, j) * digit(i, j);
     return weight(i) * std::sqrt(static_cast<double>(sum));
   }
 };
@@ -93,6 +120,27 @@ struct StackedRows {
 std::vector<int8_t> combined(const Split& s) {
   std::vector<int8_t> out(s.high.size());
   for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<int8_t>(14 * s.high[i] + s.low[i]);
+  return out;
+}
+
+// Reads grad [m, c] (any float dtype, any strides) as float32, times scale[j] along columns
+// (or scale[0]), into [m, c] (transpose false) or [c, m] with the factor along rows (transpose
+// true: G^T with column i times scale[i]).
+std::vector<float> scaled_grad(const std::string& fn, const TensorView& grad, const float* scale, bool per_row,
+                               bool transpose) {
+  const int64_t m = grad.size(0), c = grad.size(1);
+  std::vector<float> out(static_cast<size_t>(m * c));
+  dispatch_float(fn, grad, [&](auto tag) {
+    using T = decltype(tag);
+    const T* g = static_cast<const T*>(grad.data());
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < c; ++j) {
+        const float v = to_float(g[i * grad.stride(0) + j * grad.stride(1)]);
+        if (transpose) out[j * m + i] = v * scale[per_row ? i : 0];
+        else out[i * c + j] = v * scale[per_row ? j : 0];
+      }
+    }
+  });
   return out;
 }
 
@@ -129,16 +177,28 @@ void split_gradient(const TensorView& grad, RandomStream stream, const TensorVie
     check_shape(fn, *t, {m, c});
     check_contiguous(fn, *t);
   }
-  check_scalar(fn, scale);
+  check_cpu(fn, scale);
+  check_dtype(fn, scale, DType::kFloat32);
+  check_dim(fn, scale, 1);
+  if (scale.size(0) != 1 && scale.size(0) != m) {
+    throw_value_error(fn + ": " + scale.name() + " must have shape [1] or [" + std::to_string(m) + "], got [" +
+                      std::to_string(scale.size(0)) + "]");
+  }
+  check_contiguous(fn, scale);
   check_disjoint(fn, {&high, &low, &scale}, {&grad});
+  const bool per_row = scale.size(0) == m && m != 1;
   // max|G| through the absmax quantizer's scale (which also rejects NaN/Inf): 127 * scale.
   std::vector<int8_t> unused(static_cast<size_t>(m * c));
-  float absmax_scale = 0;
-  quantize_absmax(grad, TensorView(unused.data(), DType::kInt8, {m, c}), TensorView(&absmax_scale, DType::kFloat32, {1}),
-                  8, Rounding::kNearest, {});
-  const float absmax = absmax_scale * 127.0f;
-  const float s = absmax > 0 ? 98.0f / absmax : 0.0f;
-  scale.data_as<float>()[0] = s;
+  std::vector<float> absmax_scale(static_cast<size_t>(per_row ? m : 1), 0.0f);
+  quantize_absmax(grad, TensorView(unused.data(), DType::kInt8, {m, c}),
+                  TensorView(absmax_scale.data(), DType::kFloat32, {static_cast<int64_t>(absmax_scale.size())}), 8,
+                  Rounding::kNearest, {});
+  std::vector<float> s(absmax_scale.size());
+  for (size_t r = 0; r < s.size(); ++r) {
+    const float absmax = absmax_scale[r] * 127.0f;
+    s[r] = absmax > 0 ? 98.0f / absmax : 0.0f;
+  }
+  std::copy(s.begin(), s.end(), scale.data_as<float>());
   int8_t* h = high.data_as<int8_t>();
   int8_t* l = low.data_as<int8_t>();
   dispatch_float(fn, grad, [&](auto tag) {
@@ -147,10 +207,11 @@ void split_gradient(const TensorView& grad, RandomStream stream, const TensorVie
     parallel_for(m, c * 8, [&](int64_t r0, int64_t r1) {
       std::vector<uint32_t> bits(static_cast<size_t>(c));
       for (int64_t r = r0; r < r1; ++r) {
+        const double s_row = static_cast<double>(s[per_row ? r : 0]);
         stream_words(stream, static_cast<uint64_t>(r * c), c, bits.data());
         for (int64_t j = 0; j < c; ++j) {
           // |v| <= 98, so |h| <= 7 and |v - 14 h| <= 7: neither digit needs clipping.
-          const double v = static_cast<double>(to_float(g[r * grad.stride(0) + j * grad.stride(1)])) * s;
+          const double v = static_cast<double>(to_float(g[r * grad.stride(0) + j * grad.stride(1)])) * s_row;
           const double hi = std::nearbyint(v / 14.0);
           const double rest = v - 14.0 * hi;
           const double lo = std::floor(rest);
@@ -203,7 +264,7 @@ void sampling_probabilities(const double* weights, int64_t n, double budget, dou
   for (int64_t i = capped; i < n; ++i) p[order[i]] = std::min(1.0, c * weights[order[i]]);
 }
 
-void hq_linear_forward(const TensorView& x, const TensorView& w, const TensorView* bias, int64_t block,
+void hq_linear_forward(const TensorView& x, const TensorView& w, const TensorView* bias, int64_t block, bool per_row,
                        const TensorView& out, const HqCodes& x_codes, const HqCodes& w_codes, const TensorView* x_step,
                        const TensorView* w_step) {
   const std::string fn = "hq_linear";
@@ -218,14 +279,17 @@ void hq_linear_forward(const TensorView& x, const TensorView& w, const TensorVie
                       std::to_string(w.size(1)));
   }
   check_block(fn, k, block);
-  check_codes(fn, x_codes, m, k);
-  check_codes(fn, w_codes, c, k);
+  check_codes(fn, x_codes, m, k, per_row);
+  check_codes(fn, w_codes, c, k, per_row);
   check_dtype(fn, out, DType::kFloat32);
   check_shape(fn, out, {m, c});
   check_contiguous(fn, out);
   check_cpu(fn, out);
   for (const TensorView* step : {x_step, w_step}) {
     if (step != nullptr) check_scalar(fn, *step);
+  }
+  if (per_row && (x_step != nullptr || w_step != nullptr)) {
+    throw_value_error(fn + ": learned steps (x_step, w_step) are per tensor; per_row needs absmax scales");
   }
   if (bias != nullptr) check_cpu(fn, *bias);
   check_disjoint(fn, {&out, &x_codes.codes, &x_codes.scale, &w_codes.codes, &w_codes.scale},
@@ -250,38 +314,41 @@ void hq_linear_forward(const TensorView& x, const TensorView& w, const TensorVie
 
 namespace {
 
-// dx from the split gradient (arguments checked by hq_linear_backward).
-void grad_input(const Split& s, int64_t m, int64_t c, const HqCodes& w_codes, int64_t k, int64_t block,
+// dx = (G (QW sw)) H: w's scales folded into G's columns, G split per token (or per tensor).
+void grad_input(const TensorView& grad, const HqCodes& w_codes, int64_t k, int64_t block, bool per_row,
                 SamplingOptions sampling, uint64_t seed, const TensorView& dx) {
-  const float w_scale = w_codes.scale.data_as<float>()[0];
+  const int64_t m = grad.size(0), c = grad.size(1);
+  const Split s = split(scaled_grad("hq_linear_backward", grad, w_codes.scale.data_as<float>(), per_row, false), m,
+                        c, per_row, {seed, 0});
   const std::vector<int8_t> wq = unpack(w_codes, k);
   const TensorView wt = TensorView(const_cast<int8_t*>(wq.data()), DType::kInt8, {c, k}, "w codes").transposed();
+  const float one = 1.0f;
+  const TensorView one_view(const_cast<float*>(&one), DType::kFloat32, {1});
   std::vector<float> dxh(static_cast<size_t>(m * k), 0.0f);
-  if (!sampling.enabled || s.scale == 0) {
+  if (!sampling.enabled || !s.any_nonzero()) {
     std::vector<int8_t> digits = combined(s);
-    const float row_scale = s.scale > 0 ? 1.0f / s.scale : 0.0f;
+    std::vector<float> row_scale = s.inverse();
     gemm_scaled(IntMatrix::of(TensorView(digits.data(), DType::kInt8, {m, c}, "grad digits")),
-                TensorView(const_cast<float*>(&row_scale), DType::kFloat32, {1}), IntMatrix::of(wt),
-                TensorView(const_cast<float*>(&w_scale), DType::kFloat32, {1}), nullptr,
+                TensorView(row_scale.data(), DType::kFloat32, {m}), IntMatrix::of(wt), one_view, nullptr,
                 TensorView(dxh.data(), DType::kFloat32, {m, k}));
   } else {
-    const StackedRows rows{s, m, c};
-    std::vector<double> norms(static_cast<size_t>(2 * m)), p(static_cast<size_t>(2 * m));
-    for (int64_t i = 0; i < 2 * m; ++i) norms[i] = rows.norm(i);
-    sampling_probabilities(norms.data(), 2 * m, sampling.budget * 2.0 * static_cast<double>(m), p.data());
+    const StackedRows rows{s, false};
+    std::vector<double> scores(static_cast<size_t>(2 * m)), p(static_cast<size_t>(2 * m));
+    for (int64_t i = 0; i < 2 * m; ++i) scores[i] = rows.norm(i) * s.inverse64(i % m);
+    sampling_probabilities(scores.data(), 2 * m, sampling.budget * 2.0 * static_cast<double>(m), p.data());
     const std::vector<int64_t> kept = draw_rows(p, {seed, 1});
     const int64_t n = static_cast<int64_t>(kept.size());
     std::vector<int8_t> compact(static_cast<size_t>(n * c));
     std::vector<float> factor(static_cast<size_t>(n));
     for (int64_t j = 0; j < n; ++j) {
-      std::copy(rows.row(kept[j]), rows.row(kept[j]) + c, compact.data() + j * c);
-      factor[j] = static_cast<float>(rows.weight(kept[j]) / (static_cast<double>(s.scale) * p[kept[j]]));
+      for (int64_t t = 0; t < c; ++t) compact[j * c + t] = rows.digit(kept[j], t);
+      factor[j] = static_cast<float>(rows.weight(kept[j]) /
+                                     (static_cast<double>(s.scale[kept[j] % m]) * p[kept[j]]));
     }
     std::vector<float> partial(static_cast<size_t>(n * k));
     if (n > 0) {
       gemm_scaled(IntMatrix::of(TensorView(compact.data(), DType::kInt8, {n, c}, "kept digits")),
-                  TensorView(factor.data(), DType::kFloat32, {n}), IntMatrix::of(wt),
-                  TensorView(const_cast<float*>(&w_scale), DType::kFloat32, {1}), nullptr,
+                  TensorView(factor.data(), DType::kFloat32, {n}), IntMatrix::of(wt), one_view, nullptr,
                   TensorView(partial.data(), DType::kFloat32, {n, k}));
     }
     // Each token's row gathers its kept high and low contributions (high rows come first, so
@@ -295,22 +362,28 @@ void grad_input(const Split& s, int64_t m, int64_t c, const HqCodes& w_codes, in
   hadamard_into(dxh, m, k, block, dx);
 }
 
-// dw from the split gradient (arguments checked by hq_linear_backward).
-void grad_weight(const Split& s, int64_t m, int64_t c, const HqCodes& x_codes, int64_t k, int64_t block,
+// dw = ((G^T (QX sx)) H: x's scales folded into G's rows, G^T split per output channel (or per
+// tensor). Sampled token rows, scaled by weight / p, are requantized to int8 per channel (or per
+// tensor), stochastically.
+void grad_weight(const TensorView& grad, const HqCodes& x_codes, int64_t k, int64_t block, bool per_row,
                  SamplingOptions sampling, uint64_t seed, const TensorView& dw) {
-  const float x_scale = x_codes.scale.data_as<float>()[0];
+  const int64_t m = grad.size(0), c = grad.size(1);
+  const Split s = split(scaled_grad("hq_linear_backward", grad, x_codes.scale.data_as<float>(), per_row, true), c,
+                        m, per_row, {seed, 4});
   const std::vector<int8_t> xq = unpack(x_codes, k);
+  const float one = 1.0f;
+  const TensorView one_view(const_cast<float*>(&one), DType::kFloat32, {1});
   std::vector<float> dwh(static_cast<size_t>(c * k), 0.0f);
   const TensorView out(dwh.data(), DType::kFloat32, {c, k});
-  if (!sampling.enabled || s.scale == 0) {
+  if (!sampling.enabled || !s.any_nonzero()) {
     std::vector<int8_t> digits = combined(s);
-    const float row_scale = s.scale > 0 ? 1.0f / s.scale : 0.0f;
-    gemm_scaled(IntMatrix::of(TensorView(digits.data(), DType::kInt8, {m, c}, "grad digits").transposed()),
-                TensorView(const_cast<float*>(&row_scale), DType::kFloat32, {1}),
+    std::vector<float> row_scale = s.inverse();
+    gemm_scaled(IntMatrix::of(TensorView(digits.data(), DType::kInt8, {c, m}, "grad digits")),
+                TensorView(row_scale.data(), DType::kFloat32, {c}),
                 IntMatrix::of(TensorView(const_cast<int8_t*>(xq.data()), DType::kInt8, {m, k}, "x codes").transposed()),
-                TensorView(const_cast<float*>(&x_scale), DType::kFloat32, {1}), nullptr, out);
+                one_view, nullptr, out);
   } else {
-    const StackedRows rows{s, m, c};
+    const StackedRows rows{s, true};
     std::vector<double> scores(static_cast<size_t>(2 * m)), p(static_cast<size_t>(2 * m));
     std::vector<double> x_norm(static_cast<size_t>(m));
     for (int64_t t = 0; t < m; ++t) {
@@ -322,26 +395,25 @@ void grad_weight(const Split& s, int64_t m, int64_t c, const HqCodes& x_codes, i
     sampling_probabilities(scores.data(), 2 * m, sampling.budget * 2.0 * static_cast<double>(m), p.data());
     const std::vector<int64_t> kept = draw_rows(p, {seed, 2});
     const int64_t n = static_cast<int64_t>(kept.size());
-    // Kept rows scaled by weight / p, requantized to int4 with one scale (stochastic).
-    std::vector<float> scaled(static_cast<size_t>(n * c));
-    std::vector<int8_t> x_kept(static_cast<size_t>(n * k));
-    for (int64_t j = 0; j < n; ++j) {
-      const double f = rows.weight(kept[j]) / p[kept[j]];
-      const int8_t* r = rows.row(kept[j]);
-      for (int64_t t = 0; t < c; ++t) scaled[j * c + t] = static_cast<float>(f * r[t]);
-      std::copy(xq.data() + (kept[j] % m) * k, xq.data() + (kept[j] % m + 1) * k, x_kept.data() + j * k);
-    }
     if (n > 0) {
-      std::vector<int8_t> r_codes(static_cast<size_t>(n * c));
-      float r_scale = 0;
-      quantize_absmax(TensorView(scaled.data(), DType::kFloat32, {n, c}, "sampled gradient"),
-                      TensorView(r_codes.data(), DType::kInt8, {n, c}), TensorView(&r_scale, DType::kFloat32, {1}),
-                      8, Rounding::kStochastic, {seed, 3});
-      const float a_scale = r_scale / s.scale;
-      gemm_scaled(IntMatrix::of(TensorView(r_codes.data(), DType::kInt8, {n, c}, "sampled digits").transposed()),
-                  TensorView(const_cast<float*>(&a_scale), DType::kFloat32, {1}),
+      // R^T [C, n]: channel j of kept row r is (weight_r / p_r) digit / s_j.
+      std::vector<float> rt(static_cast<size_t>(c * n));
+      std::vector<int8_t> x_kept(static_cast<size_t>(n * k));
+      for (int64_t r = 0; r < n; ++r) {
+        const double f = rows.weight(kept[r]) / p[kept[r]];
+        for (int64_t j = 0; j < c; ++j) rt[j * n + r] = static_cast<float>((f * rows.digit(kept[r], j)) * s.inverse64(j));
+        std::copy(xq.data() + (kept[r] % m) * k, xq.data() + (kept[r] % m + 1) * k, x_kept.data() + r * k);
+      }
+      std::vector<int8_t> r_codes(static_cast<size_t>(c * n));
+      std::vector<float> r_scale(static_cast<size_t>(per_row ? c : 1));
+      quantize_absmax(TensorView(rt.data(), DType::kFloat32, {c, n}, "sampled gradient"),
+                      TensorView(r_codes.data(), DType::kInt8, {c, n}),
+                      TensorView(r_scale.data(), DType::kFloat32, {static_cast<int64_t>(r_scale.size())}), 8,
+                      Rounding::kStochastic, {seed, 3});
+      gemm_scaled(IntMatrix::of(TensorView(r_codes.data(), DType::kInt8, {c, n}, "sampled digits")),
+                  TensorView(r_scale.data(), DType::kFloat32, {static_cast<int64_t>(r_scale.size())}),
                   IntMatrix::of(TensorView(x_kept.data(), DType::kInt8, {n, k}, "kept x codes").transposed()),
-                  TensorView(const_cast<float*>(&x_scale), DType::kFloat32, {1}), nullptr, out);
+                  one_view, nullptr, out);
     }
   }
   hadamard_into(dwh, c, k, block, dw);
@@ -350,7 +422,7 @@ void grad_weight(const Split& s, int64_t m, int64_t c, const HqCodes& x_codes, i
 }  // namespace
 
 void hq_linear_backward(const TensorView& grad, const HqCodes& x_codes, const HqCodes& w_codes, int64_t k,
-                        int64_t block, SamplingOptions sampling, uint64_t seed, const TensorView* dx,
+                        int64_t block, bool per_row, SamplingOptions sampling, uint64_t seed, const TensorView* dx,
                         const TensorView* dw) {
   const std::string fn = "hq_linear_backward";
   check_grad(fn, grad);
@@ -364,13 +436,11 @@ void hq_linear_backward(const TensorView& grad, const HqCodes& x_codes, const Hq
     check_shape(fn, *out, {rows, k});
     check_contiguous(fn, *out);
   }
-  if (dx != nullptr) check_codes(fn, w_codes, c, k);
-  if (dw != nullptr) check_codes(fn, x_codes, m, k);
+  if (dx != nullptr) check_codes(fn, w_codes, c, k, per_row);
+  if (dw != nullptr) check_codes(fn, x_codes, m, k, per_row);
   check_disjoint(fn, {dx, dw}, {&grad, &x_codes.codes, &x_codes.scale, &w_codes.codes, &w_codes.scale});
-  if (dx == nullptr && dw == nullptr) return;
-  const Split s = split(grad, seed);  // one split serves both gradients
-  if (dx != nullptr) grad_input(s, m, c, w_codes, k, block, sampling, seed, *dx);
-  if (dw != nullptr) grad_weight(s, m, c, x_codes, k, block, sampling, seed, *dw);
+  if (dx != nullptr) grad_input(grad, w_codes, k, block, per_row, sampling, seed, *dx);
+  if (dw != nullptr) grad_weight(grad, x_codes, k, block, per_row, sampling, seed, *dw);
 }
 
 }  // namespace intcore

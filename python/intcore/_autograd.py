@@ -136,9 +136,9 @@ _INT4_MAX = 7
 
 
 def _hq_linear_setup(ctx, inputs, output):
-    x, w, bias, block_size, sampling, budget, x_step, w_step = inputs
+    x, w, bias, block_size, sampling, budget, x_step, w_step, per_row = inputs
     _, x_codes, x_scale, w_codes, w_scale = output
-    ctx.lsq = x_step is not None
+    ctx.lsq, ctx.per_row = x_step is not None, per_row
     # LSQ needs the operands themselves: its step gradient and clipping mask depend on x H / s.
     extra = (x, w, x_step, w_step) if ctx.lsq else ()
     ctx.save_for_backward(x_codes, x_scale, w_codes, w_scale, *extra)
@@ -166,7 +166,7 @@ def _hq_linear_backward(ctx, grad, *_code_grads):
     if any(need):
         with errors_named("int4_linear backward", grad=grad):
             dx, dw = _ops.hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, ctx.k, ctx.block_size,
-                                             ctx.sampling, ctx.budget, need, draw_seed(grad.device))
+                                             ctx.sampling, ctx.budget, need, draw_seed(grad.device), ctx.per_row)
             if ctx.lsq:
                 x, w, x_step, w_step = extra
                 # dx, dw are (dL/d(x H)) H; H is its own inverse, so H brings back dL/d(x H).
@@ -176,7 +176,7 @@ def _hq_linear_backward(ctx, grad, *_code_grads):
         dw = dw.to(ctx.w_dtype) if ctx.needs_input_grad[1] else None
     if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
         db = grad.sum(0).to(ctx.bias_dtype)
-    return dx, dw, db, None, None, None, dx_step, dw_step
+    return dx, dw, db, None, None, None, dx_step, dw_step, None
 
 
 _ops.hq_linear.register_autograd(_hq_linear_backward, setup_context=_hq_linear_setup)

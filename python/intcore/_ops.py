@@ -353,21 +353,23 @@ def hq_linear(
     budget: float,
     x_step: Optional[Tensor],
     w_step: Optional[Tensor],
+    per_row: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     # sampling and budget configure the backward (they reach it through the autograd context);
-    # x_step / w_step are learned (LSQ) step sizes, or None for absmax scales.
-    return _portable_kernel("hq_linear")(x, w, bias, block_size, sampling, budget, x_step, w_step)
+    # x_step / w_step are learned (LSQ) step sizes, or None for absmax scales; per_row gives
+    # every row of x H and of w H its own absmax scale.
+    return _portable_kernel("hq_linear")(x, w, bias, block_size, sampling, budget, x_step, w_step, per_row)
 
 
 @_fake(hq_linear)
-def _(x, w, bias, block_size, sampling, budget, x_step, w_step):
+def _(x, w, bias, block_size, sampling, budget, x_step, w_step, per_row=False):
     k = x.shape[1]
     return (
         x.new_empty((x.shape[0], w.shape[0])),
         x.new_empty((x.shape[0], (k + 1) // 2), dtype=torch.uint8),
-        x.new_empty((1,), dtype=torch.float32),
+        x.new_empty((x.shape[0] if per_row else 1,), dtype=torch.float32),
         w.new_empty((w.shape[0], (k + 1) // 2), dtype=torch.uint8),
-        w.new_empty((1,), dtype=torch.float32),
+        w.new_empty((w.shape[0] if per_row else 1,), dtype=torch.float32),
     )
 
 
@@ -384,14 +386,15 @@ def hq_linear_backward(
     budget: float,
     need_grad: list[bool],
     seed: Tensor,
+    per_row: bool = False,
 ) -> tuple[Tensor, Tensor]:
     return _portable_kernel("hq_linear_backward")(
-        grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed
+        grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed, per_row
     )
 
 
 @_fake(hq_linear_backward)
-def _(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed):
+def _(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed, per_row=False):
     _count("hq_linear_backward", "k", k)
     dx = grad.new_empty((grad.shape[0], k) if need_grad[0] else (0,), dtype=torch.float32)
     dw = grad.new_empty((grad.shape[1], k) if need_grad[1] else (0,), dtype=torch.float32)

@@ -33,8 +33,11 @@ class Int4Config:
     sampling: leverage score sampling in the backward (False keeps every digit row).
     budget: expected fraction of the 2M stacked gradient digit rows kept (0.5: the cost of
         one int4 GEMM).
-    scale: "absmax" (per-tensor absmax of x H and w H) or "lsq" (learned step sizes, one per
+    scale: "absmax" (absmax scales of x H and w H) or "lsq" (learned step sizes, one per
         operand, initialized to 2 mean|v| / sqrt(7) on the first forward; hq-lss only).
+    granularity: "per_tensor" (one absmax scale per operand, the paper's) or "per_row" (one per
+        token of x H and per output channel of w H; the backward then splits the gradient per
+        token for dX and per output channel for dW). Absmax scales only.
     """
 
     recipe: str = "hq-lss"
@@ -42,6 +45,7 @@ class Int4Config:
     sampling: bool = True
     budget: float = 0.5
     scale: str = "absmax"
+    granularity: str = "per_tensor"
 
     def __post_init__(self):
         if self.recipe not in ("hq-lss", "absmax"):
@@ -54,13 +58,19 @@ class Int4Config:
             raise ValueError(f"Int4Config.scale must be 'absmax' or 'lsq', got {self.scale!r}")
         if self.scale == "lsq" and self.recipe != "hq-lss":
             raise ValueError("Int4Config.scale='lsq' needs recipe='hq-lss'")
+        if self.granularity not in ("per_tensor", "per_row"):
+            raise ValueError(f"Int4Config.granularity must be 'per_tensor' or 'per_row', got {self.granularity!r}")
+        if self.granularity == "per_row" and (self.recipe != "hq-lss" or self.scale != "absmax"):
+            raise ValueError("Int4Config.granularity='per_row' needs recipe='hq-lss' with scale='absmax' "
+                             "(learned steps are per tensor)")
 
     def describe(self) -> str:
         if self.recipe == "absmax":
             return "int4 absmax"
         sampled = f"LSS {self.budget:g}" if self.sampling else "no sampling"
         learned = ", LSQ" if self.scale == "lsq" else ""
-        return f"int4 HQ (block {self.block_size}, {sampled}{learned})"
+        rows = ", per-row scales" if self.granularity == "per_row" else ""
+        return f"int4 HQ (block {self.block_size}, {sampled}{learned}{rows})"
 
 
 def _is_power_of_two(v) -> bool:
@@ -153,6 +163,7 @@ def int4_linear(
     budget: float = 0.5,
     x_step: Optional[Tensor] = None,
     w_step: Optional[Tensor] = None,
+    granularity: str = "per_tensor",
 ) -> Tensor:
     """``x @ w.T + bias`` through int4 arithmetic, forward and backward.
 
@@ -161,9 +172,11 @@ def int4_linear(
     gradient into two int4 digits and samples their rows by leverage score (``sampling``,
     ``budget``), giving unbiased gradients from int4 GEMMs. ``x_step`` / ``w_step`` (float32
     [1] tensors, usually parameters) replace the absmax scales by learned step sizes trained
-    with LSQ. recipe "absmax": per-row absmax int4 codes, no transform, no sampling.
+    with LSQ. ``granularity="per_row"`` gives every token of x H and every output channel of
+    w H its own absmax scale (see :class:`Int4Config`). recipe "absmax": per-row absmax int4
+    codes, no transform, no sampling.
     """
-    config = Int4Config(recipe, block_size, sampling, budget)
+    config = Int4Config(recipe, block_size, sampling, budget, granularity=granularity)
     if config.recipe == "absmax":
         return functional._absmax_linear(ops.int4_linear, x, w, bias)
     _checks.check_linear_args(x, w, bias)
@@ -175,6 +188,8 @@ def int4_linear(
             _checks.check_tensor(name, step)
         if step is not None and (step.shape != (1,) or step.dtype != torch.float32):
             raise ValueError(f"{name} must be a float32 tensor of shape (1,), got {step.dtype} {tuple(step.shape)}")
+    if granularity == "per_row" and x_step is not None:
+        raise ValueError("x_step and w_step (learned steps) are per tensor: use granularity='per_tensor' with them")
     y = ops.hq_linear(_checks.as_rows(x), w, bias, block_size, bool(sampling), float(budget), x_step,
-                      w_step)[0]
+                      w_step, granularity == "per_row")[0]
     return y.reshape(*x.shape[:-1], w.shape[0])

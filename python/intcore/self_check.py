@@ -110,14 +110,16 @@ def cases(device: str) -> list[Case]:
              (emb_grad, ids, 50, 16, "stochastic", 3, _seed(10))),
         Case("hadamard", "block 32", (x, 32)),
     ]
-    hq = ops.hq_linear(x, w, b, 32, True, 0.5, None, None)
-    out += [
-        Case("hq_linear", "block 32", (x, w, b, 32, True, 0.5, None, None)),
-        Case("hq_linear_backward", "sampling 0.5",
-             (grad, *hq[1:], 96, 32, True, 0.5, [True, True], _seed(11))),
-        Case("hq_linear_backward", "no sampling",
-             (grad, *hq[1:], 96, 32, False, 0.5, [True, True], _seed(11))),
-    ]
+    for per_row in (False, True):
+        scales = "per row" if per_row else "per tensor"
+        hq = ops.hq_linear(x, w, b, 32, True, 0.5, None, None, per_row)
+        out += [
+            Case("hq_linear", f"block 32, {scales}", (x, w, b, 32, True, 0.5, None, None, per_row)),
+            Case("hq_linear_backward", f"sampling 0.5, {scales}",
+                 (grad, *hq[1:], 96, 32, True, 0.5, [True, True], _seed(11), per_row)),
+            Case("hq_linear_backward", f"no sampling, {scales}",
+                 (grad, *hq[1:], 96, 32, False, 0.5, [True, True], _seed(11), per_row)),
+        ]
     return out
 
 

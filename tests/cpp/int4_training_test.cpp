@@ -31,6 +31,23 @@ TEST(SplitGradient, ReconstructsWithinOneLowDigitStepWithoutClipping) {
   EXPECT_TRUE(extreme);  // the largest value uses the full high digit: nothing was clipped away
 }
 
+TEST(SplitGradient, PerRowGivesEachRowItsOwnScale) {
+  auto g = random_floats(16, 24, 2);
+  for (int j = 0; j < 24; ++j) g(3, j) *= 1000.0f;  // one huge row must not coarsen the others
+  Array<int8_t> h(16, 24), l(16, 24);
+  std::vector<float> s(16);
+  split_gradient(g.view("grad"), {3, 0}, h.view("h"), l.view("l"), TensorView(s.data(), DType::kFloat32, {16}));
+  for (int64_t r = 0; r < 16; ++r) {
+    float absmax = 0;
+    for (int64_t j = 0; j < 24; ++j) absmax = std::max(absmax, std::fabs(g(r, j)));
+    EXPECT_FLOAT_EQ(s[r], 98.0f / absmax);
+    for (int64_t j = 0; j < 24; ++j) {
+      const double back = (14.0 * h(r, j) + l(r, j)) / s[r];
+      ASSERT_LT(std::fabs(back - g(r, j)), 1.0 / s[r]);
+    }
+  }
+}
+
 TEST(SamplingProbabilities, SumToTheBudgetCappedAtOne) {
   std::vector<double> w = {100, 1, 1, 1, 1, 0, 2, 2};
   std::vector<double> p(w.size());
@@ -74,7 +91,7 @@ TEST(HqLinear, ForwardTracksTheFloatProduct) {
   float sx = 0, sw = 0;
   const HqCodes xq{xc.view("xc"), TensorView(&sx, DType::kFloat32, {1})};
   const HqCodes wq{wc.view("wc"), TensorView(&sw, DType::kFloat32, {1})};
-  hq_linear_forward(x.view("x"), w.view("w"), nullptr, 32, y.view("y"), xq, wq);
+  hq_linear_forward(x.view("x"), w.view("w"), nullptr, 32, false, y.view("y"), xq, wq);
   double signal = 0, noise = 0;
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < c; ++j) {

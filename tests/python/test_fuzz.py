@@ -483,10 +483,12 @@ def fuzz_ops(f: Fuzz, deadline: float) -> None:
         kb = block * f.pick(0, 1, 2)
         xb, wb = f.floats((m, kb)), f.floats((n, kb))
         steps = (torch.rand(1) + 0.05, torch.rand(1) + 0.05) if f.chance(0.3) else (None, None)
-        yield "hq_linear", (xb, wb, bias, block, f.chance(0.5), f.pick(0.5, 1.0), *steps)
-        _, xc, xs, wc, wsc = ops.hq_linear(torch.randn(m, kb), torch.randn(n, kb), None, block, True, 0.5, None, None)
+        per_row = steps[0] is None and f.chance(0.5)
+        yield "hq_linear", (xb, wb, bias, block, f.chance(0.5), f.pick(0.5, 1.0), *steps, per_row)
+        _, xc, xs, wc, wsc = ops.hq_linear(torch.randn(m, kb), torch.randn(n, kb), None, block, True, 0.5, None, None,
+                                           per_row)
         yield "hq_linear_backward", (g, xc, xs, wc, wsc, kb, block, f.chance(0.5), f.pick(0.5, 0.25, 1.0),
-                                     [f.chance(0.7), f.chance(0.7)], seed())
+                                     [f.chance(0.7), f.chance(0.7)], seed(), per_row)
 
     def mismatch(a, b) -> str:
         if isinstance(a, (tuple, list)):
@@ -600,16 +602,20 @@ def fuzz_engine(f: Fuzz, deadline: float) -> None:
         block = f.pick(1, 2, 8)
         kb = block * f.pick(0, 1, 2)
         yield "hadamard_transform", dict(x=f.floats((m, kb)), block=block, out=out((m, kb), torch.float32))
+        per_row = f.chance(0.5)
         yield "split_gradient", dict(grad=g, seed=1, high=out((m, n), torch.int8), low=out((m, n), torch.int8),
-                                     scale=out((1,), torch.float32))
+                                     scale=out((m if per_row else 1,), torch.float32))
         codes = lambda rows: out((rows, (kb + 1) // 2), torch.uint8)  # noqa: E731
+        scale = lambda rows: out((rows if per_row else 1,), torch.float32)  # noqa: E731
         yield "hq_linear_forward", dict(x=f.floats((m, kb)), w=f.floats((n, kb)), bias=None, block=block,
-                                        out=out((m, n), torch.float32), x_codes=codes(m), x_scale=out((1,), torch.float32),
-                                        w_codes=codes(n), w_scale=out((1,), torch.float32), x_step=None, w_step=None)
+                                        per_row=per_row, out=out((m, n), torch.float32), x_codes=codes(m),
+                                        x_scale=scale(m), w_codes=codes(n), w_scale=scale(n), x_step=None, w_step=None)
         yield "hq_linear_backward", dict(grad=g, x_codes=torch.zeros(m, (kb + 1) // 2, dtype=torch.uint8),
-                                         x_scale=torch.ones(1), w_codes=torch.zeros(n, (kb + 1) // 2, dtype=torch.uint8),
-                                         w_scale=torch.ones(1), k=kb, block=block, sampling=f.chance(0.5), budget=0.5,
-                                         seed=3, dx=out((m, kb), torch.float32), dw=out((n, kb), torch.float32))
+                                         x_scale=torch.ones(m if per_row else 1),
+                                         w_codes=torch.zeros(n, (kb + 1) // 2, dtype=torch.uint8),
+                                         w_scale=torch.ones(n if per_row else 1), k=kb, block=block, per_row=per_row,
+                                         sampling=f.chance(0.5), budget=0.5, seed=3, dx=out((m, kb), torch.float32),
+                                         dw=out((n, kb), torch.float32))
 
     def bad_engine_value(key, value):
         """Besides the usual bad values: an output replaced by an input (aliasing) or by a

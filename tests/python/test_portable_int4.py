@@ -129,6 +129,9 @@ def test_hq_linear_forward_sweep():
         if i % 4 == 3:  # learned step sizes, including a zero step (all codes zero)
             steps = [torch.tensor([rng.choice([0.0, 0.05, 0.7])]), torch.tensor([rng.choice([0.01, 3.0])])]
         assert_same("hq_linear", x, w, bias, block, i % 2 == 0, 0.5, *steps)
+        if steps[0] is None:  # per-row scales (absmax only)
+            y, xc, xs, wc, ws = assert_same("hq_linear", x, w, bias, block, i % 2 == 0, 0.5, None, None, True)
+            assert xs.shape == (m,) and ws.shape == (c,)
 
 
 # ---- hq_linear_backward ------------------------------------------------------------------------
@@ -157,14 +160,15 @@ def test_hq_linear_backward_sweep():
     for i, (m, c, k, block) in enumerate(forward_configs(14, rng)):
         x = sample((m, k), torch.float32, outliers=True, generator=gen)
         w = sample((c, k), torch.float32, generator=gen)
+        per_row = i % 3 == 1
         steps = (torch.tensor([0.3]), torch.tensor([0.02])) if i % 3 == 2 else (None, None)
-        _, *codes = engine_kernels.KERNELS["hq_linear"](x, w, None, block, True, 0.5, *steps)
+        _, *codes = engine_kernels.KERNELS["hq_linear"](x, w, None, block, True, 0.5, *steps, per_row)
         for j, grad in enumerate(gradients(m, c, gen)):
             for sampling in (True, False):
                 for budget in ((0.1, 0.5, 1.0) if sampling else (0.5,)):
                     need = NEEDS[(i + j + calls) % 4]
                     for s in (0, 2**63 - 1 if j % 2 else 12345):
-                        args = (grad, *codes, k, block, sampling, budget, need, seed(s))
+                        args = (grad, *codes, k, block, sampling, budget, need, seed(s), per_row)
                         assert_same("hq_linear_backward", *args)
                         calls += 1
     assert calls > 300
@@ -178,17 +182,18 @@ def test_hq_linear_backward_sampling_is_exercised():
     x, w = torch.randn(m, k, generator=gen), torch.randn(c, k, generator=gen)
     grad = torch.randn(m, c, generator=gen)
     grad[::7] *= 20
-    split = int4_training._split_gradient(grad, 5)
-    rows, weight = int4_training._stacked_rows(split)
+    split = int4_training._split_gradient(grad, False, 5, 0)
+    rows, weight = int4_training._stacked_rows(split.high, split.low)
     p = int4_training._keep_probabilities(weight * int4_training._row_norms(rows), 0.5 * 2.0 * m)
     assert bool((p == 1).any()) and bool(((p > 0) & (p < 1)).any())
-    _, *codes = engine_kernels.KERNELS["hq_linear"](x, w, None, block, True, 0.5, None, None)
-    outputs = [
-        assert_same("hq_linear_backward", grad, *codes, k, block, sampling, 0.5, [True, True], seed(s))
-        for sampling, s in ((True, 1), (True, 2), (False, 1))
-    ]
-    for a, b in ((outputs[0], outputs[1]), (outputs[0], outputs[2])):
-        assert not torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
+    for per_row in (False, True):
+        _, *codes = engine_kernels.KERNELS["hq_linear"](x, w, None, block, True, 0.5, None, None, per_row)
+        outputs = [
+            assert_same("hq_linear_backward", grad, *codes, k, block, sampling, 0.5, [True, True], seed(s), per_row)
+            for sampling, s in ((True, 1), (True, 2), (False, 1))
+        ]
+        for a, b in ((outputs[0], outputs[1]), (outputs[0], outputs[2])):
+            assert not torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
 
 
 def test_edge_shapes_and_signed_zero_steps():
@@ -213,12 +218,16 @@ def test_split_matches_engine_split_gradient():
     for m, c in ((1, 1), (9, 13), (64, 40), (0, 3)):
         grads = [torch.randn(m, c, generator=gen) * 1e4, torch.randn(c, m, generator=gen).to(torch.bfloat16).T]
         for grad in grads + ([uneven] if (m, c) == (9, 13) else []):
-            high, low = torch.empty(m, c, dtype=torch.int8), torch.empty(m, c, dtype=torch.int8)
-            scale = torch.empty(1)
-            _C.split_gradient(grad, 99, high, low, scale)
-            split = int4_training._split_gradient(grad, 99)
-            for mine, engine in zip(split, (high, low, scale)):
-                assert not mismatch(mine, engine)
+            for per_row in (False, True):
+                high, low = torch.empty(m, c, dtype=torch.int8), torch.empty(m, c, dtype=torch.int8)
+                scale = torch.empty(m if per_row else 1)
+                _C.split_gradient(grad, 99, high, low, scale)
+                split = int4_training._split_gradient(grad.float(), per_row, 99, 0)
+                # The portable split keeps s per row (the tensor's repeated when split per tensor).
+                for mine, engine in zip(split, (high, low, scale.expand(m))):
+                    assert not mismatch(mine, engine)
+                if per_row and m > 1:
+                    assert len(set(scale.tolist())) > 1  # rows got their own s
 
 
 def engine_probabilities(weights: list, budget: float) -> list:

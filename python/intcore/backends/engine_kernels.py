@@ -264,26 +264,28 @@ def _hadamard(x, block_size):
 
 
 @kernel("hq_linear")
-def _hq_linear(x, w, bias, block_size, sampling, budget, x_step, w_step):
+def _hq_linear(x, w, bias, block_size, sampling, budget, x_step, w_step, per_row=False):
     k = _size(x, 1)
     y = _empty(x, (_size(x, 0), _size(w, 0)), dtype=torch.float32)
     x_codes = _empty(x, (_size(x, 0), (k + 1) // 2), dtype=torch.uint8)
     w_codes = _empty(x, (_size(w, 0), (k + 1) // 2), dtype=torch.uint8)
-    x_scale, w_scale = _empty(x, 1), _empty(x, 1)
-    _C.hq_linear_forward(x.detach(), w.detach(), _detached(bias), block_size, y, x_codes, x_scale, w_codes, w_scale,
-                         _detached(x_step), _detached(w_step))
+    x_scale = _empty(x, _size(x, 0) if per_row else 1)
+    w_scale = _empty(x, _size(w, 0) if per_row else 1)
+    _C.hq_linear_forward(x.detach(), w.detach(), _detached(bias), block_size, per_row, y, x_codes, x_scale, w_codes,
+                         w_scale, _detached(x_step), _detached(w_step))
     return y.to(x.dtype), x_codes, x_scale, w_codes, w_scale
 
 
 @kernel("hq_linear_backward")
-def _hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed):
+def _hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed,
+                        per_row=False):
     check_size("hq_linear_backward", "k", k)
     _check_need_grad("hq_linear_backward", need_grad)
     grad, seed_value = grad.detach(), _seed_value(seed)
     # Checked before outputs of k columns are allocated (the engine checks the same again).
-    check_hq_backward_args(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, budget, need_grad)
+    check_hq_backward_args(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, budget, need_grad, per_row)
     dx = _empty(grad, (_size(grad, 0), k) if need_grad[0] else (0,), dtype=torch.float32)
     dw = _empty(grad, (_size(grad, 1), k) if need_grad[1] else (0,), dtype=torch.float32)
-    _C.hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, seed_value,
-                          dx if need_grad[0] else None, dw if need_grad[1] else None)
+    _C.hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, per_row, sampling, budget,
+                          seed_value, dx if need_grad[0] else None, dw if need_grad[1] else None)
     return dx, dw

@@ -88,7 +88,7 @@ class Int4Linear(nn.Linear):
                     self.w_step.copy_(int4_training.lsq_initial_step(self.weight, block))
             steps = {"x_step": self.x_step, "w_step": self.w_step}
         return int4_training.int4_linear(x, self.weight, self.bias, block_size=block, sampling=c.sampling,
-                                         budget=c.budget, **steps)
+                                         budget=c.budget, granularity=c.granularity, **steps)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.config.describe()}"

@@ -43,8 +43,9 @@ _MAX_BLOCK = 32768
 _HIGH_DIGIT_WEIGHT = 14.0  # G ~ (14 high + low) / s
 _SPLIT_RANGE = 98.0  # s maps max|G| to 98 = 14 * 7: both digits stay within [-7, 7]
 
-# Stream offsets under the op's seed, as the engine assigns them.
-_SPLIT_STREAM, _GRAD_INPUT_STREAM, _GRAD_WEIGHT_STREAM, _REQUANTIZE_STREAM = 0, 1, 2, 3
+# Stream offsets under the op's seed, as the engine assigns them: the split of G for dX, the
+# grad-input sampling, the grad-weight sampling, its requantization, the split of G^T for dW.
+_SPLIT_STREAM, _GRAD_INPUT_STREAM, _GRAD_WEIGHT_STREAM, _REQUANTIZE_STREAM, _SPLIT_T_STREAM = 0, 1, 2, 3, 4
 
 
 def _is_valid_block(block: int) -> bool:
@@ -122,12 +123,12 @@ def _check_block(fn: str, k: int, block: int) -> None:
         raise ValueError(f"{fn}: block_size must be a power of two dividing in_features ({k}), got {block}")
 
 
-def _hadamard_codes(t: Tensor, block: int, step: Optional[Tensor], name: str) -> tuple[Tensor, Tensor]:
-    """t H as per-tensor packed int4 codes (round to nearest) and their float32 [1] scale: the
-    absmax scale, or the given LSQ step."""
+def _hadamard_codes(t: Tensor, block: int, step: Optional[Tensor], per_row: bool, name: str) -> tuple[Tensor, Tensor]:
+    """t H as packed int4 codes (round to nearest) and their float32 scales: absmax per row
+    ([rows]) or per tensor ([1]), or the given LSQ step."""
     th = hadamard_float32(as_float32(t), block, name)
     if step is None:
-        return absmax_codes(th, 4, "nearest", False, 0, 0, name)
+        return absmax_codes(th, 4, "nearest", per_row, 0, 0, name)
     step = step.detach()
     return scaled_codes(th, step, 4, "nearest", 0, 0), step.clone()
 
@@ -143,7 +144,7 @@ def _check_step(name: str, step: Optional[Tensor]) -> None:
 
 
 @portable_kernel("hq_linear")
-def _hq_linear(x, w, bias, block_size, sampling, budget, x_step, w_step):
+def _hq_linear(x, w, bias, block_size, sampling, budget, x_step, w_step, per_row=False):
     # sampling and budget configure the backward only.
     fn = "hq_linear"
     check_float_matrix(fn, "x", x)
@@ -154,6 +155,8 @@ def _hq_linear(x, w, bias, block_size, sampling, budget, x_step, w_step):
     _check_block(fn, k, block_size)
     _check_step("x", x_step)
     _check_step("w", w_step)
+    if per_row and (x_step is not None or w_step is not None):
+        raise ValueError(f"{fn}: learned steps (x_step, w_step) are per tensor; per_row needs absmax scales")
     bias32 = None
     if bias is not None:
         if not bias.is_floating_point():
@@ -161,8 +164,8 @@ def _hq_linear(x, w, bias, block_size, sampling, budget, x_step, w_step):
         if tuple(bias.shape) != (c,):
             raise ValueError(f"{fn}: bias must have shape [{c}], got {tuple(bias.shape)}")
         bias32 = bias.detach().to(torch.float32)
-    x_codes, x_scale = _hadamard_codes(x, block_size, x_step, "x")
-    w_codes, w_scale = _hadamard_codes(w, block_size, w_step, "w")
+    x_codes, x_scale = _hadamard_codes(x, block_size, x_step, per_row, "x")
+    w_codes, w_scale = _hadamard_codes(w, block_size, w_step, per_row, "w")
     y = gemm_scaled(unpack_int4(x_codes, k), x_scale, unpack_int4(w_codes, k), w_scale, bias32)
     return y.to(x.dtype), x_codes, x_scale, w_codes, w_scale
 
@@ -171,23 +174,24 @@ def _hq_linear(x, w, bias, block_size, sampling, budget, x_step, w_step):
 
 
 class _Split(NamedTuple):
-    high: Tensor  # int8 [M, C], in [-7, 7]
-    low: Tensor  # int8 [M, C], in [-7, 7]
-    scale: Tensor  # float32 [1]: s, with G ~ (14 high + low) / s
+    high: Tensor  # int8 [rows, cols], in [-7, 7]
+    low: Tensor  # int8 [rows, cols], in [-7, 7]
+    scale: Tensor  # float32 [rows] (one s per row, or the tensor's s repeated), G ~ (14 high + low) / s
 
 
-def _split_gradient(grad: Tensor, seed: int) -> _Split:
-    """G as two int4 digits: high rounded to nearest, low stochastically (stream offset 0)."""
+def _split_gradient(g32: Tensor, per_row: bool, seed: int, offset: int) -> _Split:
+    """A float32 gradient matrix as two int4 digits, with s = 98 / max|G| per row or per tensor:
+    high rounded to nearest, low stochastically (stream (seed, offset), word r * cols + c)."""
     # max|G| comes back through the absmax quantizer's scale (which also refuses NaN/Inf), as
     # in the engine: 127 * (absmax / 127) in float32, not always absmax itself.
-    _, absmax_scale = absmax_codes(grad, 8, "nearest", False, 0, 0, "grad")
-    absmax = absmax_scale * 127.0
+    _, absmax_scale = absmax_codes(g32, 8, "nearest", per_row, 0, 0, "grad")
+    rows, cols = g32.shape
+    absmax = absmax_scale.expand(rows) * 127.0 if absmax_scale.shape[0] != rows else absmax_scale * 127.0
     s = torch.where(absmax > 0, _divide(_SPLIT_RANGE, absmax), 0.0)
-    m, c = grad.shape
-    v = as_float32(grad).to(torch.float64) * s.to(torch.float64)
+    v = g32.to(torch.float64) * s.to(torch.float64)[:, None]
     high = torch.round(v / torch.full_like(v, _HIGH_DIGIT_WEIGHT))
     rest = v - _HIGH_DIGIT_WEIGHT * high
-    words = random_words(seed, _SPLIT_STREAM, 0, m * c, grad.device).reshape(m, c)
+    words = random_words(seed, offset, 0, rows * cols, g32.device).reshape(rows, cols)
     low = round_codes(rest, "stochastic", 7, words)
     return _Split(high.to(torch.int8), low.to(torch.int8), s)
 
@@ -198,15 +202,21 @@ def _combined_digits(split: _Split) -> Tensor:
 
 
 def _inverse_scale(split: _Split) -> Tensor:
-    """1 / s in float32 (0 for an all-zero gradient), the row scale of the digit codes."""
+    """1 / s per row in float32 (0 for an all-zero row), the row scale of the digit codes."""
     return torch.where(split.scale > 0, _divide(1.0, split.scale), 0.0)
 
 
-def _stacked_rows(split: _Split) -> tuple[Tensor, Tensor]:
+def _inverse_scale64(split: _Split) -> Tensor:
+    """1 / s per row in float64 (0 for an all-zero row)."""
+    s = split.scale.to(torch.float64)
+    return torch.where(s > 0, _divide(1.0, torch.where(s > 0, s, 1.0)), 0.0)
+
+
+def _stacked_rows(high: Tensor, low: Tensor) -> tuple[Tensor, Tensor]:
     """The 2M digit rows (high rows of tokens 0..M-1, then their low rows) and their float64
     weights (14 for high digits, 1 for low)."""
-    m = split.high.shape[0]
-    rows = torch.cat([split.high, split.low])
+    m = high.shape[0]
+    rows = torch.cat([high, low])
     weight = torch.cat([
         torch.full((m,), _HIGH_DIGIT_WEIGHT, dtype=torch.float64, device=rows.device),
         torch.ones(m, dtype=torch.float64, device=rows.device),
@@ -270,17 +280,27 @@ def _draw_rows(p: Tensor, seed: int, offset: int) -> Tensor:
 # ---- backward: the two gradients ----------------------------------------------------------------
 
 
-def _grad_input(split: _Split, w_codes: Tensor, w_scale: Tensor, k: int, sampled: bool, budget: float, seed: int):
-    """dX H: the digit rows times the w codes, all rows exactly or the sampled ones rescaled."""
-    m = split.high.shape[0]
+def _scaled_columns(g32: Tensor, scale: Tensor) -> Tensor:
+    """G with column j multiplied by scale[j] (or by the one scale), in float32."""
+    return g32 * (scale[None, :] if scale.shape[0] == g32.shape[1] and scale.shape[0] != 1 else scale)
+
+
+def _grad_input(g32: Tensor, w_codes: Tensor, w_scale: Tensor, k: int, per_row: bool, sampling: bool, budget: float,
+                seed: int) -> Tensor:
+    """dX H = G (QW sw): the w scales folded into G's columns, G split per token row (or per
+    tensor), the digit rows times the w codes, all rows exactly or the sampled ones rescaled."""
+    m = g32.shape[0]
     wq = unpack_int4(w_codes, k)
-    if not sampled:
-        return gemm_scaled(_combined_digits(split), _inverse_scale(split), wq.T, w_scale)
-    rows, weight = _stacked_rows(split)
-    p = _keep_probabilities(weight * _row_norms(rows), budget * 2.0 * m)
+    one = torch.ones(1, dtype=torch.float32, device=g32.device)
+    split = _split_gradient(_scaled_columns(g32, w_scale), per_row, seed, _SPLIT_STREAM)
+    if not sampling or not bool((split.scale != 0).any()):
+        return gemm_scaled(_combined_digits(split), _inverse_scale(split), wq.T, one)
+    rows, weight = _stacked_rows(split.high, split.low)
+    inverse = _inverse_scale64(split).repeat(2)
+    p = _keep_probabilities(weight * _row_norms(rows) * inverse, budget * 2.0 * m)
     kept = _draw_rows(p, seed, _GRAD_INPUT_STREAM)
-    factor = (weight[kept] / (split.scale.to(torch.float64) * p[kept])).to(torch.float32)
-    partial = gemm_scaled(rows[kept], factor, wq.T, w_scale)
+    factor = (weight[kept] / (split.scale.repeat(2)[kept].to(torch.float64) * p[kept])).to(torch.float32)
+    partial = gemm_scaled(rows[kept], factor, wq.T, one)
     # The engine adds each kept row into its token's row of zeros, in the order kept: the high
     # row, then the low row. Adding rather than copying matters: 0.0f + -0.0f is 0.0f.
     dxh = torch.zeros(m, k, dtype=torch.float32, device=partial.device)
@@ -290,26 +310,34 @@ def _grad_input(split: _Split, w_codes: Tensor, w_scale: Tensor, k: int, sampled
     return dxh
 
 
-def _grad_weight(split: _Split, x_codes: Tensor, x_scale: Tensor, k: int, sampled: bool, budget: float, seed: int):
-    """dW H: the digit rows, transposed, times the x codes; sampled rows are rescaled and
-    requantized to int8 with one scale (stochastic, stream offset 3)."""
-    m, c = split.high.shape
+def _grad_weight(g32: Tensor, x_codes: Tensor, x_scale: Tensor, k: int, per_row: bool, sampling: bool, budget: float,
+                 seed: int) -> Tensor:
+    """dW H = G^T (QX sx): the x scales folded into G's rows, G^T split per output channel (or
+    per tensor), its digits times the x codes; sampled token rows are rescaled and requantized
+    to int8 (stochastic, stream offset 3), per channel or per tensor."""
+    m, c = g32.shape
     xq = unpack_int4(x_codes, k)
-    if not sampled:
-        return gemm_scaled(_combined_digits(split).T, _inverse_scale(split), xq.T, x_scale)
-    rows, weight = _stacked_rows(split)
+    one = torch.ones(1, dtype=torch.float32, device=g32.device)
+    split = _split_gradient(_scaled_columns(g32.T.contiguous(), x_scale), per_row, seed, _SPLIT_T_STREAM)
+    if not sampling or not bool((split.scale != 0).any()):
+        return gemm_scaled(_combined_digits(split), _inverse_scale(split), xq.T, one)
+    # Token rows of the digits: row i of split.high.T is token i's high digits over the channels.
+    rows, weight = _stacked_rows(split.high.T, split.low.T)
     scores = (weight * _row_norms(rows)) * _row_norms(xq).repeat(2)
     p = _keep_probabilities(scores, budget * 2.0 * m)
     kept = _draw_rows(p, seed, _GRAD_WEIGHT_STREAM)
     if kept.shape[0] == 0:
         return torch.zeros(c, k, dtype=torch.float32, device=kept.device)
-    rescaled = ((weight[kept] / p[kept])[:, None] * rows[kept].to(torch.float64)).to(torch.float32)
-    r_codes, r_scale = absmax_codes(rescaled, 8, "stochastic", False, seed, _REQUANTIZE_STREAM, "sampled gradient")
-    return gemm_scaled(r_codes.T, r_scale / split.scale, xq[kept % m].T, x_scale)
+    # R^T [C, kept]: channel j of kept row r is (weight_r / p_r) digit / s_j.
+    rescaled = (((weight[kept] / p[kept])[None, :] * rows[kept].T.to(torch.float64))
+                * _inverse_scale64(split)[:, None]).to(torch.float32)
+    r_codes, r_scale = absmax_codes(rescaled, 8, "stochastic", per_row, seed, _REQUANTIZE_STREAM, "sampled gradient")
+    return gemm_scaled(r_codes, r_scale, xq[kept % m].T, one)
 
 
-def _check_codes(fn: str, name: str, codes: Tensor, scale: Tensor, rows: int, k: int) -> None:
-    """Packed int4 codes [rows, ceil(k / 2)] (contiguous) and their float32 [1] scale."""
+def _check_codes(fn: str, name: str, codes: Tensor, scale: Tensor, rows: int, k: int, per_row: bool) -> None:
+    """Packed int4 codes [rows, ceil(k / 2)] (contiguous) and their float32 scales ([rows] per
+    row, else [1])."""
     if codes.dtype != torch.uint8:
         raise TypeError(f"{fn}: {name}_codes must be torch.uint8, got {codes.dtype}")
     if tuple(codes.shape) != (rows, (k + 1) // 2):
@@ -318,11 +346,12 @@ def _check_codes(fn: str, name: str, codes: Tensor, scale: Tensor, rows: int, k:
         raise ValueError(f"{fn}: {name}_codes must be contiguous")
     if scale.dtype != torch.float32:
         raise TypeError(f"{fn}: {name}_scale must be torch.float32, got {scale.dtype}")
-    if tuple(scale.shape) != (1,):
-        raise ValueError(f"{fn}: {name}_scale must have shape [1], got {tuple(scale.shape)}")
+    expected = (rows,) if per_row else (1,)
+    if tuple(scale.shape) != expected:
+        raise ValueError(f"{fn}: {name}_scale must have shape {list(expected)}, got {list(scale.shape)}")
 
 
-def check_backward_args(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, budget, need_grad) -> None:
+def check_backward_args(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, budget, need_grad, per_row) -> None:
     """The backward's argument checks, in the engine's order; the engine kernel runs them too,
     before it allocates outputs of k columns."""
     fn = "hq_linear_backward"
@@ -332,31 +361,27 @@ def check_backward_args(grad, x_codes, x_scale, w_codes, w_scale, k, block_size,
     if not 0 < budget <= 1:
         raise ValueError(f"{fn}: the sampling budget must be in (0, 1], got {budget}")
     if need_grad[0]:
-        _check_codes(fn, "w", w_codes, w_scale, c, k)
+        _check_codes(fn, "w", w_codes, w_scale, c, k, per_row)
     if need_grad[1]:
-        _check_codes(fn, "x", x_codes, x_scale, m, k)
+        _check_codes(fn, "x", x_codes, x_scale, m, k, per_row)
 
 
 @portable_kernel("hq_linear_backward")
-def _hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed):
+def _hq_linear_backward(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, sampling, budget, need_grad, seed,
+                        per_row=False):
     fn = "hq_linear_backward"
     check_size(fn, "k", k)
     if len(need_grad) != 2:
         raise ValueError(f"{fn}: need_grad must list [dx, dw], got {need_grad}")
     grad, seed_v = grad.detach(), seed_value(seed)
-    check_backward_args(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, budget, need_grad)
-    m, c = grad.shape
+    check_backward_args(grad, x_codes, x_scale, w_codes, w_scale, k, block_size, budget, need_grad, per_row)
     # Two tensors: a custom op's outputs may not alias each other.
     dx, dw = grad.new_empty((0,), dtype=torch.float32), grad.new_empty((0,), dtype=torch.float32)
-    if not (need_grad[0] or need_grad[1]):
-        return dx, dw
-    split = _split_gradient(grad, seed_v)  # one split serves both gradients
-    # An all-zero gradient (s = 0) has nothing to sample: the engine takes the exact path.
-    sampled = sampling and bool(split.scale != 0)
+    g32 = as_float32(grad)
     if need_grad[0]:
-        dxh = _grad_input(split, w_codes, w_scale.detach(), k, sampled, budget, seed_v)
+        dxh = _grad_input(g32, w_codes, w_scale.detach(), k, per_row, sampling, budget, seed_v)
         dx = hadamard_float32(dxh, block_size, "gradient")
     if need_grad[1]:
-        dwh = _grad_weight(split, x_codes, x_scale.detach(), k, sampled, budget, seed_v)
+        dwh = _grad_weight(g32, x_codes, x_scale.detach(), k, per_row, sampling, budget, seed_v)
         dw = hadamard_float32(dwh, block_size, "gradient")
     return dx, dw
