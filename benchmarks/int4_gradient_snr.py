@@ -13,7 +13,9 @@ and is compared with the exact X W^T, G W and G^T X:
 
 Estimators: `absmax` (per-row absmax int4 codes, int4 GEMMs, no transform), `hq, bit split`
 (Hadamard quantizer, G split into two int4 digits, every row kept), and `hq-lss` (the same with
-leverage-score sampling of half the rows: the default recipe). Random draws differ by seed;
+leverage-score sampling of half the rows: the default recipe), and `hq-lss, per row` (the same
+with one scale per token of X H and per output channel of W H, and G split per token for dX and
+per output channel for dW). Random draws differ by seed;
 the table gives the mean over --draws draws and batches, per layer kind and depth, and for the
 gradients the SNR of the mean of the draws (the bias check: an unbiased estimator's mean approaches the exact
 gradient, so its SNR grows with more draws).
@@ -29,6 +31,7 @@ ESTIMATORS = {
     "absmax": dict(recipe="absmax"),
     "hq, bit split": dict(recipe="hq-lss", sampling=False),
     "hq-lss": dict(recipe="hq-lss", sampling=True),
+    "hq-lss, per row": dict(recipe="hq-lss", sampling=True, granularity="per_row"),
 }
 
 
