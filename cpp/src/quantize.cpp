@@ -66,8 +66,9 @@ void for_each_tile(const std::string& fn_name, const TensorView& x, int64_t row_
 
 // The two rounding rules on a value already in units of the step, clamped to [-qmax, qmax].
 // The stochastic rule is round_up_stochastic's, written out so it vectorizes: the top 24 bits
-// of the word, as an int32, against frac * 2^24. Inlined into the loops below, each cloned per
-// ISA so that they run 4 or 8 doubles per instruction where the CPU allows.
+// of the word, as an int32, against frac * 2^24. Inlined into the run loops below (fixed_point_run,
+// scaled_run), each cloned per ISA so that they run 4 or 8 doubles per instruction where the CPU
+// allows.
 inline double nearest_code(double v, double qmax) { return std::clamp(std::nearbyint(v), -qmax, qmax); }
 
 inline double stochastic_code(double v, uint32_t word, double qmax) {
@@ -76,35 +77,6 @@ inline double stochastic_code(double v, uint32_t word, double qmax) {
   const double up = u < (v - f) * 16777216.0 ? 1.0 : 0.0;
   return std::clamp(f + up, -qmax, qmax);
 }
-
-__attribute__((target_clones("avx512f", "avx2", "default"))) void round_nearest(const double* v, int64_t n,
-                                                                                double qmax, int32_t* q) {
-  for (int64_t i = 0; i < n; ++i) q[i] = static_cast<int32_t>(nearest_code(v[i], qmax));
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default"))) void round_stochastic(const double* v, int64_t n,
-                                                                                   const uint32_t* bits, double qmax,
-                                                                                   int32_t* q) {
-  for (int64_t i = 0; i < n; ++i) q[i] = static_cast<int32_t>(stochastic_code(v[i], bits[i], qmax));
-}
-
-// Rounds a run of values (already in units of the quantization step) to integers in
-// [-qmax, qmax]; stochastic rounding reads the stream at indices first, first + 1, ...
-struct Rounder {
-  Rounding rounding;
-  RandomStream stream;
-  int32_t qmax;
-  uint32_t bits[kTile];
-
-  void operator()(const double* v, int64_t n, uint64_t first, int32_t* q) {
-    if (rounding == Rounding::kNearest) {
-      round_nearest(v, n, qmax, q);
-    } else {
-      stream_words(stream, first, n, bits);
-      round_stochastic(v, n, bits, qmax, q);
-    }
-  }
-};
 
 void check_input(const std::string& fn, const TensorView& x) {
   check_floating(fn, x);
@@ -136,16 +108,16 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void fixed_p
   }
 }
 
-// Codes of runs of a row, drawing the run's words from the stream (at stream index `first`).
-struct FixedPointRunner {
-  static constexpr int64_t kRun = 256;
+// Walks a row in runs of kRun values, handing each run its stream words (stochastic rounding,
+// word `first + i` for value i of the row) or null (round to nearest).
+struct StreamRuns {
+  static constexpr int64_t kRun = 256;  // even: int4 pairs never straddle two runs
   Rounding rounding;
   RandomStream stream;
-  int32_t qmax;
   uint32_t words[kRun];
 
-  template <typename Q>
-  void operator()(const float* x, int64_t n, double inv_step, uint64_t first, Q* out) {
+  template <class F>
+  void operator()(int64_t n, uint64_t first, F&& run) {
     for (int64_t i0 = 0; i0 < n; i0 += kRun) {
       const int64_t len = std::min(kRun, n - i0);
       const uint32_t* w = nullptr;
@@ -153,7 +125,7 @@ struct FixedPointRunner {
         stream_words(stream, first + static_cast<uint64_t>(i0), len, words);
         w = words;
       }
-      fixed_point_run<Q>(x + i0, len, inv_step, qmax, w, out + i0);
+      run(i0, len, w);
     }
   }
 };
@@ -167,20 +139,29 @@ void write_fixed_point(const TensorView& x, const TensorView& mantissa, const st
   if (x.dtype() == DType::kFloat32 && x.stride(1) == 1) {  // float rows in place: no tiles
     const float* base = static_cast<const float*>(x.data());
     parallel_for(rows, cols * (rounding == Rounding::kStochastic ? 8 : 1), [&](int64_t r0, int64_t r1) {
-      FixedPointRunner run{rounding, stream, qmax, {}};
+      StreamRuns runs{rounding, stream, {}};
       for (int64_t r = r0; r < r1; ++r) {
-        run(base + r * x.stride(0), cols, pow2(-exponent_of_row[r]), static_cast<uint64_t>(r * cols), out + r * cols);
+        const float* row = base + r * x.stride(0);
+        const double inv_step = pow2(-exponent_of_row[r]);
+        runs(cols, static_cast<uint64_t>(r * cols), [&](int64_t i0, int64_t len, const uint32_t* w) {
+          fixed_point_run<Q>(row + i0, len, inv_step, qmax, w, out + r * cols + i0);
+        });
       }
     });
     return;
   }
   parallel_for((rows + kTile - 1) / kTile, kTile * cols * (rounding == Rounding::kStochastic ? 8 : 1),
                [&](int64_t b0, int64_t b1) {
-                 FixedPointRunner run{rounding, stream, qmax, {}};
+                 StreamRuns runs{rounding, stream, {}};
                  for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
                    for (int64_t r = tile.r0; r < tile.r1; ++r) {
-                     run(tile.values[r - tile.r0], tile.c1 - tile.c0, pow2(-exponent_of_row[r]),
-                         static_cast<uint64_t>(r * cols + tile.c0), out + r * cols + tile.c0);
+                     const float* row = tile.values[r - tile.r0];
+                     const double inv_step = pow2(-exponent_of_row[r]);
+                     Q* dst = out + r * cols + tile.c0;
+                     runs(tile.c1 - tile.c0, static_cast<uint64_t>(r * cols + tile.c0),
+                          [&](int64_t i0, int64_t len, const uint32_t* w) {
+                            fixed_point_run<Q>(row + i0, len, inv_step, qmax, w, dst + i0);
+                          });
                    }
                  });
                });
@@ -202,7 +183,8 @@ inline uint32_t magnitude_bits(float v) {
 }
 
 template <typename T>
-uint32_t contiguous_max_bits(const T* src, int64_t n) {
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) uint32_t contiguous_max_bits(const T* src,
+                                                                                                int64_t n) {
   uint32_t m = 0;
   for (int64_t c = 0; c < n; ++c) {
     const uint32_t b = magnitude_bits(to_float(src[c]));
@@ -375,36 +357,74 @@ void check_scaled_codes(const std::string& fn, const TensorView& x, const Tensor
   check_scale_vector(fn, scale, DType::kFloat32, rows);
 }
 
+// Scaled-integer codes of a run of floats in one loop: q_i = clamp(round(x_i / s), -qmax, qmax),
+// x_i / s divided in float and rounded in double by nearest_code or stochastic_code (words: the
+// run's stream words, or null for nearest). A zero scale means an all-zero row: zero codes.
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void scaled_run(
+    const float* x, int64_t n, float scale, int32_t qmax_int, const uint32_t* words, int8_t* out) {
+  const double qmax = qmax_int;
+  if (!(scale > 0.0f)) {
+    std::fill(out, out + n, int8_t{0});
+  } else if (words == nullptr) {
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = static_cast<int8_t>(static_cast<int32_t>(nearest_code(static_cast<double>(x[i] / scale), qmax)));
+  } else {
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = static_cast<int8_t>(
+          static_cast<int32_t>(stochastic_code(static_cast<double>(x[i] / scale), words[i], qmax)));
+  }
+}
+
+// int4 codes (int8 values in [-7, 7]) of columns [c0, c0 + n) of a row, packed two per byte into
+// the row's packed bytes (c0 even; an odd last column pairs with a zero).
+void pack_run(const int8_t* codes, int64_t n, int64_t c0, uint8_t* packed_row) {
+  for (int64_t i = 0; i < n; i += 2) {
+    const uint8_t lo = static_cast<uint8_t>(codes[i]) & 0x0Fu;
+    const uint8_t hi = i + 1 < n ? static_cast<uint8_t>(codes[i + 1]) & 0x0Fu : 0u;
+    packed_row[(c0 + i) / 2] = static_cast<uint8_t>(lo | (hi << 4));
+  }
+}
+
 void write_scaled_codes(const std::string& fn, const TensorView& x, const TensorView& q,
                         const std::vector<float>& scale_of_row, int bits, Rounding rounding, RandomStream stream) {
   const int64_t rows = x.size(0), cols = x.size(1), q_cols = q.size(1);
   const int32_t qmax = bits == 8 ? 127 : 7;
   uint8_t* out = static_cast<uint8_t*>(q.data());
-  parallel_for((rows + kTile - 1) / kTile, kTile * cols * (rounding == Rounding::kStochastic ? 8 : 1),
-               [&](int64_t b0, int64_t b1) {
-                 Rounder round{rounding, stream, qmax, {}};
-                 double v[kTile];
-                 int32_t codes[kTile];
-                 for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
-                   const int64_t n = tile.c1 - tile.c0;
-                   for (int64_t r = tile.r0; r < tile.r1; ++r) {
-                     const float s = scale_of_row[r];
-                     // A zero scale means the row is all zeros: its codes are zero.
-                     for (int64_t i = 0; i < n; ++i) v[i] = s > 0.0f ? tile.values[r - tile.r0][i] / s : 0.0f;
-                     round(v, n, static_cast<uint64_t>(r * cols + tile.c0), codes);
-                     if (bits == 8) {
-                       int8_t* dst = reinterpret_cast<int8_t*>(out) + r * cols + tile.c0;
-                       for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<int8_t>(codes[i]);
-                     } else {  // tiles start at even columns, so pairs never straddle two tiles
-                       for (int64_t i = 0; i < n; i += 2) {
-                         const uint8_t lo = static_cast<uint8_t>(codes[i]) & 0x0Fu;
-                         const uint8_t hi = i + 1 < n ? static_cast<uint8_t>(codes[i + 1]) & 0x0Fu : 0u;
-                         out[r * q_cols + (tile.c0 + i) / 2] = static_cast<uint8_t>(lo | (hi << 4));
-                       }
-                     }
-                   }
-                 });
-               });
+  // Codes of one run, into the output (int8) or through a buffer into packed bytes (int4).
+  auto emit = [&](int8_t* buffer, const float* values, int64_t len, int64_t r, int64_t c0, const uint32_t* w) {
+    if (bits == 8) {
+      scaled_run(values, len, scale_of_row[r], qmax, w, reinterpret_cast<int8_t*>(out) + r * cols + c0);
+    } else {
+      scaled_run(values, len, scale_of_row[r], qmax, w, buffer);
+      pack_run(buffer, len, c0, out + r * q_cols);
+    }
+  };
+  const int64_t cost = cols * (rounding == Rounding::kStochastic ? 8 : 1);
+  if (x.dtype() == DType::kFloat32 && x.stride(1) == 1) {  // float rows in place: no tiles
+    const float* base = static_cast<const float*>(x.data());
+    parallel_for(rows, cost, [&](int64_t r0, int64_t r1) {
+      StreamRuns runs{rounding, stream, {}};
+      int8_t buffer[StreamRuns::kRun];
+      for (int64_t r = r0; r < r1; ++r) {
+        runs(cols, static_cast<uint64_t>(r * cols), [&](int64_t i0, int64_t len, const uint32_t* w) {
+          emit(buffer, base + r * x.stride(0) + i0, len, r, i0, w);
+        });
+      }
+    });
+    return;
+  }
+  parallel_for((rows + kTile - 1) / kTile, kTile * cost, [&](int64_t b0, int64_t b1) {
+    StreamRuns runs{rounding, stream, {}};
+    int8_t buffer[StreamRuns::kRun];
+    for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
+      for (int64_t r = tile.r0; r < tile.r1; ++r) {  // tiles start at even columns
+        runs(tile.c1 - tile.c0, static_cast<uint64_t>(r * cols + tile.c0),
+             [&](int64_t i0, int64_t len, const uint32_t* w) {
+               emit(buffer, tile.values[r - tile.r0] + i0, len, r, tile.c0 + i0, w);
+             });
+      }
+    });
+  });
 }
 
 }  // namespace
