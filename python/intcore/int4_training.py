@@ -35,9 +35,11 @@ class Int4Config:
         one int4 GEMM).
     scale: "absmax" (absmax scales of x H and w H) or "lsq" (learned step sizes, one per
         operand, initialized to 2 mean|v| / sqrt(7) on the first forward; hq-lss only).
-    granularity: "per_tensor" (one absmax scale per operand, the paper's) or "per_row" (one per
-        token of x H and per output channel of w H; the backward then splits the gradient per
-        token for dX and per output channel for dW). Absmax scales only.
+    granularity: "per_row" (one absmax scale per token of x H and per output channel of w H;
+        the backward then splits the gradient per token for dX and per output channel for dW)
+        or "per_tensor" (one scale per operand, the paper's). By default per row, except with
+        LSQ, whose learned steps are per tensor. On MiniLM-L6 / Rotten Tomatoes per-row scales
+        took int4-hq from 0.7750 to 0.8383 test accuracy (fp32: 0.8414; docs/int4-training.md).
     """
 
     recipe: str = "hq-lss"
@@ -45,7 +47,7 @@ class Int4Config:
     sampling: bool = True
     budget: float = 0.5
     scale: str = "absmax"
-    granularity: str = "per_tensor"
+    granularity: Optional[str] = None
 
     def __post_init__(self):
         if self.recipe not in ("hq-lss", "absmax"):
@@ -58,11 +60,15 @@ class Int4Config:
             raise ValueError(f"Int4Config.scale must be 'absmax' or 'lsq', got {self.scale!r}")
         if self.scale == "lsq" and self.recipe != "hq-lss":
             raise ValueError("Int4Config.scale='lsq' needs recipe='hq-lss'")
+        if self.granularity is None:
+            object.__setattr__(self, "granularity", default_granularity(self.scale))
         if self.granularity not in ("per_tensor", "per_row"):
             raise ValueError(f"Int4Config.granularity must be 'per_tensor' or 'per_row', got {self.granularity!r}")
-        if self.granularity == "per_row" and (self.recipe != "hq-lss" or self.scale != "absmax"):
-            raise ValueError("Int4Config.granularity='per_row' needs recipe='hq-lss' with scale='absmax' "
-                             "(learned steps are per tensor)")
+        if self.granularity == "per_row" and self.scale == "lsq":
+            raise ValueError("Int4Config.granularity='per_row' needs scale='absmax' (learned LSQ steps are per tensor)")
+        if self.granularity == "per_tensor" and self.recipe == "absmax":
+            raise ValueError("Int4Config.recipe='absmax' has a scale per row; granularity='per_tensor' needs "
+                             "recipe='hq-lss'")
 
     def describe(self) -> str:
         if self.recipe == "absmax":
@@ -71,6 +77,11 @@ class Int4Config:
         learned = ", LSQ" if self.scale == "lsq" else ""
         rows = ", per-row scales" if self.granularity == "per_row" else ""
         return f"int4 HQ (block {self.block_size}, {sampled}{learned}{rows})"
+
+
+def default_granularity(scale: str) -> str:
+    """Per-row absmax scales, unless the scales are learned (LSQ steps are per tensor)."""
+    return "per_tensor" if scale == "lsq" else "per_row"
 
 
 def _is_power_of_two(v) -> bool:
@@ -163,7 +174,7 @@ def int4_linear(
     budget: float = 0.5,
     x_step: Optional[Tensor] = None,
     w_step: Optional[Tensor] = None,
-    granularity: str = "per_tensor",
+    granularity: Optional[str] = None,
 ) -> Tensor:
     """``x @ w.T + bias`` through int4 arithmetic, forward and backward.
 
@@ -172,10 +183,13 @@ def int4_linear(
     gradient into two int4 digits and samples their rows by leverage score (``sampling``,
     ``budget``), giving unbiased gradients from int4 GEMMs. ``x_step`` / ``w_step`` (float32
     [1] tensors, usually parameters) replace the absmax scales by learned step sizes trained
-    with LSQ. ``granularity="per_row"`` gives every token of x H and every output channel of
-    w H its own absmax scale (see :class:`Int4Config`). recipe "absmax": per-row absmax int4
-    codes, no transform, no sampling.
+    with LSQ. ``granularity``: "per_row" (the default with absmax scales) gives every token of
+    x H and every output channel of w H its own scale, "per_tensor" one per operand (the paper's;
+    the default with learned steps); see :class:`Int4Config`. recipe "absmax": per-row absmax
+    int4 codes, no transform, no sampling.
     """
+    if granularity is None:
+        granularity = default_granularity("lsq" if x_step is not None else "absmax")
     config = Int4Config(recipe, block_size, sampling, budget, granularity=granularity)
     if config.recipe == "absmax":
         return functional._absmax_linear(ops.int4_linear, x, w, bias)

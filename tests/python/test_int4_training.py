@@ -254,3 +254,27 @@ def test_any_in_features_works_by_zero_padding_to_whole_blocks(k):
     layer = intcore.nn.Int4Linear(k, 8, config=intcore.Int4Config(scale="lsq"))
     layer(torch.randn(4, 3, k)).sum().backward()
     assert layer.weight.grad.shape == (8, k) and float(layer.x_step.detach()) > 0
+
+
+def test_scales_are_per_row_by_default_and_per_tensor_with_learned_steps():
+    from intcore.int4_training import Int4Config
+
+    assert Int4Config().granularity == "per_row"
+    assert Int4Config(scale="lsq").granularity == "per_tensor"
+    with pytest.raises(ValueError, match="per_row.*absmax"):
+        Int4Config(scale="lsq", granularity="per_row")
+    with pytest.raises(ValueError, match="recipe='absmax' has a scale per row"):
+        Int4Config(recipe="absmax", granularity="per_tensor")
+    with pytest.raises(ValueError, match="granularity must be"):
+        Int4Config(granularity="per_channel")
+    x, w, _ = hq_setup(m=16, k=64, c=8)
+    torch.manual_seed(0)
+    default = intcore.int4_linear(x, w)
+    per_row = intcore.int4_linear(x, w, granularity="per_row")
+    per_tensor = intcore.int4_linear(x, w, granularity="per_tensor")
+    assert torch.equal(default, per_row) and not torch.equal(default, per_tensor)
+    step = torch.tensor([0.5])
+    with pytest.raises(ValueError, match="learned steps"):
+        intcore.int4_linear(x, w, x_step=step, w_step=step, granularity="per_row")
+    layer = intcore.nn.Int4Linear(64, 8)
+    assert "per-row scales" in repr(layer)
