@@ -1,6 +1,7 @@
 #include "intcore/int4_training.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -196,7 +197,9 @@ void split_gradient(const TensorView& grad, RandomStream stream, const TensorVie
   std::vector<float> s(absmax_scale.size());
   for (size_t r = 0; r < s.size(); ++r) {
     const float absmax = absmax_scale[r] * 127.0f;
-    s[r] = absmax > 0 ? 98.0f / absmax : 0.0f;
+    // Capped at FLT_MAX: a row of max |G| below ~2.9e-37 would otherwise get s = inf. Either
+    // way |G| s stays within 98 (1 + eps).
+    s[r] = absmax > 0 ? std::min(98.0f / absmax, FLT_MAX) : 0.0f;
   }
   std::copy(s.begin(), s.end(), scale.data_as<float>());
   int8_t* h = high.data_as<int8_t>();
@@ -210,7 +213,7 @@ void split_gradient(const TensorView& grad, RandomStream stream, const TensorVie
         const double s_row = static_cast<double>(s[per_row ? r : 0]);
         stream_words(stream, static_cast<uint64_t>(r * c), c, bits.data());
         for (int64_t j = 0; j < c; ++j) {
-          // |v| <= 98, so |h| <= 7 and |v - 14 h| <= 7: neither digit needs clipping.
+          // |v| <= 98 (1 + eps), so |h| <= 7 and |v - 14 h| <= 7: neither digit needs clipping.
           const double v = static_cast<double>(to_float(g[r * grad.stride(0) + j * grad.stride(1)])) * s_row;
           const double hi = std::nearbyint(v / 14.0);
           const double rest = v - 14.0 * hi;
@@ -314,6 +317,16 @@ void hq_linear_forward(const TensorView& x, const TensorView& w, const TensorVie
 
 namespace {
 
+// Keep probabilities moved up onto the grid the draw resolves (multiples of 2^-24; draw_rows keeps
+// row i with probability ceil(p_i 2^24) / 2^24), at least one step for every positive score,
+// so that dividing a kept row by p_i is exactly unbiased. Scores spanning float32's range (rows
+// divided by tiny s) can give p_i below 2^-24, or 0 by cancellation in the water-filling sums.
+void on_draw_grid(const std::vector<double>& scores, std::vector<double>& p) {
+  for (size_t i = 0; i < p.size(); ++i) {
+    p[i] = scores[i] > 0 ? std::max(std::ceil(p[i] * 16777216.0), 1.0) / 16777216.0 : 0.0;
+  }
+}
+
 // dx = (G (QW sw)) H: w's scales folded into G's columns, G split per token (or per tensor).
 void grad_input(const TensorView& grad, const HqCodes& w_codes, int64_t k, int64_t block, bool per_row,
                 SamplingOptions sampling, uint64_t seed, const TensorView& dx) {
@@ -336,6 +349,7 @@ void grad_input(const TensorView& grad, const HqCodes& w_codes, int64_t k, int64
     std::vector<double> scores(static_cast<size_t>(2 * m)), p(static_cast<size_t>(2 * m));
     for (int64_t i = 0; i < 2 * m; ++i) scores[i] = rows.norm(i) * s.inverse64(i % m);
     sampling_probabilities(scores.data(), 2 * m, sampling.budget * 2.0 * static_cast<double>(m), p.data());
+    on_draw_grid(scores, p);
     const std::vector<int64_t> kept = draw_rows(p, {seed, 1});
     const int64_t n = static_cast<int64_t>(kept.size());
     std::vector<int8_t> compact(static_cast<size_t>(n * c));
@@ -362,7 +376,7 @@ void grad_input(const TensorView& grad, const HqCodes& w_codes, int64_t k, int64
   hadamard_into(dxh, m, k, block, dx);
 }
 
-// dw = ((G^T (QX sx)) H: x's scales folded into G's rows, G^T split per output channel (or per
+// dw = (G^T (QX sx)) H: x's scales folded into G's rows, G^T split per output channel (or per
 // tensor). Sampled token rows, scaled by weight / p, are requantized to int8 per channel (or per
 // tensor), stochastically.
 void grad_weight(const TensorView& grad, const HqCodes& x_codes, int64_t k, int64_t block, bool per_row,
@@ -393,6 +407,7 @@ void grad_weight(const TensorView& grad, const HqCodes& x_codes, int64_t k, int6
     }
     for (int64_t i = 0; i < 2 * m; ++i) scores[i] = rows.norm(i) * x_norm[i % m];
     sampling_probabilities(scores.data(), 2 * m, sampling.budget * 2.0 * static_cast<double>(m), p.data());
+    on_draw_grid(scores, p);
     const std::vector<int64_t> kept = draw_rows(p, {seed, 2});
     const int64_t n = static_cast<int64_t>(kept.size());
     if (n > 0) {

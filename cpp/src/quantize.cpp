@@ -1,7 +1,7 @@
 // CPU quantizers. Both quantizers make two passes over the input: per-row absmax (which also
-// catches NaN/Inf before anything is written), then the rounding pass. The input is walked in
-// 64 x 64 tiles, each read along its contiguous dimension into a small buffer, so a transposed
-// view costs no more than a contiguous one.
+// catches NaN/Inf before anything is written), then the rounding pass. Contiguous float32 rows
+// are read in place; other inputs are walked in 64 x 64 tiles, each read along its contiguous
+// dimension into a small buffer, so a transposed view costs no more than a contiguous one.
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -343,8 +343,6 @@ void align_fixed_point(const TensorView& mantissa, const TensorView& exponent, c
 
 namespace {
 
-// Codes of x in units of scale_of_row[r] (rounded, clamped to +-qmax): int8, or int4 packed
-// two per byte.
 // The arguments shared by the scaled quantizers: x, its codes q (int8, or packed int4) and
 // the float32 scale vector.
 void check_scaled_codes(const std::string& fn, const TensorView& x, const TensorView& q, const TensorView& scale,
@@ -385,6 +383,8 @@ void pack_run(const int8_t* codes, int64_t n, int64_t c0, uint8_t* packed_row) {
   }
 }
 
+// Codes of x in units of scale_of_row[r] (rounded, clamped to +-qmax): int8, or int4 packed
+// two per byte.
 void write_scaled_codes(const std::string& fn, const TensorView& x, const TensorView& q,
                         const std::vector<float>& scale_of_row, int bits, Rounding rounding, RandomStream stream) {
   const int64_t rows = x.size(0), cols = x.size(1), q_cols = q.size(1);

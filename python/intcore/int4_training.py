@@ -37,8 +37,8 @@ class Int4Config:
         operand, initialized to 2 mean|v| / sqrt(7) on the first forward; hq-lss only).
     granularity: "per_row" (one absmax scale per token of x H and per output channel of w H;
         the backward then splits the gradient per token for dX and per output channel for dW)
-        or "per_tensor" (one scale per operand, the paper's). By default per row, except with
-        LSQ, whose learned steps are per tensor. On MiniLM-L6 / Rotten Tomatoes per-row scales
+        or "per_tensor" (one scale per operand, the paper's). None (the default): per row,
+        except with LSQ, whose learned steps are per tensor. On MiniLM-L6 / Rotten Tomatoes per-row scales
         took int4-hq from 0.7750 to 0.8383 test accuracy (fp32: 0.8414; docs/int4-training.md).
     """
 
@@ -60,9 +60,7 @@ class Int4Config:
             raise ValueError(f"Int4Config.scale must be 'absmax' or 'lsq', got {self.scale!r}")
         if self.scale == "lsq" and self.recipe != "hq-lss":
             raise ValueError("Int4Config.scale='lsq' needs recipe='hq-lss'")
-        if self.granularity is None:
-            object.__setattr__(self, "granularity", default_granularity(self.scale))
-        if self.granularity not in ("per_tensor", "per_row"):
+        if self.granularity not in (None, "per_tensor", "per_row"):
             raise ValueError(f"Int4Config.granularity must be 'per_tensor' or 'per_row', got {self.granularity!r}")
         if self.granularity == "per_row" and self.scale == "lsq":
             raise ValueError("Int4Config.granularity='per_row' needs scale='absmax' (learned LSQ steps are per tensor)")
@@ -70,12 +68,17 @@ class Int4Config:
             raise ValueError("Int4Config.recipe='absmax' has a scale per row; granularity='per_tensor' needs "
                              "recipe='hq-lss'")
 
+    @property
+    def per_row(self) -> bool:
+        """Whether scales are per row: granularity, or by default per row unless LSQ."""
+        return (self.granularity or default_granularity(self.scale)) == "per_row"
+
     def describe(self) -> str:
         if self.recipe == "absmax":
             return "int4 absmax"
         sampled = f"LSS {self.budget:g}" if self.sampling else "no sampling"
         learned = ", LSQ" if self.scale == "lsq" else ""
-        rows = ", per-row scales" if self.granularity == "per_row" else ""
+        rows = ", per-row scales" if self.per_row else ""
         return f"int4 HQ (block {self.block_size}, {sampled}{learned}{rows})"
 
 
@@ -107,14 +110,13 @@ def hadamard(x: Tensor, block_size: int) -> Tensor:
     return ops.hadamard(_checks.as_rows(x), block_size).reshape(x.shape)
 
 
-def _int4_error(v: Tensor, block_size: int) -> float:
-    """||vH - Q(vH)|| for per-tensor absmax int4 (the forward's quantizer)."""
+def _int4_error(v: Tensor, block_size: int, per_row: bool) -> float:
+    """||vH - Q(vH)|| for absmax int4 with a scale per row or per tensor (the forward's quantizer)."""
     vh = hadamard(v.detach().float(), block_size)
     if vh.numel() == 0:
         return 0.0
-    scale = vh.abs().max() / 7
-    if scale == 0:
-        return 0.0
+    absmax = vh.abs().amax(dim=1, keepdim=True) if per_row else vh.abs().max()
+    scale = torch.where(absmax > 0, absmax / 7, 1.0)
     return float((vh - (vh / scale).round().clamp(-7, 7) * scale).norm())
 
 
@@ -142,10 +144,13 @@ def lsq_initial_step(v: Tensor, block_size: int) -> Tensor:
 
 
 @_checks.public("search_block_size")
-def search_block_size(x: Tensor, w: Tensor) -> int:
+def search_block_size(x: Tensor, w: Tensor, granularity: str = "per_row") -> int:
     """The block size (1, 2, 4, ... 1024 dividing in_features) with the smallest product of
-    the quantization errors of x H and w H: the reference's per-layer search. Raises
-    ValueError if x or w holds NaN or Inf."""
+    the quantization errors of x H and w H, quantized with absmax scales per row (the default)
+    or per tensor: the reference's per-layer search. Raises ValueError if x or w holds NaN or
+    Inf."""
+    if granularity not in ("per_row", "per_tensor"):
+        raise ValueError(f"granularity must be 'per_row' or 'per_tensor', got {granularity!r}")
     _checks.check_linear_args(x, w, None)
     for name, t in (("x", x), ("w", w)):
         if t.device.type == "meta":
@@ -156,7 +161,7 @@ def search_block_size(x: Tensor, w: Tensor) -> int:
     for g in BLOCK_SEARCH:
         if k % g:
             continue
-        error = _int4_error(x2, g) * _int4_error(w, g)
+        error = _int4_error(x2, g, granularity == "per_row") * _int4_error(w, g, granularity == "per_row")
         if error < best_error:
             best, best_error = g, error
     return best
@@ -179,7 +184,7 @@ def int4_linear(
     """``x @ w.T + bias`` through int4 arithmetic, forward and backward.
 
     recipe "hq-lss" (default): x and w go through a Hadamard transform of ``block_size``
-    along in_features and per-tensor absmax int4 codes; the backward splits the output
+    along in_features and absmax int4 codes (see ``granularity``); the backward splits the output
     gradient into two int4 digits and samples their rows by leverage score (``sampling``,
     ``budget``), giving unbiased gradients from int4 GEMMs. ``x_step`` / ``w_step`` (float32
     [1] tensors, usually parameters) replace the absmax scales by learned step sizes trained
@@ -189,7 +194,8 @@ def int4_linear(
     int4 codes, no transform, no sampling.
     """
     if granularity is None:
-        granularity = default_granularity("lsq" if x_step is not None else "absmax")
+        learned = recipe == "hq-lss" and x_step is not None
+        granularity = default_granularity("lsq" if learned else "absmax")
     config = Int4Config(recipe, block_size, sampling, budget, granularity=granularity)
     if config.recipe == "absmax":
         return functional._absmax_linear(ops.int4_linear, x, w, bias)

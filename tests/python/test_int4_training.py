@@ -1,5 +1,6 @@
 """INT4 training: the Hadamard transform, HQ forward, bit splitting, LSS unbiasedness, training."""
 
+import dataclasses
 import math
 
 import pytest
@@ -259,8 +260,9 @@ def test_any_in_features_works_by_zero_padding_to_whole_blocks(k):
 def test_scales_are_per_row_by_default_and_per_tensor_with_learned_steps():
     from intcore.int4_training import Int4Config
 
-    assert Int4Config().granularity == "per_row"
-    assert Int4Config(scale="lsq").granularity == "per_tensor"
+    assert Int4Config().per_row and not Int4Config(scale="lsq").per_row
+    # The default follows the scales, also through dataclasses.replace.
+    assert not dataclasses.replace(Int4Config(), scale="lsq").per_row
     with pytest.raises(ValueError, match="per_row.*absmax"):
         Int4Config(scale="lsq", granularity="per_row")
     with pytest.raises(ValueError, match="recipe='absmax' has a scale per row"):
@@ -276,5 +278,9 @@ def test_scales_are_per_row_by_default_and_per_tensor_with_learned_steps():
     step = torch.tensor([0.5])
     with pytest.raises(ValueError, match="learned steps"):
         intcore.int4_linear(x, w, x_step=step, w_step=step, granularity="per_row")
+    # The block search scores the quantizer the layer uses.
+    assert intcore.search_block_size(x, w, "per_tensor") in intcore.int4_training.BLOCK_SEARCH
+    with pytest.raises(ValueError, match="granularity"):
+        intcore.search_block_size(x, w, "per_col")
     layer = intcore.nn.Int4Linear(64, 8)
     assert "per-row scales" in repr(layer)

@@ -365,3 +365,27 @@ def test_same_inputs_refused(name, make_args):
 def test_bad_gradient_unread_when_no_gradient_is_needed():
     args = _backward(grad=torch.tensor([[NAN] * 3] * 4), need=(False, False))
     assert_same("hq_linear_backward", *args)
+
+
+def test_rows_of_extreme_magnitude_split_and_sample_alike():
+    """Per-row scales make single tokens matter: a row of max |G| below 2.9e-37 (whose s would be
+    inf) and rows 40 orders of magnitude apart (keep probabilities below the draw's 2^-24 step, or
+    cancelled to zero by the water-filling sums) give finite, equal results on both backends, and
+    every positive score keeps a positive probability on the draw's grid."""
+    gen = torch.Generator().manual_seed(7)
+    m, c, k, block = 12, 6, 16, 8
+    x, w = torch.randn(m, k, generator=gen), torch.randn(c, k, generator=gen)
+    grad = torch.randn(m, c, generator=gen)
+    grad[2] *= 1e-38
+    grad[5] *= 1e30
+    grad[7] *= 1e-30
+    for per_row in (True, False):
+        _, *codes = engine_kernels.KERNELS["hq_linear"](x, w, None, block, True, 0.5, None, None, per_row)
+        for s in range(4):
+            dx, dw = assert_same("hq_linear_backward", grad, *codes, k, block, True, 0.5, [True, True], seed(s),
+                                 per_row)
+            assert bool(torch.isfinite(dx).all()) and bool(torch.isfinite(dw).all())
+    scores = torch.tensor([1e20, 1.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    p = int4_training._on_draw_grid(scores, int4_training._keep_probabilities(scores, 2.0))
+    assert bool((p[:4] > 0).all()) and p[4] == 0
+    assert bool((torch.ceil(p * 2**24) == p * 2**24).all())  # on the grid: kept with probability exactly p

@@ -41,7 +41,7 @@ namespace intcore {
 
 struct HqCodes {
   TensorView codes;  // uint8 [rows, ceil(K / 2)], packed int4
-  TensorView scale;  // float32 [1]
+  TensorView scale;  // float32 [rows] (per row) or [1] (per tensor)
 };
 
 // x: [M, K], w: [C, K] (any float dtype/strides), bias: [C] or null, K % block == 0.

@@ -72,7 +72,8 @@ class Int4Linear(nn.Linear):
         if self.config.block_size != "auto":
             return self.config.block_size
         if self.chosen_block_size is None:
-            self.chosen_block_size = int4_training.search_block_size(x, self.weight)
+            self.chosen_block_size = int4_training.search_block_size(
+                x, self.weight, "per_row" if self.config.per_row else "per_tensor")
         return self.chosen_block_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +89,8 @@ class Int4Linear(nn.Linear):
                     self.w_step.copy_(int4_training.lsq_initial_step(self.weight, block))
             steps = {"x_step": self.x_step, "w_step": self.w_step}
         return int4_training.int4_linear(x, self.weight, self.bias, block_size=block, sampling=c.sampling,
-                                         budget=c.budget, granularity=c.granularity, **steps)
+                                         budget=c.budget, granularity="per_row" if c.per_row else "per_tensor",
+                                         **steps)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.config.describe()}"

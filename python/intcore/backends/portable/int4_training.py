@@ -187,7 +187,8 @@ def _split_gradient(g32: Tensor, per_row: bool, seed: int, offset: int) -> _Spli
     _, absmax_scale = absmax_codes(g32, 8, "nearest", per_row, 0, 0, "grad")
     rows, cols = g32.shape
     absmax = absmax_scale.expand(rows) * 127.0 if absmax_scale.shape[0] != rows else absmax_scale * 127.0
-    s = torch.where(absmax > 0, _divide(_SPLIT_RANGE, absmax), 0.0)
+    # Capped at the largest float32, as in the engine (a row of max |G| below ~2.9e-37).
+    s = torch.where(absmax > 0, _divide(_SPLIT_RANGE, absmax).clamp(max=torch.finfo(torch.float32).max), 0.0)
     v = g32.to(torch.float64) * s.to(torch.float64)[:, None]
     high = torch.round(v / torch.full_like(v, _HIGH_DIGIT_WEIGHT))
     rest = v - _HIGH_DIGIT_WEIGHT * high
@@ -270,6 +271,13 @@ def _keep_probabilities(weights: Tensor, budget: float) -> Tensor:
     return torch.where(positive.to(torch.float64) <= budget, positive_mask.to(torch.float64), p)
 
 
+def _on_draw_grid(scores: Tensor, p: Tensor) -> Tensor:
+    """p moved up onto the draw's grid (multiples of 2^-24), at least one step where the score is
+    positive, so that a kept row divided by p is exactly unbiased (the engine's on_draw_grid)."""
+    grid = torch.clamp(torch.ceil(p * 16777216.0), min=1.0) / 16777216.0
+    return torch.where(scores > 0, grid, 0.0)
+
+
 def _draw_rows(p: Tensor, seed: int, offset: int) -> Tensor:
     """Indices (ascending) of the rows kept by Bernoulli draws: row i when the top 24 bits of
     word i of the stream (seed, offset), as an integer, fall below p_i 2^24."""
@@ -297,7 +305,8 @@ def _grad_input(g32: Tensor, w_codes: Tensor, w_scale: Tensor, k: int, per_row: 
         return gemm_scaled(_combined_digits(split), _inverse_scale(split), wq.T, one)
     rows, weight = _stacked_rows(split.high, split.low)
     inverse = _inverse_scale64(split).repeat(2)
-    p = _keep_probabilities(weight * _row_norms(rows) * inverse, budget * 2.0 * m)
+    scores = weight * _row_norms(rows) * inverse
+    p = _on_draw_grid(scores, _keep_probabilities(scores, budget * 2.0 * m))
     kept = _draw_rows(p, seed, _GRAD_INPUT_STREAM)
     factor = (weight[kept] / (split.scale.repeat(2)[kept].to(torch.float64) * p[kept])).to(torch.float32)
     partial = gemm_scaled(rows[kept], factor, wq.T, one)
@@ -324,7 +333,7 @@ def _grad_weight(g32: Tensor, x_codes: Tensor, x_scale: Tensor, k: int, per_row:
     # Token rows of the digits: row i of split.high.T is token i's high digits over the channels.
     rows, weight = _stacked_rows(split.high.T, split.low.T)
     scores = (weight * _row_norms(rows)) * _row_norms(xq).repeat(2)
-    p = _keep_probabilities(scores, budget * 2.0 * m)
+    p = _on_draw_grid(scores, _keep_probabilities(scores, budget * 2.0 * m))
     kept = _draw_rows(p, seed, _GRAD_WEIGHT_STREAM)
     if kept.shape[0] == 0:
         return torch.zeros(c, k, dtype=torch.float32, device=kept.device)
