@@ -5,8 +5,10 @@ time, through intcore's own driver (same data, schedule, seed and evaluation as 
         [any intcore finetune option, e.g. --epochs 1 --lr 1e-4]
 
 Each variant runs as `intcore finetune --recipe fp32 --method int4-<variant>` into
---output/<variant>/ (results.json, curves, model), then one table prints every variant's test
-accuracy and F1. Variants (`--variants help` lists them):
+--output/<variant>/ (results.json, curves; a variant whose results.json exists is not run
+again), then one table prints every variant's test accuracy and F1 and --output/ablation.png
+plots them (with `--fp32 ACC`, the fp32 accuracy of the same schedule, as a line). Variants
+(`--variants help` lists them):
 
     fwd-only     HQ int4 forward; backward in float (straight-through: dX = G W, dW = G^T X)
     no-lss       HQ forward, bit-split int4 gradients, every digit row kept (no sampling)
