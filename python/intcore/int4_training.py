@@ -39,7 +39,7 @@ class Int4Config:
         the backward then splits the gradient per token for dX and per output channel for dW)
         or "per_tensor" (one scale per operand, the paper's). None (the default): per row,
         except with LSQ, whose learned steps are per tensor. On MiniLM-L6 / Rotten Tomatoes per-row scales
-        took int4-hq from 0.7750 to 0.8383 test accuracy (fp32: 0.8414; docs/int4-training.md).
+        took int4-hq from 0.7750 to 0.8375 test accuracy (fp32: 0.8414; docs/int4-training.md).
     """
 
     recipe: str = "hq-lss"

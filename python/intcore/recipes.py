@@ -13,7 +13,7 @@
                 the cost, the normalizations carry the sensitivity)
     int4-hq     every linear layer in INT4 with the Hadamard quantizer, bit splitting and
                 leverage score sampling, with a scale per token and per output channel (ours:
-                83.8% vs 77.5% with the paper's per-tensor scales; docs/int4-training.md); layer
+                83.75% vs 77.5% with the paper's per-tensor scales; docs/int4-training.md); layer
                 norm and embedding stay float
 
 ``intcore.convert(model, "int16")`` applies one; ``get(name)`` returns its :class:`Recipe`.
