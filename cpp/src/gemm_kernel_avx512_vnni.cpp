@@ -14,13 +14,16 @@ namespace intcore {
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void microkernel_avx512_vnni(const uint8_t* a,
                                                                                    const int8_t* b, int64_t k4,
-                                                                                   int32_t* acc) {
-  __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00;
-  __m512i c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-  __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00;
-  __m512i c30 = c00, c31 = c00, c32 = c00, c33 = c00;
-  __m512i c40 = c00, c41 = c00, c42 = c00, c43 = c00;
-  __m512i c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+                                                                                   const int32_t* start,
+                                                                                   int32_t* c, int64_t ldc,
+                                                                                   bool stream) {
+  __m512i c00 = _mm512_loadu_si512(start), c01 = _mm512_loadu_si512(start + 16);
+  __m512i c02 = _mm512_loadu_si512(start + 32), c03 = _mm512_loadu_si512(start + 48);
+  __m512i c10 = c00, c11 = c01, c12 = c02, c13 = c03;
+  __m512i c20 = c00, c21 = c01, c22 = c02, c23 = c03;
+  __m512i c30 = c00, c31 = c01, c32 = c02, c33 = c03;
+  __m512i c40 = c00, c41 = c01, c42 = c02, c43 = c03;
+  __m512i c50 = c00, c51 = c01, c52 = c02, c53 = c03;
   for (int64_t k = 0; k < k4; ++k) {
     const int8_t* bk = b + k * kNR * 4;
     const uint8_t* ak = a + k * kMR * 4;
@@ -48,18 +51,27 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void microkernel_avx512_v
   }
   const __m512i rows[kMR][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
                                 {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
-  for (int i = 0; i < kMR; ++i)
-    for (int q = 0; q < 4; ++q) _mm512_storeu_si512(acc + i * kNR + q * 16, rows[i][q]);
+  if (stream) {
+    for (int i = 0; i < kMR; ++i)
+      for (int q = 0; q < 4; ++q) _mm512_stream_si512(reinterpret_cast<__m512i*>(c + i * ldc + q * 16), rows[i][q]);
+  } else {
+    for (int i = 0; i < kMR; ++i)
+      for (int q = 0; q < 4; ++q) _mm512_storeu_si512(c + i * ldc + q * 16, rows[i][q]);
+  }
 }
+
+void stream_fence() { _mm_sfence(); }
 
 }  // namespace intcore
 
 #else  // not x86-64: cpu_kernel.cpp never selects this kernel
 
 namespace intcore {
-void microkernel_avx512_vnni(const uint8_t* a, const int8_t* b, int64_t k4, int32_t* acc) {
-  microkernel_generic(a, b, k4, acc);
+void microkernel_avx512_vnni(const uint8_t* a, const int8_t* b, int64_t k4, const int32_t* start, int32_t* c,
+                             int64_t ldc, bool stream) {
+  microkernel_generic(a, b, k4, start, c, ldc, stream);
 }
+void stream_fence() {}
 }  // namespace intcore
 
 #endif

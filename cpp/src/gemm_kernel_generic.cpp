@@ -4,8 +4,11 @@
 
 namespace intcore {
 
-void microkernel_generic(const uint8_t* a, const int8_t* b, int64_t k4, int32_t* acc) {
-  uint32_t c[kMR][kNR] = {};
+void microkernel_generic(const uint8_t* a, const int8_t* b, int64_t k4, const int32_t* start, int32_t* c,
+                         int64_t ldc, bool /*stream*/) {
+  uint32_t sum[kMR][kNR];
+  for (int i = 0; i < kMR; ++i)
+    for (int j = 0; j < kNR; ++j) sum[i][j] = static_cast<uint32_t>(start[j]);
   for (int64_t k = 0; k < k4; ++k) {
     const uint8_t* ak = a + k * kMR * 4;
     const int8_t* bk = b + k * kNR * 4;
@@ -13,12 +16,12 @@ void microkernel_generic(const uint8_t* a, const int8_t* b, int64_t k4, int32_t*
       const int32_t a0 = ak[i * 4 + 0], a1 = ak[i * 4 + 1], a2 = ak[i * 4 + 2], a3 = ak[i * 4 + 3];
       for (int j = 0; j < kNR; ++j) {
         const int32_t dot = a0 * bk[j * 4 + 0] + a1 * bk[j * 4 + 1] + a2 * bk[j * 4 + 2] + a3 * bk[j * 4 + 3];
-        c[i][j] += static_cast<uint32_t>(dot);  // |dot| <= 4 * 255 * 128: never overflows
+        sum[i][j] += static_cast<uint32_t>(dot);  // |dot| <= 4 * 255 * 128: never overflows
       }
     }
   }
   for (int i = 0; i < kMR; ++i)
-    for (int j = 0; j < kNR; ++j) acc[i * kNR + j] = static_cast<int32_t>(c[i][j]);
+    for (int j = 0; j < kNR; ++j) c[i * ldc + j] = static_cast<int32_t>(sum[i][j]);
 }
 
 }  // namespace intcore

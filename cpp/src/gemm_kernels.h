@@ -1,5 +1,11 @@
 // CPU GEMM micro-kernels. Each computes one kMR x kNR int32 tile
-//   acc[i][j] = sum over k of a[i][k] * b[j][k]   (a unsigned 8-bit, b signed 8-bit)
+//   c[i * ldc + j] = start[j] + sum over k of a[i][k] * b[j][k]   (a unsigned 8-bit, b signed 8-bit)
+// Starting every row from a per-column value lets the driver fold the packing offset of a
+// signed A operand (a per-column correction) into the accumulators, so an int8 tile leaves
+// the kernel exact and can go straight to C. With `stream` the tile is stored past the caches
+// (non-temporal; c 64-byte aligned, ldc a multiple of 16): a large C is written once and not
+// read back soon, and ordinary stores would first read every line of it from memory. Kernels
+// without such stores (generic) store plainly.
 // from panels packed by gemm_pack: a as [k4][kMR][4] bytes, b as [k4][kNR][4] bytes, four
 // consecutive k per group (the operand shape of the VNNI instruction vpdpbusd). Sums wrap
 // modulo 2^32; the driver keeps every true sum inside int32, so wrapping never changes a result.
@@ -12,11 +18,18 @@ namespace intcore {
 constexpr int kMR = 6;
 constexpr int kNR = 64;
 
-using MicroKernel = void (*)(const uint8_t* a, const int8_t* b, int64_t k4, int32_t* acc);
+using MicroKernel = void (*)(const uint8_t* a, const int8_t* b, int64_t k4, const int32_t* start, int32_t* c,
+                             int64_t ldc, bool stream);
 
-void microkernel_generic(const uint8_t* a, const int8_t* b, int64_t k4, int32_t* acc);
-void microkernel_avx512_vnni(const uint8_t* a, const int8_t* b, int64_t k4, int32_t* acc);
+void microkernel_generic(const uint8_t* a, const int8_t* b, int64_t k4, const int32_t* start, int32_t* c,
+                         int64_t ldc, bool stream);
+void microkernel_avx512_vnni(const uint8_t* a, const int8_t* b, int64_t k4, const int32_t* start, int32_t* c,
+                             int64_t ldc, bool stream);
 
 MicroKernel active_microkernel();
+
+// Orders this thread's streamed stores before anything it writes next (x86 sfence); each
+// thread that streamed calls it before its work is handed on.
+void stream_fence();
 
 }  // namespace intcore

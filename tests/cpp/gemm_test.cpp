@@ -1,6 +1,8 @@
 // Every GEMM bit-exact against the naive int64 reference, with every CPU kernel.
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <memory>
 
 #include "test_util.h"
 
@@ -148,6 +150,28 @@ TEST(GemmExact, Int8ContiguousAndTransposedAcrossKChunks) {
       gemm_exact(IntMatrix::of(av), IntMatrix::of(bv), c.view("c"));
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) ASSERT_EQ(c(i, j), ref(i, j)) << "layout " << layout;
+    }
+  });
+}
+
+TEST(GemmExact, LargeInt32ResultStreamedOrNotIsExact) {
+  // A C of over 2 MiB is written by the kernel with streaming stores when it is 64-byte aligned
+  // with rows of 16k ints, and with plain stores when it is not (C shifted by one int). Both,
+  // with partial tiles at the bottom and right edges.
+  for_each_cpu_kernel([](CpuKernel) {
+    const int64_t m = 1031, n = 528, k = 70;
+    auto a = random_ints<int8_t>(m, k, -128, 127, 31);
+    auto b = random_ints<int8_t>(n, k, -128, 127, 32);
+    const auto ref = reference_gemm(m, n, k, a, b);
+    const size_t bytes = static_cast<size_t>(m * n + 16) * sizeof(int32_t);
+    std::unique_ptr<int32_t, decltype(&std::free)> buffer(static_cast<int32_t*>(std::aligned_alloc(64, bytes)),
+                                                          &std::free);
+    for (int shift : {0, 1}) {
+      int32_t* c = buffer.get() + shift;
+      gemm_exact(IntMatrix::of(a.view("a")), IntMatrix::of(b.view("b")),
+                 TensorView(c, DType::kInt32, {m, n}, "c"));
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) ASSERT_EQ(c[i * n + j], ref(i, j)) << "shift " << shift;
     }
   });
 }
