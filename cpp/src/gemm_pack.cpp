@@ -9,72 +9,43 @@
 namespace intcore {
 namespace {
 
-// Reads logical rows [r0, r0 + count) of the operand into out[i * k + t] as int32. Operands
-// whose rows are strided (a transposed view) are read column block by column block, so that
-// memory is walked along its contiguous dimension instead of one cache line per element.
+// Reads logical row r of a packed int4 operand (k values) into `out` as int32.
+void read_int4_row(const IntMatrix& m, int64_t r, int32_t* out) {
+  const TensorView& v = m.values;
+  const uint8_t* base = static_cast<const uint8_t*>(v.data()) + r * v.stride(0);
+  const int64_t cs = v.stride(1);
+  for (int64_t k = 0; k < m.k; ++k) {
+    const uint8_t byte = base[(k >> 1) * cs];
+    out[k] = static_cast<int8_t>(static_cast<uint8_t>((k & 1 ? byte >> 4 : byte) << 4)) >> 4;
+  }
+}
+
+// The stored byte of one limb of v. int8 has one limb, the value; int16 a high limb (v >> 8,
+// signed) and a low limb (v & 0xFF, unsigned). `flip` is 0x80 where the limb carries the offset
+// 128 on this side: v + 128 (a signed limb on the A side) and v - 128 (an unsigned limb on the
+// B side) are both v ^ 0x80 as bytes.
 template <typename T>
-void read_rows_transposed(const T* base, int64_t rs, int64_t cs, int64_t r0, int64_t count, int64_t k, int32_t* out) {
-  for (int64_t t = 0; t < k; ++t) {
-    const T* src = base + t * cs + r0 * rs;
-    for (int64_t i = 0; i < count; ++i) out[i * k + t] = src[i * rs];
-  }
+inline uint8_t limb_byte(T v, bool high, uint8_t flip) {
+  const uint16_t u = static_cast<uint16_t>(v);
+  return static_cast<uint8_t>((high ? u >> 8 : u) ^ flip);
 }
 
-void read_row(const IntMatrix& m, int64_t r, int32_t* out);
-
-void read_rows(const IntMatrix& m, int64_t r0, int64_t count, int32_t* out) {
-  const TensorView& v = m.values;
-  const int64_t rs = v.stride(0), cs = v.stride(1);
-  if (!m.packed_int4 && cs != 1 && std::abs(rs) < std::abs(cs)) {
-    if (v.dtype() == DType::kInt8) {
-      read_rows_transposed(static_cast<const int8_t*>(v.data()), rs, cs, r0, count, m.k, out);
-    } else {
-      read_rows_transposed(static_cast<const int16_t*>(v.data()), rs, cs, r0, count, m.k, out);
-    }
-    return;
-  }
-  for (int64_t i = 0; i < count; ++i) read_row(m, r0 + i, out + i * m.k);
+// A stored byte as the kernel reads it: unsigned on the A side, signed on the B side.
+inline int32_t byte_value(uint8_t b, bool a_side) {
+  return a_side ? static_cast<int32_t>(b) : static_cast<int32_t>(static_cast<int8_t>(b));
 }
 
-// Reads logical row r of the operand (k values) into `out` as int32.
-void read_row(const IntMatrix& m, int64_t r, int32_t* out) {
-  const TensorView& v = m.values;
-  const int64_t rs = v.stride(0), cs = v.stride(1);
-  if (m.packed_int4) {
-    const uint8_t* base = static_cast<const uint8_t*>(v.data()) + r * rs;
-    for (int64_t k = 0; k < m.k; ++k) {
-      const uint8_t byte = base[(k >> 1) * cs];
-      out[k] = static_cast<int8_t>(static_cast<uint8_t>((k & 1 ? byte >> 4 : byte) << 4)) >> 4;
-    }
-  } else if (v.dtype() == DType::kInt8) {
-    const int8_t* base = static_cast<const int8_t*>(v.data()) + r * rs;
-    if (cs == 1) {
-      for (int64_t k = 0; k < m.k; ++k) out[k] = base[k];
-    } else {
-      for (int64_t k = 0; k < m.k; ++k) out[k] = base[k * cs];
-    }
+// Stores one limb of a row's k values as bytes, the tail of the last group of four zero.
+// Cloned per ISA so that the unit-stride loop is vectorized.
+template <typename T>
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void row_limb_bytes(
+    const T* src, int64_t cs, int64_t k, int64_t k_padded, bool high, uint8_t flip, uint8_t* out) {
+  if (cs == 1) {
+    for (int64_t t = 0; t < k; ++t) out[t] = limb_byte(src[t], high, flip);
   } else {
-    const int16_t* base = static_cast<const int16_t*>(v.data()) + r * rs;
-    if (cs == 1) {
-      for (int64_t k = 0; k < m.k; ++k) out[k] = base[k];
-    } else {
-      for (int64_t k = 0; k < m.k; ++k) out[k] = base[k * cs];
-    }
+    for (int64_t t = 0; t < k; ++t) out[t] = limb_byte(src[t * cs], high, flip);
   }
-}
-
-
-// Stores `limb` of every value of a row as bytes (limb value + bias), branch-free so the
-// compiler vectorizes it.
-enum class LimbKind { kWhole, kHigh, kLow };
-
-template <LimbKind kind>
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void limb_bytes(const int32_t* row, int64_t k, int32_t bias, uint8_t* out) {
-  for (int64_t i = 0; i < k; ++i) {
-    const int32_t v = row[i];
-    const int32_t limb = kind == LimbKind::kWhole ? v : kind == LimbKind::kHigh ? (v >> 8) : (v & 0xFF);
-    out[i] = static_cast<uint8_t>(limb + bias);
-  }
+  for (int64_t t = k; t < k_padded; ++t) out[t] = 0;
 }
 
 // Sum of stored bytes as the kernel reads them: unsigned on the A side, signed on the B side.
@@ -102,34 +73,64 @@ void store_row_bytes(const uint8_t* bytes, int64_t r, PackSide side, const Packe
   for (int64_t g = 0; g < p.k4; ++g) std::memcpy(dst + g * R * 4, bytes + g * 4, 4);
 }
 
-// Packs panel `panel` of an int8 operand (one limb) straight from its bytes: the stored byte is
-// v + 128 on the A side (v ^ 0x80 as a byte) and v on the B side; pad bytes stay 0. Rows may be
-// contiguous (copied four bytes at a time into their slots) or strided, as in a transposed view
-// (read along the contiguous dimension, one k at a time across the panel's rows).
-void pack_int8_panel(const TensorView& v, PackSide side, PackedMatrix& p, int64_t panel) {
+// One group of four k of `count` rows whose elements lie along the contiguous dimension (a
+// transposed view: row stride rs small, column stride large): the four columns c[0..3] are
+// read side by side, and each row gets its limb word and its byte sum in one pass. Cloned per
+// ISA; with rs == 1 the loop is vectorized.
+template <typename T>
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void column_group_words(
+    const T* c0, const T* c1, const T* c2, const T* c3, int64_t rs, int64_t count, bool high, uint8_t flip,
+    bool a_side, uint32_t* words, int32_t* sums) {
+  auto run = [&](int64_t stride) {
+    for (int64_t i = 0; i < count; ++i) {
+      const uint8_t b0 = limb_byte(c0[i * stride], high, flip), b1 = limb_byte(c1[i * stride], high, flip);
+      const uint8_t b2 = limb_byte(c2[i * stride], high, flip), b3 = limb_byte(c3[i * stride], high, flip);
+      words[i] = uint32_t{b0} | uint32_t{b1} << 8 | uint32_t{b2} << 16 | uint32_t{b3} << 24;
+      sums[i] += byte_value(b0, a_side) + byte_value(b1, a_side) + byte_value(b2, a_side) + byte_value(b3, a_side);
+    }
+  };
+  if (rs == 1) run(1);
+  else run(rs);
+}
+
+// Packs panel `panel` of an int8 or int16 operand, every limb, straight from its values (no
+// int32 copy). Rows may be contiguous (each row's limb bytes made in one vectorized pass, then
+// copied four at a time into their slots) or strided, as in a transposed view (four columns at a
+// time, read along the contiguous dimension). Pad bytes stay 0.
+template <typename T>
+void pack_panel(const TensorView& v, PackSide side, PackedMatrix& p, int64_t panel) {
   const int64_t R = p.panel_rows, first = panel * R, count = std::min<int64_t>(R, p.rows - first);
   const int64_t rs = v.stride(0), cs = v.stride(1), padded_rows = p.panels * R;
-  const int8_t* base = static_cast<const int8_t*>(v.data());
-  const uint8_t flip = side == PackSide::kA ? 0x80 : 0;
-  PackedLimb& limb = p.limbs[0];
-  uint8_t* dst = limb.bytes.data() + panel * p.k4 * R * 4;
-  if (cs == 1 || std::abs(rs) >= std::abs(cs)) {
-    std::vector<uint8_t> bytes(static_cast<size_t>(p.k4 * 4), 0);  // zero tail pads the last group
-    for (int64_t i = 0; i < count; ++i) {
-      const int8_t* src = base + (first + i) * rs;
-      for (int64_t t = 0; t < p.k; ++t) bytes[t] = static_cast<uint8_t>(src[t * cs]) ^ flip;
-      store_row_bytes(bytes.data(), first + i, side, p, limb);
+  const T* base = static_cast<const T*>(v.data());
+  const bool wide = sizeof(T) == 2, a_side = side == PackSide::kA;
+  for (size_t l = 0; l < p.limbs.size(); ++l) {
+    PackedLimb& limb = p.limbs[l];
+    const bool high = wide && l == 0;
+    const uint8_t flip = limb.offset != 0 ? 0x80 : 0;
+    if (cs == 1 || std::abs(rs) >= std::abs(cs)) {
+      std::vector<uint8_t> bytes(static_cast<size_t>(p.k4 * 4));
+      for (int64_t i = 0; i < count; ++i) {
+        row_limb_bytes(base + (first + i) * rs, cs, p.k, p.k4 * 4, high, flip, bytes.data());
+        store_row_bytes(bytes.data(), first + i, side, p, limb);
+      }
+      continue;
     }
-    return;
-  }
-  for (int64_t t = 0; t < p.k; ++t) {
-    const int8_t* src = base + t * cs + first * rs;
-    uint8_t* out = dst + (t >> 2) * R * 4 + (t & 3);
-    int32_t* sums = limb.sums.data() + (t / (kChunkK4 * 4)) * padded_rows + first;
-    for (int64_t i = 0; i < count; ++i) {
-      const uint8_t byte = static_cast<uint8_t>(src[i * rs]) ^ flip;
-      out[i * 4] = byte;
-      sums[i] += side == PackSide::kA ? static_cast<int32_t>(byte) : static_cast<int32_t>(static_cast<int8_t>(byte));
+    uint32_t* words = reinterpret_cast<uint32_t*>(limb.bytes.data() + panel * p.k4 * R * 4);
+    const int64_t full = p.k / 4;
+    for (int64_t g = 0; g < full; ++g) {
+      const T* c0 = base + 4 * g * cs + first * rs;
+      int32_t* sums = limb.sums.data() + (g / kChunkK4) * padded_rows + first;
+      column_group_words(c0, c0 + cs, c0 + 2 * cs, c0 + 3 * cs, rs, count, high, flip, a_side, words + g * R, sums);
+    }
+    // The last, partial group: its missing k stay zero bytes and add nothing to the sums.
+    uint8_t* tail = limb.bytes.data() + (panel * p.k4 + full) * R * 4;
+    int32_t* sums = limb.sums.data() + (full / kChunkK4) * padded_rows + first;
+    for (int64_t t = 4 * full; t < p.k; ++t) {
+      for (int64_t i = 0; i < count; ++i) {
+        const uint8_t b = limb_byte(base[t * cs + (first + i) * rs], high, flip);
+        tail[i * 4 + (t & 3)] = b;
+        sums[i] += byte_value(b, a_side);
+      }
     }
   }
 }
@@ -145,10 +146,9 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
   p.panels = (p.rows + p.panel_rows - 1) / p.panel_rows;
   const bool wide = !m.packed_int4 && m.values.dtype() == DType::kInt16;
   // int8 / int4: one signed limb. int16: signed high byte (shift 8), unsigned low byte.
-  struct LimbSpec { LimbKind kind; bool is_signed; int shift; };
+  struct LimbSpec { bool is_signed; int shift; };
   const std::vector<LimbSpec> specs =
-      wide ? std::vector<LimbSpec>{{LimbKind::kHigh, true, 8}, {LimbKind::kLow, false, 0}}
-           : std::vector<LimbSpec>{{LimbKind::kWhole, true, 0}};
+      wide ? std::vector<LimbSpec>{{true, 8}, {false, 0}} : std::vector<LimbSpec>{{true, 0}};
   const int64_t R = p.panel_rows, chunks = p.chunks(), padded_rows = p.panels * R;
   for (const LimbSpec& s : specs) {
     PackedLimb limb;
@@ -159,34 +159,27 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
     p.limbs.push_back(std::move(limb));
   }
 
-  // Writes one row's limbs into its slot of the panel and records its byte sums.
-  auto pack_row = [&](const int32_t* row, int64_t r, uint8_t* bytes) {
-    for (size_t l = 0; l < specs.size(); ++l) {
-      PackedLimb& limb = p.limbs[l];
-      // stored = limb value + offset (A side) or - offset (B side)
-      const int32_t bias = side == PackSide::kA ? limb.offset : -limb.offset;
-      switch (specs[l].kind) {
-        case LimbKind::kWhole: limb_bytes<LimbKind::kWhole>(row, p.k, bias, bytes); break;
-        case LimbKind::kHigh: limb_bytes<LimbKind::kHigh>(row, p.k, bias, bytes); break;
-        case LimbKind::kLow: limb_bytes<LimbKind::kLow>(row, p.k, bias, bytes); break;
+  if (!m.packed_int4) {
+    parallel_for(p.panels, R * p.k * static_cast<int64_t>(specs.size()), [&](int64_t p0, int64_t p1) {
+      for (int64_t panel = p0; panel < p1; ++panel) {
+        if (wide) pack_panel<int16_t>(m.values, side, p, panel);
+        else pack_panel<int8_t>(m.values, side, p, panel);
       }
-      store_row_bytes(bytes, r, side, p, limb);
-    }
-  };
-
-  if (!m.packed_int4 && m.values.dtype() == DType::kInt8) {  // the common case, without int32 rows
-    parallel_for(p.panels, R * p.k, [&](int64_t p0, int64_t p1) {
-      for (int64_t panel = p0; panel < p1; ++panel) pack_int8_panel(m.values, side, p, panel);
     });
     return p;
   }
+  // Packed int4: one signed limb, read a row at a time through int32.
   parallel_for(p.panels, R * p.k, [&](int64_t p0, int64_t p1) {
-    std::vector<int32_t> rows(static_cast<size_t>(R * p.k));
+    std::vector<int32_t> row(static_cast<size_t>(p.k));
     std::vector<uint8_t> bytes(static_cast<size_t>(p.k4 * 4), 0);  // zero tail pads the last group
+    const uint8_t flip = p.limbs[0].offset != 0 ? 0x80 : 0;
     for (int64_t panel = p0; panel < p1; ++panel) {
       const int64_t first = panel * R, count = std::min<int64_t>(R, p.rows - first);
-      read_rows(m, first, count, rows.data());
-      for (int64_t i = 0; i < count; ++i) pack_row(rows.data() + i * p.k, first + i, bytes.data());
+      for (int64_t i = 0; i < count; ++i) {
+        read_int4_row(m, first + i, row.data());
+        for (int64_t t = 0; t < p.k; ++t) bytes[t] = limb_byte(static_cast<int8_t>(row[t]), false, flip);
+        store_row_bytes(bytes.data(), first + i, side, p, p.limbs[0]);
+      }
     }
   });
   return p;

@@ -128,30 +128,37 @@ TEST(GemmExact, TransposedOperandsNeedNoCopy) {
   EXPECT_EQ(c.data, ref.data);
 }
 
+// Operands are packed straight from their values: rows contiguous or strided (transposed views),
+// on either side, with K over two chunks plus a partial group of four, and the most negative
+// value in every row. Out is int32 for int8 and int64 for int16.
+template <typename T, typename Out>
+void check_every_layout(int64_t m, int64_t n, int64_t k, int lo, int hi) {
+  auto a = random_ints<T>(m, k, lo, hi, 21);
+  auto b = random_ints<T>(n, k, lo, hi, 22);
+  for (int64_t i = 0; i < m; ++i) a(i, i) = static_cast<T>(lo);
+  for (int64_t j = 0; j < n; ++j) b(j, k - 1 - j) = static_cast<T>(lo);
+  Array<T> at(k, m), bt(k, n);
+  for (int64_t t = 0; t < k; ++t) {
+    for (int64_t i = 0; i < m; ++i) at(t, i) = a(i, t);
+    for (int64_t j = 0; j < n; ++j) bt(t, j) = b(j, t);
+  }
+  const auto ref = reference_gemm(m, n, k, a, b);
+  for (int layout = 0; layout < 4; ++layout) {
+    const TensorView av = layout & 1 ? at.view("a").transposed() : a.view("a");
+    const TensorView bv = layout & 2 ? bt.view("b").transposed() : b.view("b");
+    Array<Out> c(m, n);
+    gemm_exact(IntMatrix::of(av), IntMatrix::of(bv), c.view("c"));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) ASSERT_EQ(c(i, j), ref(i, j)) << "layout " << layout;
+  }
+}
+
 TEST(GemmExact, Int8ContiguousAndTransposedAcrossKChunks) {
-  // int8 operands are packed straight from their bytes: rows contiguous or strided (transposed
-  // views), on either side, with K over two chunks and extreme values in every row.
-  for_each_cpu_kernel([](CpuKernel) {
-    const int64_t m = 13, n = 67, k = 8192 * 4 + 37;
-    auto a = random_ints<int8_t>(m, k, -128, 127, 21);
-    auto b = random_ints<int8_t>(n, k, -128, 127, 22);
-    for (int64_t i = 0; i < m; ++i) a(i, i) = -128;
-    for (int64_t j = 0; j < n; ++j) b(j, k - 1 - j) = -128;
-    Array<int8_t> at(k, m), bt(k, n);
-    for (int64_t t = 0; t < k; ++t) {
-      for (int64_t i = 0; i < m; ++i) at(t, i) = a(i, t);
-      for (int64_t j = 0; j < n; ++j) bt(t, j) = b(j, t);
-    }
-    const auto ref = reference_gemm(m, n, k, a, b);
-    for (int layout = 0; layout < 4; ++layout) {
-      const TensorView av = layout & 1 ? at.view("a").transposed() : a.view("a");
-      const TensorView bv = layout & 2 ? bt.view("b").transposed() : b.view("b");
-      Array<int32_t> c(m, n);
-      gemm_exact(IntMatrix::of(av), IntMatrix::of(bv), c.view("c"));
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < n; ++j) ASSERT_EQ(c(i, j), ref(i, j)) << "layout " << layout;
-    }
-  });
+  for_each_cpu_kernel([](CpuKernel) { check_every_layout<int8_t, int32_t>(13, 67, 8192 * 4 + 37, -128, 127); });
+}
+
+TEST(GemmExact, Int16ContiguousAndTransposedAcrossKChunks) {
+  for_each_cpu_kernel([](CpuKernel) { check_every_layout<int16_t, int64_t>(13, 67, 8192 * 4 + 38, -32768, 32767); });
 }
 
 TEST(GemmExact, LargeInt32ResultStreamedOrNotIsExact) {
