@@ -11,6 +11,17 @@
 #include <cstring>
 
 namespace intcore {
+namespace {
+
+// Four A bytes as one int32, read straight from the panel: the broadcast then loads from memory
+// (vpbroadcastd m32), with no trip through a stack copy or a general register.
+inline int32_t load_u32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+}  // namespace
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void microkernel_avx512_vnni(const uint8_t* a,
                                                                                    const int8_t* b, int64_t k4,
@@ -24,6 +35,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void microkernel_avx512_v
   __m512i c30 = c00, c31 = c01, c32 = c02, c33 = c03;
   __m512i c40 = c00, c41 = c01, c42 = c02, c43 = c03;
   __m512i c50 = c00, c51 = c01, c52 = c02, c53 = c03;
+  // Two groups per iteration: a few percent over one, from fewer loop branches.
+#pragma GCC unroll 2
   for (int64_t k = 0; k < k4; ++k) {
     const int8_t* bk = b + k * kNR * 4;
     const uint8_t* ak = a + k * kMR * 4;
@@ -31,15 +44,13 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void microkernel_avx512_v
     const __m512i b1 = _mm512_loadu_si512(bk + 64);
     const __m512i b2 = _mm512_loadu_si512(bk + 128);
     const __m512i b3 = _mm512_loadu_si512(bk + 192);
-    int32_t a4[kMR];
-    std::memcpy(a4, ak, sizeof(a4));
-#define INTCORE_ROW(i, r0, r1, r2, r3)                  \
-  {                                                     \
-    const __m512i ai = _mm512_set1_epi32(a4[i]);        \
-    r0 = _mm512_dpbusd_epi32(r0, ai, b0);               \
-    r1 = _mm512_dpbusd_epi32(r1, ai, b1);               \
-    r2 = _mm512_dpbusd_epi32(r2, ai, b2);               \
-    r3 = _mm512_dpbusd_epi32(r3, ai, b3);               \
+#define INTCORE_ROW(i, r0, r1, r2, r3)                                \
+  {                                                                   \
+    const __m512i ai = _mm512_set1_epi32(load_u32(ak + 4 * (i))); \
+    r0 = _mm512_dpbusd_epi32(r0, ai, b0);                             \
+    r1 = _mm512_dpbusd_epi32(r1, ai, b1);                             \
+    r2 = _mm512_dpbusd_epi32(r2, ai, b2);                             \
+    r3 = _mm512_dpbusd_epi32(r3, ai, b3);                             \
   }
     INTCORE_ROW(0, c00, c01, c02, c03)
     INTCORE_ROW(1, c10, c11, c12, c13)

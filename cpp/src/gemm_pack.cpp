@@ -69,8 +69,28 @@ void store_row_bytes(const uint8_t* bytes, int64_t r, PackSide side, const Packe
     const int64_t k_begin = c * kChunkK4 * 4, k_end = std::min(p.k, k_begin + kChunkK4 * 4);
     limb.sums[c * padded_rows + r] = byte_sum(bytes + k_begin, k_end - k_begin, side);
   }
-  uint8_t* dst = limb.bytes.data() + (r / R) * p.k4 * R * 4 + (r % R) * 4;
+  uint8_t* dst = limb.bytes + (r / R) * p.k4 * R * 4 + (r % R) * 4;
   for (int64_t g = 0; g < p.k4; ++g) std::memcpy(dst + g * R * 4, bytes + g * 4, 4);
+}
+
+// Panel memory is rebuilt by every GEMM. It is kept per thread and slot (side, limb) and
+// reused: fresh pages cost a fault and a clear each, ~10% of a 4096^3 int8 GEMM. Buffers over
+// kCachedBytes are owned by the limb instead, so a rare huge GEMM leaves no memory behind. The
+// contents are not cleared. The packers write every byte a result depends on: each real row's
+// words, zero bytes past K in its last group (pad times pad would otherwise add old bytes'
+// products). The slots of pad rows past the operand's end keep old bytes: they only reach rows
+// or columns of C that are never stored.
+constexpr size_t kCachedBytes = size_t{64} << 20;
+
+uint8_t* panel_memory(PackSide side, size_t limb, size_t size, std::vector<uint8_t>& owned) {
+  if (size > kCachedBytes) {
+    owned.resize(size);
+    return owned.data();
+  }
+  static thread_local std::vector<uint8_t> cache[2][2];  // [side][limb]
+  std::vector<uint8_t>& buffer = cache[side == PackSide::kA ? 0 : 1][limb];
+  if (buffer.size() < size) buffer = std::vector<uint8_t>(size);
+  return buffer.data();
 }
 
 // One group of four k of `count` rows whose elements lie along the contiguous dimension (a
@@ -115,7 +135,7 @@ void pack_panel(const TensorView& v, PackSide side, PackedMatrix& p, int64_t pan
       }
       continue;
     }
-    uint32_t* words = reinterpret_cast<uint32_t*>(limb.bytes.data() + panel * p.k4 * R * 4);
+    uint32_t* words = reinterpret_cast<uint32_t*>(limb.bytes + panel * p.k4 * R * 4);
     const int64_t full = p.k / 4;
     for (int64_t g = 0; g < full; ++g) {
       const T* c0 = base + 4 * g * cs + first * rs;
@@ -123,7 +143,8 @@ void pack_panel(const TensorView& v, PackSide side, PackedMatrix& p, int64_t pan
       column_group_words(c0, c0 + cs, c0 + 2 * cs, c0 + 3 * cs, rs, count, high, flip, a_side, words + g * R, sums);
     }
     // The last, partial group: its missing k stay zero bytes and add nothing to the sums.
-    uint8_t* tail = limb.bytes.data() + (panel * p.k4 + full) * R * 4;
+    uint8_t* tail = limb.bytes + (panel * p.k4 + full) * R * 4;
+    if (full < p.k4) std::memset(tail, 0, static_cast<size_t>(count * 4));
     int32_t* sums = limb.sums.data() + (full / kChunkK4) * padded_rows + first;
     for (int64_t t = 4 * full; t < p.k; ++t) {
       for (int64_t i = 0; i < count; ++i) {
@@ -154,7 +175,7 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
     PackedLimb limb;
     limb.shift = s.shift;
     limb.offset = (side == PackSide::kA) == s.is_signed ? 128 : 0;
-    limb.bytes.assign(static_cast<size_t>(p.panels * p.k4 * R * 4), 0);
+    limb.bytes = panel_memory(side, p.limbs.size(), static_cast<size_t>(p.panels * p.k4 * R * 4), limb.owned);
     limb.sums.assign(static_cast<size_t>(chunks * padded_rows), 0);
     p.limbs.push_back(std::move(limb));
   }

@@ -21,7 +21,8 @@ namespace intcore {
 constexpr int64_t kChunkK4 = 8192;
 
 struct PackedLimb {
-  std::vector<uint8_t> bytes;  // [panel][k4][R][4], stored as u8 (A side) or s8 (B side)
+  uint8_t* bytes = nullptr;    // [panel][k4][R][4], stored as u8 (A side) or s8 (B side)
+  std::vector<uint8_t> owned;  // holds `bytes` when they are too large for the thread's cache
   std::vector<int32_t> sums;   // [chunk][padded row]: sum of the stored bytes of that row
   int32_t offset = 0;
   int shift = 0;
@@ -37,7 +38,7 @@ struct PackedMatrix {
 
   int64_t chunks() const { return k4 == 0 ? 1 : (k4 + kChunkK4 - 1) / kChunkK4; }
   const uint8_t* panel(int limb, int64_t p, int64_t chunk) const {
-    return limbs[limb].bytes.data() + (p * k4 + chunk * kChunkK4) * panel_rows * 4;
+    return limbs[limb].bytes + (p * k4 + chunk * kChunkK4) * panel_rows * 4;
   }
   const int32_t* sums(int limb, int64_t chunk) const {
     return limbs[limb].sums.data() + chunk * panels * panel_rows;

@@ -161,6 +161,36 @@ TEST(GemmExact, Int16ContiguousAndTransposedAcrossKChunks) {
   for_each_cpu_kernel([](CpuKernel) { check_every_layout<int16_t, int64_t>(13, 67, 8192 * 4 + 38, -32768, 32767); });
 }
 
+TEST(GemmExact, ReusedPanelMemoryLeavesNoOldBytesInTheResult) {
+  // Panel memory is reused between GEMMs on a thread without clearing. Fill it with nonzero
+  // bytes, then multiply transposed operands (packed four columns at a time) whose K leaves a
+  // partial last group: its missing k must read as zero on both sides.
+  for_each_cpu_kernel([](CpuKernel) {
+    for (const bool wide : {false, true}) {
+      const int64_t big = 200, m = 37, n = 70;
+      Array<int16_t> fill16(big, big, -1);
+      Array<int8_t> fill8(big, big, -1);
+      Array<int64_t> sink(big, big);
+      const TensorView fill = wide ? fill16.view("a") : fill8.view("a");
+      gemm_exact(IntMatrix::of(fill), IntMatrix::of(fill), sink.view("c"));
+      for (const int64_t k : {int64_t{41}, int64_t{42}, int64_t{43}}) {
+        auto at = random_ints<int16_t>(k, m, wide ? -32768 : -128, wide ? 32767 : 127, 41);
+        auto bt = random_ints<int16_t>(k, n, wide ? -32768 : -128, wide ? 32767 : 127, 42);
+        Array<int8_t> at8(k, m), bt8(k, n);
+        for (size_t i = 0; i < at.data.size(); ++i) at8.data[i] = static_cast<int8_t>(at.data[i]);
+        for (size_t i = 0; i < bt.data.size(); ++i) bt8.data[i] = static_cast<int8_t>(bt.data[i]);
+        const TensorView av = wide ? at.view("a").transposed() : at8.view("a").transposed();
+        const TensorView bv = wide ? bt.view("b").transposed() : bt8.view("b").transposed();
+        Array<int64_t> c(m, n);
+        gemm_exact(IntMatrix::of(av), IntMatrix::of(bv), c.view("c"));
+        const auto ref = reference_gemm(m, n, k, [&](int64_t i, int64_t t) { return at(t, i); },
+                                        [&](int64_t j, int64_t t) { return bt(t, j); });
+        ASSERT_EQ(c.data, ref.data) << (wide ? "int16" : "int8") << " K " << k;
+      }
+    }
+  });
+}
+
 TEST(GemmExact, LargeInt32ResultStreamedOrNotIsExact) {
   // A C of over 2 MiB is written by the kernel with streaming stores when it is 64-byte aligned
   // with rows of 16k ints, and with plain stores when it is not (C shifted by one int). Both,
