@@ -9,8 +9,8 @@
 namespace intcore {
 namespace {
 
-// Reads logical row r of a packed int4 operand (k values) into `out` as int32.
-void read_int4_row(const IntMatrix& m, int64_t r, int32_t* out) {
+// Unpacks logical row r of a packed int4 operand (k values, low nibble first) to int8.
+void unpack_int4_row(const IntMatrix& m, int64_t r, int8_t* out) {
   const TensorView& v = m.values;
   const uint8_t* base = static_cast<const uint8_t*>(v.data()) + r * v.stride(0);
   const int64_t cs = v.stride(1);
@@ -60,19 +60,6 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) int32_t byte
   return sum;
 }
 
-// Records row r's stored bytes (k4 * 4 of them, the tail zero) in `limb`: their sums per K
-// chunk, as the kernel reads them, and each group of four k as one 32-bit word in the panel
-// row's slot.
-void store_row_bytes(const uint8_t* bytes, int64_t r, PackSide side, const PackedMatrix& p, PackedLimb& limb) {
-  const int64_t R = p.panel_rows, padded_rows = p.panels * R;
-  for (int64_t c = 0; c < p.chunks(); ++c) {
-    const int64_t k_begin = c * kChunkK4 * 4, k_end = std::min(p.k, k_begin + kChunkK4 * 4);
-    limb.sums[c * padded_rows + r] = byte_sum(bytes + k_begin, k_end - k_begin, side);
-  }
-  uint8_t* dst = limb.bytes + (r / R) * p.k4 * R * 4 + (r % R) * 4;
-  for (int64_t g = 0; g < p.k4; ++g) std::memcpy(dst + g * R * 4, bytes + g * 4, 4);
-}
-
 // Panel memory is rebuilt by every GEMM. It is kept per thread and slot (side, limb) and
 // reused: fresh pages cost a fault and a clear each, ~10% of a 4096^3 int8 GEMM. Buffers over
 // kCachedBytes are owned by the limb instead, so a rare huge GEMM leaves no memory behind. The
@@ -113,6 +100,37 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void column_
   else run(rs);
 }
 
+// k per block of the row-wise packer: the panel's rows of one block (16 KiB on the B side)
+// stay in L1 while their words are interleaved into the panel.
+constexpr int64_t kRowBlock = 256;
+static_assert(kChunkK4 * 4 % kRowBlock == 0, "a row block must not straddle two K chunks");
+
+// Rows of one panel laid out along k (contiguous rows, or rows farther apart than columns), one
+// limb: a block of k at a time, each row's limb bytes are made in one vectorized pass, then the
+// block's words are interleaved group by group, so the panel is written in order. (Writing
+// each row's words straight into its slot touches a new cache line per word: 4x slower.)
+// `rows` points at the panel's first row (operand row `first`).
+template <typename T>
+void pack_row_blocks(const T* rows, int64_t rs, int64_t cs, int64_t first, int64_t count, bool high, uint8_t flip,
+                     PackSide side, const PackedMatrix& p, PackedLimb& limb, int64_t panel) {
+  const int64_t R = p.panel_rows, padded_rows = p.panels * R, k_padded = p.k4 * 4;
+  std::vector<uint8_t> block(static_cast<size_t>(count * kRowBlock));
+  uint8_t* dst = limb.bytes + panel * p.k4 * R * 4;
+  for (int64_t k0 = 0; k0 < k_padded; k0 += kRowBlock) {
+    const int64_t real = std::min(kRowBlock, p.k - k0), padded = std::min(kRowBlock, k_padded - k0);
+    int32_t* sums = limb.sums.data() + (k0 / (kChunkK4 * 4)) * padded_rows + first;  // blocks never straddle chunks
+    for (int64_t i = 0; i < count; ++i) {
+      uint8_t* row = block.data() + i * kRowBlock;
+      row_limb_bytes(rows + i * rs + k0 * cs, cs, real, padded, high, flip, row);
+      sums[i] += byte_sum(row, real, side);
+    }
+    for (int64_t g = 0; g < padded / 4; ++g) {
+      uint8_t* out = dst + (k0 / 4 + g) * R * 4;
+      for (int64_t i = 0; i < count; ++i) std::memcpy(out + i * 4, block.data() + i * kRowBlock + g * 4, 4);
+    }
+  }
+}
+
 // Packs panel `panel` of an int8 or int16 operand, every limb, straight from its values (no
 // int32 copy). Rows may be contiguous (each row's limb bytes made in one vectorized pass, then
 // copied four at a time into their slots) or strided, as in a transposed view (four columns at a
@@ -128,11 +146,7 @@ void pack_panel(const TensorView& v, PackSide side, PackedMatrix& p, int64_t pan
     const bool high = wide && l == 0;
     const uint8_t flip = limb.offset != 0 ? 0x80 : 0;
     if (cs == 1 || std::abs(rs) >= std::abs(cs)) {
-      std::vector<uint8_t> bytes(static_cast<size_t>(p.k4 * 4));
-      for (int64_t i = 0; i < count; ++i) {
-        row_limb_bytes(base + (first + i) * rs, cs, p.k, p.k4 * 4, high, flip, bytes.data());
-        store_row_bytes(bytes.data(), first + i, side, p, limb);
-      }
+      pack_row_blocks(base + first * rs, rs, cs, first, count, high, flip, side, p, limb, panel);
       continue;
     }
     uint32_t* words = reinterpret_cast<uint32_t*>(limb.bytes + panel * p.k4 * R * 4);
@@ -189,18 +203,14 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
     });
     return p;
   }
-  // Packed int4: one signed limb, read a row at a time through int32.
+  // Packed int4: one signed limb. Each panel's rows are unpacked to int8, then packed as int8 rows.
   parallel_for(p.panels, R * p.k, [&](int64_t p0, int64_t p1) {
-    std::vector<int32_t> row(static_cast<size_t>(p.k));
-    std::vector<uint8_t> bytes(static_cast<size_t>(p.k4 * 4), 0);  // zero tail pads the last group
+    std::vector<int8_t> rows(static_cast<size_t>(R * p.k));
     const uint8_t flip = p.limbs[0].offset != 0 ? 0x80 : 0;
     for (int64_t panel = p0; panel < p1; ++panel) {
       const int64_t first = panel * R, count = std::min<int64_t>(R, p.rows - first);
-      for (int64_t i = 0; i < count; ++i) {
-        read_int4_row(m, first + i, row.data());
-        for (int64_t t = 0; t < p.k; ++t) bytes[t] = limb_byte(static_cast<int8_t>(row[t]), false, flip);
-        store_row_bytes(bytes.data(), first + i, side, p, p.limbs[0]);
-      }
+      for (int64_t i = 0; i < count; ++i) unpack_int4_row(m, first + i, rows.data() + i * p.k);
+      pack_row_blocks(rows.data(), p.k, 1, first, count, false, flip, side, p, p.limbs[0], panel);
     }
   });
   return p;
