@@ -11,9 +11,17 @@
 
 #include "fixed_point_rows.h"
 #include "float_types.h"
+#include "intcore/cpu_kernel.h"
 #include "intcore/quantize.h"
 #include "parallel.h"
 #include "cuda_dispatch.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+// GCC 12 reports the intrinsics' own placeholder operands as uninitialized (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace intcore {
 namespace {
@@ -24,6 +32,57 @@ struct Tile {
   int64_t r0, r1, c0, c1;
   float values[kTile][kTile];  // values[r - r0][c - c0]
 };
+
+// dst[r * kTile + c] = src[r + c * cs] for a 16 x 16 block: sixteen 16-float columns of a
+// transposed view, read along memory, transposed in registers (unpack within 128-bit lanes,
+// then two rounds of lane shuffles), instead of 256 scalar loads and stores.
+#if defined(__x86_64__) || defined(_M_X64)
+__attribute__((target("avx512f"))) void transpose16_avx512(const float* src, int64_t cs, float* dst) {
+  __m512i r[16], t[16];
+  for (int c = 0; c < 16; ++c) r[c] = _mm512_castps_si512(_mm512_loadu_ps(src + c * cs));
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // r[4i + q]: lane L holds column 4L + q of rows 4i .. 4i + 3
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int q = 0; q < 4; ++q) {  // t[q]: lanes 0, 2 of rows 0-3 and 4-7; t[q + 4]: lanes 1, 3
+    t[q] = _mm512_shuffle_i32x4(r[q], r[q + 4], 0x88);
+    t[q + 4] = _mm512_shuffle_i32x4(r[q], r[q + 4], 0xDD);
+    t[q + 8] = _mm512_shuffle_i32x4(r[q + 8], r[q + 12], 0x88);
+    t[q + 12] = _mm512_shuffle_i32x4(r[q + 8], r[q + 12], 0xDD);
+  }
+  for (int j = 0; j < 8; ++j) {  // column j from lanes 0, 2; column j + 8 from lanes 1, 3
+    _mm512_storeu_ps(dst + j * kTile, _mm512_castsi512_ps(_mm512_shuffle_i32x4(t[j], t[j + 8], 0x88)));
+    _mm512_storeu_ps(dst + (j + 8) * kTile, _mm512_castsi512_ps(_mm512_shuffle_i32x4(t[j], t[j + 8], 0xDD)));
+  }
+}
+#endif
+
+// Loads the tile of a float32 view whose rows are adjacent in memory (rs == 1, a transposed
+// matrix): 16 x 16 blocks in registers under the AVX-512 CPU kernel, the edges one by one.
+bool load_transposed_float_tile(const float* base, int64_t cs, Tile& tile) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (active_cpu_kernel() != CpuKernel::kAvx512Vnni) return false;
+  const int64_t nr = tile.r1 - tile.r0, nc = tile.c1 - tile.c0;
+  const int64_t full_r = nr / 16 * 16, full_c = nc / 16 * 16;
+  for (int64_t c = 0; c < full_c; c += 16)
+    for (int64_t r = 0; r < full_r; r += 16)
+      transpose16_avx512(base + (tile.r0 + r) + (tile.c0 + c) * cs, cs, &tile.values[r][c]);
+  for (int64_t c = 0; c < nc; ++c) {
+    const float* src = base + tile.r0 + (tile.c0 + c) * cs;
+    for (int64_t r = c < full_c ? full_r : 0; r < nr; ++r) tile.values[r][c] = src[r];
+  }
+  return true;
+#else
+  (void)base, (void)cs, (void)tile;
+  return false;
+#endif
+}
 
 // Loads x[r0:r1, c0:c1] into tile.values, reading memory in its contiguous order.
 template <typename T>
@@ -40,6 +99,9 @@ void load_tile(const TensorView& x, Tile& tile) {
     for (int64_t r = tile.r0; r < tile.r1; ++r)
       for (int64_t c = tile.c0; c < tile.c1; ++c) tile.values[r - tile.r0][c - tile.c0] = to_float(base[r * rs + c * cs]);
   } else {
+    if constexpr (std::is_same_v<T, float>) {
+      if (rs == 1 && load_transposed_float_tile(base, cs, tile)) return;
+    }
     for (int64_t c = tile.c0; c < tile.c1; ++c)
       for (int64_t r = tile.r0; r < tile.r1; ++r) tile.values[r - tile.r0][c - tile.c0] = to_float(base[r * rs + c * cs]);
   }
@@ -192,6 +254,18 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) uint32_t con
   }
   return m;
 }
+
+// max_bits[i] = max(max_bits[i], |src[i]| bits) for n values of one column of a transposed view
+// (consecutive rows, unit stride): the view's rows are updated side by side, so the column is
+// read along memory with no transposing tile.
+template <typename T>
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void column_max_bits(const T* src, int64_t n,
+                                                                                        uint32_t* max_bits) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t b = magnitude_bits(to_float(src[i]));
+    max_bits[i] = b > max_bits[i] ? b : max_bits[i];
+  }
+}
 }  // namespace
 
 std::vector<float> row_absmax(const std::string& fn_name, const TensorView& x) {
@@ -203,6 +277,15 @@ std::vector<float> row_absmax(const std::string& fn_name, const TensorView& x) {
       const T* base = static_cast<const T*>(x.data());
       parallel_for(rows, cols, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) max_bits[r] = contiguous_max_bits(base + r * x.stride(0), cols);
+      });
+    });
+  } else if (x.stride(0) == 1) {  // a transposed contiguous matrix: walk its columns
+    dispatch_float(fn_name, x, [&](auto tag) {
+      using T = decltype(tag);
+      const T* base = static_cast<const T*>(x.data());
+      parallel_for((rows + kTile - 1) / kTile, kTile * cols, [&](int64_t b0, int64_t b1) {
+        const int64_t r0 = b0 * kTile, r1 = std::min(b1 * kTile, rows);
+        for (int64_t c = 0; c < cols; ++c) column_max_bits(base + r0 + c * x.stride(1), r1 - r0, max_bits.data() + r0);
       });
     });
   } else {
