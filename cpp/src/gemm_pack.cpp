@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "gemm_kernels.h"
+#include "intcore/cpu_kernel.h"
 #include "parallel.h"
 
 namespace intcore {
@@ -140,11 +141,18 @@ void pack_panel(const TensorView& v, PackSide side, PackedMatrix& p, int64_t pan
   const int64_t R = p.panel_rows, first = panel * R, count = std::min<int64_t>(R, p.rows - first);
   const int64_t rs = v.stride(0), cs = v.stride(1), padded_rows = p.panels * R;
   const T* base = static_cast<const T*>(v.data());
-  const bool wide = sizeof(T) == 2, a_side = side == PackSide::kA;
+  constexpr bool wide = sizeof(T) == 2;
+  const bool a_side = side == PackSide::kA;
   for (size_t l = 0; l < p.limbs.size(); ++l) {
     PackedLimb& limb = p.limbs[l];
     const bool high = wide && l == 0;
     const uint8_t flip = limb.offset != 0 ? 0x80 : 0;
+    if constexpr (!wide) {
+      if (cs == 1 && active_cpu_kernel() == CpuKernel::kAvx512Vnni) {
+        pack_int8_rows_avx512(base + first * rs, rs, first, count, flip, a_side, p, limb, panel);
+        continue;
+      }
+    }
     if (cs == 1 || std::abs(rs) >= std::abs(cs)) {
       pack_row_blocks(base + first * rs, rs, cs, first, count, high, flip, side, p, limb, panel);
       continue;

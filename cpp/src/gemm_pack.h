@@ -48,4 +48,10 @@ struct PackedMatrix {
 enum class PackSide { kA, kB };
 PackedMatrix pack_operand(const IntMatrix& m, PackSide side);
 
+// One panel's int8 rows (contiguous, `rs` apart, starting at operand row `first`) into `limb`,
+// stored bytes v ^ flip read unsigned or signed: the AVX-512 form of the row packer, chosen by
+// pack_operand under the AVX-512 CPU kernel (gemm_pack_avx512.cpp).
+void pack_int8_rows_avx512(const int8_t* rows, int64_t rs, int64_t first, int64_t count, uint8_t flip,
+                           bool unsigned_bytes, const PackedMatrix& p, PackedLimb& limb, int64_t panel);
+
 }  // namespace intcore

@@ -16,6 +16,8 @@
 #include "parallel.h"
 #include "cuda_dispatch.h"
 
+#include "transpose16_avx512.h"
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 // GCC 12 reports the intrinsics' own placeholder operands as uninitialized (GCC bug 105593).
@@ -34,32 +36,13 @@ struct Tile {
 };
 
 // dst[r * kTile + c] = src[r + c * cs] for a 16 x 16 block: sixteen 16-float columns of a
-// transposed view, read along memory, transposed in registers (unpack within 128-bit lanes,
-// then two rounds of lane shuffles), instead of 256 scalar loads and stores.
+// transposed view, read along memory and transposed in registers.
 #if defined(__x86_64__) || defined(_M_X64)
-__attribute__((target("avx512f"))) void transpose16_avx512(const float* src, int64_t cs, float* dst) {
-  __m512i r[16], t[16];
-  for (int c = 0; c < 16; ++c) r[c] = _mm512_castps_si512(_mm512_loadu_ps(src + c * cs));
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // r[4i + q]: lane L holds column 4L + q of rows 4i .. 4i + 3
-    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int q = 0; q < 4; ++q) {  // t[q]: lanes 0, 2 of rows 0-3 and 4-7; t[q + 4]: lanes 1, 3
-    t[q] = _mm512_shuffle_i32x4(r[q], r[q + 4], 0x88);
-    t[q + 4] = _mm512_shuffle_i32x4(r[q], r[q + 4], 0xDD);
-    t[q + 8] = _mm512_shuffle_i32x4(r[q + 8], r[q + 12], 0x88);
-    t[q + 12] = _mm512_shuffle_i32x4(r[q + 8], r[q + 12], 0xDD);
-  }
-  for (int j = 0; j < 8; ++j) {  // column j from lanes 0, 2; column j + 8 from lanes 1, 3
-    _mm512_storeu_ps(dst + j * kTile, _mm512_castsi512_ps(_mm512_shuffle_i32x4(t[j], t[j + 8], 0x88)));
-    _mm512_storeu_ps(dst + (j + 8) * kTile, _mm512_castsi512_ps(_mm512_shuffle_i32x4(t[j], t[j + 8], 0xDD)));
-  }
+__attribute__((target("avx512f"))) void transpose16_floats(const float* src, int64_t cs, float* dst) {
+  __m512i w[16];
+  for (int c = 0; c < 16; ++c) w[c] = _mm512_castps_si512(_mm512_loadu_ps(src + c * cs));
+  transpose16_avx512(w);
+  for (int r = 0; r < 16; ++r) _mm512_storeu_ps(dst + r * kTile, _mm512_castsi512_ps(w[r]));
 }
 #endif
 
@@ -72,7 +55,7 @@ bool load_transposed_float_tile(const float* base, int64_t cs, Tile& tile) {
   const int64_t full_r = nr / 16 * 16, full_c = nc / 16 * 16;
   for (int64_t c = 0; c < full_c; c += 16)
     for (int64_t r = 0; r < full_r; r += 16)
-      transpose16_avx512(base + (tile.r0 + r) + (tile.c0 + c) * cs, cs, &tile.values[r][c]);
+      transpose16_floats(base + (tile.r0 + r) + (tile.c0 + c) * cs, cs, &tile.values[r][c]);
   for (int64_t c = 0; c < nc; ++c) {
     const float* src = base + tile.r0 + (tile.c0 + c) * cs;
     for (int64_t r = c < full_c ? full_r : 0; r < nr; ++r) tile.values[r][c] = src[r];
