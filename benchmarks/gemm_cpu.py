@@ -1,12 +1,13 @@
 """CPU GEMM throughput: intcore's exact int8 GEMM next to PyTorch on the same shapes, one run.
 
-    python benchmarks/gemm_cpu.py [--tokens 2048] [--repeats 5] [--threads N]
+    python benchmarks/gemm_cpu.py [--tokens 2048] [--repeats 7] [--threads N]
 
 Columns: intcore.int8_mm (int8 x int8 -> int32, C = A B^T), torch.matmul in float32 and
 bfloat16, torch._int_mm (oneDNN int8), and int8_linear (quantize x and w + GEMM + scales),
-all in tera-operations per second (2 M N K per product). The last columns are int8_mm / fp32
-and int8_mm / torch._int_mm. With --threads 1 the timer is the process's CPU time
-(``time.thread_time``), which holds on a machine shared with other jobs; otherwise wall time.
+all in tera-operations per second (2 M N K per product), the median of --repeats runs in which
+the five take turns. The last columns are int8_mm / fp32 and int8_mm / torch._int_mm. With
+--threads 1 the timer is the process's CPU time (``time.thread_time``), which holds on a
+machine shared with other jobs; otherwise wall time.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ import intcore
 CLOCK = time.perf_counter
 
 
-def seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def seconds(fns: dict, repeats: int) -> dict:
+    """Median time of each function, the functions taking turns in every repeat: a drift of the
+    machine's speed (shared or throttled CPUs) then moves every column alike, not one."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = CLOCK()
-        fn()
-        times.append(CLOCK() - start)
-    return sorted(times)[len(times) // 2]
+        for name, fn in fns.items():
+            start = CLOCK()
+            fn()
+            times[name].append(CLOCK() - start)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def shapes(tokens: int):
@@ -47,7 +52,7 @@ def shapes(tokens: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=2048, help="M of the BERT shapes (batch x sequence)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, help="threads for torch and intcore (default: torch's)")
     args = parser.parse_args()
     global CLOCK
@@ -68,13 +73,14 @@ def main() -> None:
         x, w = torch.randn(m, k), torch.randn(n, k)
         xb, wb = x.bfloat16(), w.bfloat16()
         ops = 2 * m * n * k
-        tops = {
-            "int8_mm": ops / seconds(lambda: intcore.int8_mm(a8, b8), args.repeats),
-            "fp32": ops / seconds(lambda: x @ w.T, args.repeats),
-            "bf16": ops / seconds(lambda: xb @ wb.T, args.repeats),
-            "_int_mm": ops / seconds(lambda: torch._int_mm(a8, b8_kn), args.repeats),
-            "i8_lin": ops / seconds(lambda: intcore.int8_linear(x, w), args.repeats),
+        fns = {
+            "int8_mm": lambda: intcore.int8_mm(a8, b8),
+            "fp32": lambda: x @ w.T,
+            "bf16": lambda: xb @ wb.T,
+            "_int_mm": lambda: torch._int_mm(a8, b8_kn),
+            "i8_lin": lambda: intcore.int8_linear(x, w),
         }
+        tops = {name: ops / t for name, t in seconds(fns, args.repeats).items()}
         cells = "".join(f"{v / 1e12:8.3f}" for v in tops.values())
         print(f"{name:<22}{m:>6}{n:>6}{k:>6} | {cells} | {tops['int8_mm'] / tops['fp32']:6.2f}x"
               f"{tops['int8_mm'] / tops['_int_mm']:10.2f}x")

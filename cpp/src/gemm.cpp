@@ -10,6 +10,7 @@
 #include "float_types.h"
 #include "gemm_kernels.h"
 #include "gemm_pack.h"
+#include "intcore/cpu_kernel.h"
 #include "intcore/gemm.h"
 #include "parallel.h"
 #include "cuda_dispatch.h"
@@ -19,7 +20,7 @@ namespace {
 
 constexpr int64_t kPanelsPerBlock = 16;  // A panels per work item: 96 rows share one B panel
 
-// An int32 C at least this large is written by the kernel with streaming stores: larger than
+// An int32 C (or float out) at least this large is written with streaming stores: larger than
 // a core's L2, it ends in L3 or memory either way, and skipping the read of each line before
 // its write made int8_mm 7% faster at 2048 x 768 x 768 and 2048 x 3072 x 768 (Zen 4).
 constexpr int64_t kStreamBytes = int64_t{2} << 20;
@@ -152,12 +153,21 @@ struct ScaledEpilogue {
   int64_t m, n;
   ScaleVector row_scale, col_scale;
   const float* bias;
-  static constexpr bool stream = false;
+  bool stream = false;  // full int32 tile rows are streamed (set where out allows it: gemm_scaled)
   int32_t* direct(int64_t, int64_t, int64_t*) const { return nullptr; }
   template <typename T>
   void operator()(const T* tile, int64_t row0, int64_t col0) const {
     const int64_t rows = std::min<int64_t>(kMR, m - row0), cols = std::min<int64_t>(kNR, n - col0);
     const double* cs = col_scale.data() + col0;
+    if constexpr (std::is_same_v<T, int32_t>) {
+      if (stream && cols == kNR) {
+        for (int64_t i = 0; i < rows; ++i) {
+          scale_row_stream_avx512(tile + i * kNR, row_scale[row0 + i], cs, bias ? bias + col0 : nullptr,
+                                  out + (row0 + i) * n + col0);
+        }
+        return;
+      }
+    }
     for (int64_t i = 0; i < rows; ++i) {
       scale_tile_row(tile + i * kNR, cols, row_scale[row0 + i], cs, bias ? bias + col0 : nullptr,
                      out + (row0 + i) * n + col0);
@@ -295,6 +305,9 @@ void gemm_scaled(const IntMatrix& a, const TensorView& a_scale, const IntMatrix&
   if (m == 0 || n == 0) return;
   ScaledEpilogue epilogue{static_cast<float*>(out.data()), m, n, scale_vector(a_scale, m), scale_vector(b_scale, n),
                           bias ? static_cast<const float*>(bias->data()) : nullptr};
+  // Streamed like a large int32 C, where the AVX-512 kernel runs and every row is 64-byte aligned.
+  epilogue.stream = active_cpu_kernel() == CpuKernel::kAvx512Vnni && m * n * 4 >= kStreamBytes &&
+                    reinterpret_cast<uintptr_t>(out.data()) % 64 == 0 && n % 16 == 0;
   run_gemm(pack_operand(a, PackSide::kA), pack_operand(b, PackSide::kB), epilogue);
 }
 

@@ -28,6 +28,10 @@ void microkernel_avx512_vnni(const uint8_t* a, const int8_t* b, int64_t k4, cons
 
 MicroKernel active_microkernel();
 
+// dst[j] = float(tile[j] rs cs[j]) (+ bias[j]) for one full tile row (kNR columns), streamed
+// (dst 64-byte aligned): the scaled epilogue of a large float output under the AVX-512 kernel.
+void scale_row_stream_avx512(const int32_t* tile, double rs, const double* cs, const float* bias, float* dst);
+
 // Orders this thread's streamed stores before anything it writes next (x86 sfence); each
 // thread that streamed calls it before its work is handed on.
 void stream_fence();

@@ -278,5 +278,36 @@ TEST(GemmScaled, EpilogueAppliesScalesExponentsAndBias) {
   });
 }
 
+TEST(GemmScaled, LargeOutputStreamedOrNotIsTheSame) {
+  // A float out of over 2 MiB, 64-byte aligned with rows of 16k floats, is written by the
+  // streamed epilogue under the AVX-512 kernel; shifted by one float it is not. Both give the
+  // scalar epilogue's floats, partial tiles included.
+  for_each_cpu_kernel([](CpuKernel) {
+    const int64_t m = 1031, n = 528, k = 70;
+    auto a = random_ints<int8_t>(m, k, -128, 127, 51);
+    auto b = random_ints<int8_t>(n, k, -128, 127, 52);
+    Array<float> sa(m, 1), sb(n, 1), bias(n, 1);
+    for (int64_t i = 0; i < m; ++i) sa(i, 0) = 0.001f * static_cast<float>(i % 97 + 1);
+    for (int64_t j = 0; j < n; ++j) sb(j, 0) = 0.37f / static_cast<float>(j + 1), bias(j, 0) = 0.25f * j - 9.0f;
+    const TensorView sa_v(sa.data.data(), DType::kFloat32, {m}, "a_scale");
+    const TensorView sb_v(sb.data.data(), DType::kFloat32, {n}, "b_scale");
+    const TensorView bias_v(bias.data.data(), DType::kFloat32, {n}, "bias");
+    const auto ref = reference_gemm(m, n, k, a, b);
+    const size_t bytes = static_cast<size_t>(m * n + 16) * sizeof(float);
+    std::unique_ptr<float, decltype(&std::free)> buffer(static_cast<float*>(std::aligned_alloc(64, bytes)), &std::free);
+    for (int shift : {0, 1}) {
+      float* out = buffer.get() + shift;
+      gemm_scaled(IntMatrix::of(a.view("a")), sa_v, IntMatrix::of(b.view("b")), sb_v, &bias_v,
+                  TensorView(out, DType::kFloat32, {m, n}, "out"));
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          const float expected = static_cast<float>(static_cast<double>(ref(i, j)) * static_cast<double>(sa(i, 0)) *
+                                                    static_cast<double>(sb(j, 0))) + bias(j, 0);
+          ASSERT_EQ(out[i * n + j], expected) << "shift " << shift << " at " << i << ", " << j;
+        }
+    }
+  });
+}
+
 }  // namespace
 }  // namespace intcore
