@@ -5,6 +5,8 @@ fp32 then each recipe, pair after pair; the figure is the median of the per-pair
     python benchmarks/step_ratio.py [--model minilm|bert-base] [--batch 8] [--seq 128]
                                     [--recipes int8,int16] [--pairs 15] [--threads 2]
 
+"bf16" in --recipes is float weights under torch.autocast (bfloat16), as in finetune_step.py.
+
 On a shared or noisy CPU, wall times of separate runs vary by ~10%; ratios of neighbouring
 steps do not drift with the machine. Models are randomly initialized (nothing is downloaded).
 """
@@ -39,13 +41,16 @@ def main() -> None:
     for recipe in ["fp32"] + args.recipes.split(","):
         torch.manual_seed(0)
         model = transformers.BertForSequenceClassification(config).train()
-        if recipe != "fp32":
+        if recipe not in ("fp32", "bf16"):
             intcore.convert(model, recipe, skip="classifier")
         opt = torch.optim.AdamW(model.parameters(), lr=2e-5)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe == "bf16")
 
-        def step(model=model, opt=opt):
+        def step(model=model, opt=opt, autocast=autocast):
             opt.zero_grad(set_to_none=True)
-            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            with autocast:
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
             opt.step()
 
         steps[recipe] = step

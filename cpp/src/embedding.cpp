@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "fixed_point_rows.h"
+#include "huge_pages.h"
 #include "float_types.h"
 #include "parallel.h"
 
@@ -103,6 +104,7 @@ void fixed_point_embedding_backward(const TensorView& ids, const TensorView& gra
   }
   group_start.push_back(tokens);
   float* out = dtable.data_as<float>();
+  advise_huge_pages(out, static_cast<size_t>(vocab * dim) * sizeof(float));
   parallel_for(vocab, dim / 4 + 1, [&](int64_t r0, int64_t r1) {
     std::fill(out + r0 * dim, out + r1 * dim, 0.0f);  // rows no token touched
   });

@@ -10,6 +10,7 @@
 #include "float_types.h"
 #include "gemm_kernels.h"
 #include "gemm_pack.h"
+#include "huge_pages.h"
 #include "intcore/cpu_kernel.h"
 #include "intcore/gemm.h"
 #include "parallel.h"
@@ -268,6 +269,7 @@ void gemm_exact(const IntMatrix& a, const IntMatrix& b, const TensorView& c) {
     return;
   }
   if (m == 0 || n == 0) return;
+  advise_huge_pages(c.data(), static_cast<size_t>(m * n) * dtype_size(c.dtype()));
   const PackedMatrix pa = pack_operand(a, PackSide::kA), pb = pack_operand(b, PackSide::kB);
   if (c.dtype() == DType::kInt32) {
     // Streaming stores need every direct tile 64-byte aligned: an aligned C with rows of 16k ints.
@@ -303,6 +305,7 @@ void gemm_scaled(const IntMatrix& a, const TensorView& a_scale, const IntMatrix&
     }
   }
   if (m == 0 || n == 0) return;
+  advise_huge_pages(out.data(), static_cast<size_t>(m * n) * sizeof(float));
   ScaledEpilogue epilogue{static_cast<float*>(out.data()), m, n, scale_vector(a_scale, m), scale_vector(b_scale, n),
                           bias ? static_cast<const float*>(bias->data()) : nullptr};
   // Streamed like a large int32 C, where the AVX-512 kernel runs and every row is 64-byte aligned.
