@@ -126,11 +126,12 @@ def main() -> None:
         ratio = f"{step / baseline:8.2f}x" if baseline else ""
         print(f"{r['recipe']:<10}{r['forward']:11.3f}{r['backward']:12.3f}{r['optimizer']:13.3f}{step:9.3f}{ratio:>9}")
     names = [g for g, _ in GROUPS] + ["other"]
+    width = max(9, *(len(r["recipe"]) + 1 for r in results))
     print(f"\nshare of operator time (torch.profiler, one step)\n{'group':<20}"
-          + "".join(f"{r['recipe']:>9}" for r in results))
+          + "".join(f"{r['recipe']:>{width}}" for r in results))
     for g in names:
         if any(r["shares"].get(g, 0) > 0.0005 for r in results):
-            print(f"{g:<20}" + "".join(f"{100 * r['shares'].get(g, 0):8.1f}%" for r in results))
+            print(f"{g:<20}" + "".join(f"{100 * r['shares'].get(g, 0):{width - 1}.1f}%" for r in results))
 
 
 if __name__ == "__main__":
