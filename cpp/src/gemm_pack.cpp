@@ -62,13 +62,14 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) int32_t byte
 }
 
 // Panel memory is rebuilt by every GEMM. It is kept per thread and slot (side, limb) and
-// reused: fresh pages cost a fault and a clear each, ~10% of a 4096^3 int8 GEMM. Buffers over
+// reused: fresh pages cost a fault and a clear each, ~10% of a 4096^3 int8 GEMM. A thread keeps
+// at most four buffers (two operands, two limbs; 32 MiB after a 4096^3 int8 GEMM); buffers over
 // kCachedBytes are owned by the limb instead, so a rare huge GEMM leaves no memory behind. The
 // contents are not cleared. The packers write every byte a result depends on: each real row's
 // words, zero bytes past K in its last group (pad times pad would otherwise add old bytes'
 // products). The slots of pad rows past the operand's end keep old bytes: they only reach rows
 // or columns of C that are never stored.
-constexpr size_t kCachedBytes = size_t{64} << 20;
+constexpr size_t kCachedBytes = size_t{32} << 20;
 
 uint8_t* panel_memory(PackSide side, size_t limb, size_t size, std::vector<uint8_t>& owned) {
   if (size > kCachedBytes) {
