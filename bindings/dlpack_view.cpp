@@ -75,26 +75,37 @@ Device to_device(const DLDevice& d, const std::string& name) {
 // A CPU torch.Tensor (that very type) is exported with torch._C._to_dlpack after the checks
 // Tensor.__dlpack__ makes on the CPU, without its Python wrapper and __dlpack_device__: about
 // 1 us per argument instead of 6, which ops with a dozen tensor arguments pay on every call.
-// Other arrays, and every tensor that fails a check, take the general path below, which raises
-// what __dlpack__ raises. Set up on first use, once torch is imported; never freed (it would
-// outlive the interpreter otherwise).
+// Other arrays, tensors that fail a check, and every tensor while a TorchFunctionMode is
+// active (which __dlpack__ would consult) take the general path below, which raises what
+// __dlpack__ raises.
 struct TorchExport {
+  py::object tensor;  // torch.Tensor, held so that tensor_type stays valid
   PyTypeObject* tensor_type = nullptr;
-  py::object to_dlpack, strided;
+  py::object to_dlpack, strided, function_mode_enabled;
   py::str requires_grad{"requires_grad"}, is_cpu{"is_cpu"}, is_conj{"is_conj"}, layout{"layout"};
 };
 
+// Set up on the first call that finds torch imported. torch is looked up in sys.modules, never
+// imported here (an import may release the GIL midway), and a module still being imported is
+// tried again on the next call. A plain static guarded by the GIL (a function-local static's
+// initialization lock could deadlock against it); never freed, as it would outlive the
+// interpreter.
 const TorchExport* torch_export() {
-  static const TorchExport* cached = []() -> const TorchExport* {
-    const py::dict modules = py::module_::import("sys").attr("modules");
-    if (!modules.contains("torch")) return nullptr;
-    const py::module_ torch = py::module_::import("torch");
-    auto* t = new TorchExport;
-    t->tensor_type = reinterpret_cast<PyTypeObject*>(torch.attr("Tensor").ptr());
-    t->to_dlpack = torch.attr("_C").attr("_to_dlpack");
-    t->strided = torch.attr("strided");
-    return t;
-  }();
+  static const TorchExport* cached = nullptr;
+  if (cached != nullptr) return cached;
+  PyObject* module = PyDict_GetItemString(PyImport_GetModuleDict(), "torch");  // borrowed
+  if (module == nullptr) return nullptr;
+  const py::handle torch(module);
+  if (!py::hasattr(torch, "Tensor") || !py::hasattr(torch, "strided") || !py::hasattr(torch, "_C")) return nullptr;
+  const py::object c = torch.attr("_C");
+  if (!py::hasattr(c, "_to_dlpack") || !py::hasattr(c, "_is_torch_function_mode_enabled")) return nullptr;
+  auto* t = new TorchExport;
+  t->tensor = torch.attr("Tensor");
+  t->tensor_type = reinterpret_cast<PyTypeObject*>(t->tensor.ptr());
+  t->to_dlpack = c.attr("_to_dlpack");
+  t->strided = torch.attr("strided");
+  t->function_mode_enabled = c.attr("_is_torch_function_mode_enabled");
+  cached = t;
   return cached;
 }
 
@@ -103,7 +114,8 @@ py::object torch_capsule(const py::handle& array) {
   const TorchExport* t = torch_export();
   if (t == nullptr || Py_TYPE(array.ptr()) != t->tensor_type) return py::object();
   if (!array.attr(t->is_cpu).cast<bool>() || array.attr(t->requires_grad).cast<bool>() ||
-      array.attr(t->is_conj)().cast<bool>() || py::object(array.attr(t->layout)).ptr() != t->strided.ptr()) {
+      array.attr(t->is_conj)().cast<bool>() || py::object(array.attr(t->layout)).ptr() != t->strided.ptr() ||
+      t->function_mode_enabled().cast<bool>()) {
     return py::object();
   }
   return t->to_dlpack(array);

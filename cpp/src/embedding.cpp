@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "fixed_point_rows.h"
-#include "huge_pages.h"
 #include "float_types.h"
+#include "huge_pages.h"
 #include "parallel.h"
 
 namespace intcore {

@@ -1,13 +1,16 @@
-// GEMM driver: packs both operands, then walks C in kMR x kNR tiles. Each tile runs the
-// micro-kernel once per (K chunk, A limb, B limb), removes the packing offsets, shifts the
-// limb product into place in an int64 tile, and hands the tile to the epilogue.
+// GEMM driver: packs both operands, then walks C in kMR x kNR tiles. An int8 or int4 pair over
+// one K chunk takes one kernel call per tile, exact in int32, written straight into C where the
+// tile is full. Other pairs run the micro-kernel once per (K chunk, A limb, B limb), add the
+// row term of the packing offsets, and shift each limb product into place in an int64 tile.
+// Either tile then goes to the epilogue.
 #include <cmath>
-#include <cstring>
+#include <cstdint>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "float_types.h"
+#include "gemm_epilogue.h"
 #include "gemm_kernels.h"
 #include "gemm_pack.h"
 #include "huge_pages.h"
@@ -131,7 +134,7 @@ template <typename Out>
 struct ExactEpilogue {
   Out* c;
   int64_t m, n;
-  bool stream = false;  // direct tiles are streamed (set where C allows it: see exact_epilogue)
+  bool stream = false;  // direct tiles are streamed (set where C allows it: gemm_exact)
   // Where a kernel may write a full int32 tile of C itself, with C's row stride; nullptr otherwise.
   int32_t* direct(int64_t row0, int64_t col0, int64_t* ldc) const {
     if constexpr (!std::is_same_v<Out, int32_t>) return nullptr;
@@ -160,15 +163,17 @@ struct ScaledEpilogue {
   void operator()(const T* tile, int64_t row0, int64_t col0) const {
     const int64_t rows = std::min<int64_t>(kMR, m - row0), cols = std::min<int64_t>(kNR, n - col0);
     const double* cs = col_scale.data() + col0;
+    bool streamed = false;
     if constexpr (std::is_same_v<T, int32_t>) {
       if (stream && cols == kNR) {
         for (int64_t i = 0; i < rows; ++i) {
           scale_row_stream_avx512(tile + i * kNR, row_scale[row0 + i], cs, bias ? bias + col0 : nullptr,
                                   out + (row0 + i) * n + col0);
         }
-        return;
+        streamed = true;
       }
     }
+    if (streamed) return;
     for (int64_t i = 0; i < rows; ++i) {
       scale_tile_row(tile + i * kNR, cols, row_scale[row0 + i], cs, bias ? bias + col0 : nullptr,
                      out + (row0 + i) * n + col0);

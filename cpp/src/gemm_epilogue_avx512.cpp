@@ -1,6 +1,8 @@
-// The scaled epilogue of a full tile row, streamed: dst[j] = float(tile[j] rs cs[j]) (+ bias[j])
-// for the kNR columns of one row, in the order of operations of scale_tile_row (gemm.cpp), so
-// the floats are the same; stored past the caches, like a large int32 C (gemm_kernels.h).
+// Streamed output (gemm_epilogue.h): the scaled epilogue of a full tile row in the order of
+// operations of scale_tile_row (gemm.cpp), so the floats are the same, and the fence after
+// streamed stores.
+#include "gemm_epilogue.h"
+
 #include "gemm_kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -27,12 +29,15 @@ __attribute__((target("avx512f"))) void scale_row_stream_avx512(const int32_t* t
   }
 }
 
+void stream_fence() { _mm_sfence(); }
+
 }  // namespace intcore
 
 #else
 
 namespace intcore {
 void scale_row_stream_avx512(const int32_t*, double, const double*, const float*, float*) {}  // never selected
+void stream_fence() {}
 }  // namespace intcore
 
 #endif

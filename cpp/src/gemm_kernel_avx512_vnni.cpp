@@ -71,8 +71,6 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void microkernel_avx512_v
   }
 }
 
-void stream_fence() { _mm_sfence(); }
-
 }  // namespace intcore
 
 #else  // not x86-64: cpu_kernel.cpp never selects this kernel
@@ -82,7 +80,6 @@ void microkernel_avx512_vnni(const uint8_t* a, const int8_t* b, int64_t k4, cons
                              int64_t ldc, bool stream) {
   microkernel_generic(a, b, k4, start, c, ldc, stream);
 }
-void stream_fence() {}
 }  // namespace intcore
 
 #endif

@@ -3,9 +3,8 @@
 // Starting every row from a per-column value lets the driver fold the packing offset of a
 // signed A operand (a per-column correction) into the accumulators, so an int8 tile leaves
 // the kernel exact and can go straight to C. With `stream` the tile is stored past the caches
-// (non-temporal; c 64-byte aligned, ldc a multiple of 16): a large C is written once and not
-// read back soon, and ordinary stores would first read every line of it from memory. Kernels
-// without such stores (generic) store plainly.
+// (non-temporal; c 64-byte aligned, ldc a multiple of 16; gemm_epilogue.h). Kernels without
+// such stores (generic) store plainly.
 // from panels packed by gemm_pack: a as [k4][kMR][4] bytes, b as [k4][kNR][4] bytes, four
 // consecutive k per group (the operand shape of the VNNI instruction vpdpbusd). Sums wrap
 // modulo 2^32; the driver keeps every true sum inside int32, so wrapping never changes a result.
@@ -27,13 +26,5 @@ void microkernel_avx512_vnni(const uint8_t* a, const int8_t* b, int64_t k4, cons
                              int64_t ldc, bool stream);
 
 MicroKernel active_microkernel();
-
-// dst[j] = float(tile[j] rs cs[j]) (+ bias[j]) for one full tile row (kNR columns), streamed
-// (dst 64-byte aligned): the scaled epilogue of a large float output under the AVX-512 kernel.
-void scale_row_stream_avx512(const int32_t* tile, double rs, const double* cs, const float* bias, float* dst);
-
-// Orders this thread's streamed stores before anything it writes next (x86 sfence); each
-// thread that streamed calls it before its work is handed on.
-void stream_fence();
 
 }  // namespace intcore

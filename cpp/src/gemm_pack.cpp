@@ -62,9 +62,11 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) int32_t byte
 }
 
 // Panel memory is rebuilt by every GEMM. It is kept per thread and slot (side, limb) and
-// reused: fresh pages cost a fault and a clear each, ~10% of a 4096^3 int8 GEMM. A thread keeps
-// at most four buffers (two operands, two limbs; 32 MiB after a 4096^3 int8 GEMM); buffers over
-// kCachedBytes are owned by the limb instead, so a rare huge GEMM leaves no memory behind. The
+// reused: fresh pages cost a fault and a clear each, ~10% of a 4096^3 int8 GEMM. A thread that
+// ran GEMMs keeps at most four buffers (two operands, two limbs), 128 MiB at the very most and
+// 32 MiB after a 4096^3 int8 GEMM; buffers over kCachedBytes are owned by the limb instead, so
+// a rare huge GEMM leaves nothing behind. One packed operand per slot is alive at a time: a GEMM
+// packs its A and its B, uses them, and returns. The
 // contents are not cleared. The packers write every byte a result depends on: each real row's
 // words, zero bytes past K in its last group (pad times pad would otherwise add old bytes'
 // products). The slots of pad rows past the operand's end keep old bytes: they only reach rows
@@ -134,9 +136,10 @@ void pack_row_blocks(const T* rows, int64_t rs, int64_t cs, int64_t first, int64
 }
 
 // Packs panel `panel` of an int8 or int16 operand, every limb, straight from its values (no
-// int32 copy). Rows may be contiguous (each row's limb bytes made in one vectorized pass, then
-// copied four at a time into their slots) or strided, as in a transposed view (four columns at a
-// time, read along the contiguous dimension). Pad bytes stay 0.
+// int32 copy). Rows may be contiguous (AVX-512 register transposes for int8 under that kernel,
+// else blocks of 256 k interleaved in panel order) or strided, as in a transposed view (four
+// columns at a time, read along the contiguous dimension). Bytes past K in the last group are
+// zero; the slots of pad rows are not written (see panel_memory).
 template <typename T>
 void pack_panel(const TensorView& v, PackSide side, PackedMatrix& p, int64_t panel) {
   const int64_t R = p.panel_rows, first = panel * R, count = std::min<int64_t>(R, p.rows - first);

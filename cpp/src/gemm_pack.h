@@ -20,7 +20,15 @@ namespace intcore {
 // (255 * 255 * 32768 < 2^31); chunk results are combined in int64.
 constexpr int64_t kChunkK4 = 8192;
 
+// `bytes` point into `owned` or into the packing thread's cache (gemm_pack.cpp, panel_memory),
+// so a PackedLimb moves but never copies, and one packed operand per side is alive per thread.
 struct PackedLimb {
+  PackedLimb() = default;
+  PackedLimb(PackedLimb&&) = default;
+  PackedLimb& operator=(PackedLimb&&) = default;
+  PackedLimb(const PackedLimb&) = delete;
+  PackedLimb& operator=(const PackedLimb&) = delete;
+
   uint8_t* bytes = nullptr;    // [panel][k4][R][4], stored as u8 (A side) or s8 (B side)
   std::vector<uint8_t> owned;  // holds `bytes` when they are too large for the thread's cache
   std::vector<int32_t> sums;   // [chunk][padded row]: sum of the stored bytes of that row

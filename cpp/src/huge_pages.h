@@ -4,7 +4,9 @@
 // range with huge pages where asked (madvise MADV_HUGEPAGE; the default THP mode of most
 // distributions), so the engine asks for the outputs it is about to write whole. Advice only:
 // where unsupported nothing changes. (torch does the same for all its large CPU allocations
-// under THP_MEM_ALLOC_ENABLE=1.)
+// under THP_MEM_ALLOC_ENABLE=1.) Each call splits the mapping at the advised range and takes
+// the process's memory-map lock briefly; the advice stays with the memory after the tensor is
+// freed, which only matters to whatever reuses it (huge pages again).
 #pragma once
 
 #include <cstddef>

@@ -14,9 +14,8 @@
 #include "intcore/cpu_kernel.h"
 #include "intcore/quantize.h"
 #include "parallel.h"
-#include "cuda_dispatch.h"
-
 #include "transpose16_avx512.h"
+#include "cuda_dispatch.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>

@@ -163,29 +163,52 @@ TEST(GemmExact, Int16ContiguousAndTransposedAcrossKChunks) {
 
 TEST(GemmExact, ReusedPanelMemoryLeavesNoOldBytesInTheResult) {
   // Panel memory is reused between GEMMs on a thread without clearing. Fill it with nonzero
-  // bytes, then multiply transposed operands (packed four columns at a time) whose K leaves a
-  // partial last group: its missing k must read as zero on both sides.
+  // bytes, then multiply operands whose K leaves a partial last group, in every layout (rows
+  // packed whole, by the AVX-512 packer, or four columns at a time) and as packed int4: the
+  // missing k must read as zero on both sides.
   for_each_cpu_kernel([](CpuKernel) {
-    for (const bool wide : {false, true}) {
+    for (const int bits : {8, 16, 4}) {
       const int64_t big = 200, m = 37, n = 70;
       Array<int16_t> fill16(big, big, -1);
       Array<int8_t> fill8(big, big, -1);
       Array<int64_t> sink(big, big);
-      const TensorView fill = wide ? fill16.view("a") : fill8.view("a");
-      gemm_exact(IntMatrix::of(fill), IntMatrix::of(fill), sink.view("c"));
+      const TensorView fill = bits == 16 ? fill16.view("a") : fill8.view("a");
+      const int lo = bits == 16 ? -32768 : bits == 8 ? -128 : -8, hi = bits == 16 ? 32767 : bits == 8 ? 127 : 7;
       for (const int64_t k : {int64_t{41}, int64_t{42}, int64_t{43}}) {
-        auto at = random_ints<int16_t>(k, m, wide ? -32768 : -128, wide ? 32767 : 127, 41);
-        auto bt = random_ints<int16_t>(k, n, wide ? -32768 : -128, wide ? 32767 : 127, 42);
+        auto a = random_ints<int16_t>(m, k, lo, hi, 41);
+        auto b = random_ints<int16_t>(n, k, lo, hi, 42);
+        Array<int8_t> a8(m, k), b8(n, k);
+        for (size_t i = 0; i < a.data.size(); ++i) a8.data[i] = static_cast<int8_t>(a.data[i]);
+        for (size_t i = 0; i < b.data.size(); ++i) b8.data[i] = static_cast<int8_t>(b.data[i]);
+        Array<int16_t> at(k, m), bt(k, n);
         Array<int8_t> at8(k, m), bt8(k, n);
-        for (size_t i = 0; i < at.data.size(); ++i) at8.data[i] = static_cast<int8_t>(at.data[i]);
-        for (size_t i = 0; i < bt.data.size(); ++i) bt8.data[i] = static_cast<int8_t>(bt.data[i]);
-        const TensorView av = wide ? at.view("a").transposed() : at8.view("a").transposed();
-        const TensorView bv = wide ? bt.view("b").transposed() : bt8.view("b").transposed();
-        Array<int64_t> c(m, n);
-        gemm_exact(IntMatrix::of(av), IntMatrix::of(bv), c.view("c"));
-        const auto ref = reference_gemm(m, n, k, [&](int64_t i, int64_t t) { return at(t, i); },
-                                        [&](int64_t j, int64_t t) { return bt(t, j); });
-        ASSERT_EQ(c.data, ref.data) << (wide ? "int16" : "int8") << " K " << k;
+        for (int64_t t = 0; t < k; ++t) {
+          for (int64_t i = 0; i < m; ++i) at(t, i) = a(i, t), at8(t, i) = a8(i, t);
+          for (int64_t j = 0; j < n; ++j) bt(t, j) = b(j, t), bt8(t, j) = b8(j, t);
+        }
+        Array<uint8_t> a4(m, (k + 1) / 2), b4(n, (k + 1) / 2);
+        if (bits == 4) {
+          pack_int4(a8.view("a"), a4.view("a4"));
+          pack_int4(b8.view("b"), b4.view("b4"));
+        }
+        const auto ref = reference_gemm(m, n, k, a, b);
+        for (int layout = 0; layout < (bits == 4 ? 1 : 4); ++layout) {
+          IntMatrix am, bm;
+          if (bits == 4) {
+            am = IntMatrix::int4(a4.view("a"), k);
+            bm = IntMatrix::int4(b4.view("b"), k);
+          } else if (bits == 16) {
+            am = IntMatrix::of(layout & 1 ? at.view("a").transposed() : a.view("a"));
+            bm = IntMatrix::of(layout & 2 ? bt.view("b").transposed() : b.view("b"));
+          } else {
+            am = IntMatrix::of(layout & 1 ? at8.view("a").transposed() : a8.view("a"));
+            bm = IntMatrix::of(layout & 2 ? bt8.view("b").transposed() : b8.view("b"));
+          }
+          gemm_exact(IntMatrix::of(fill), IntMatrix::of(fill), sink.view("c"));  // dirty every slot
+          Array<int64_t> c(m, n);
+          gemm_exact(am, bm, c.view("c"));
+          ASSERT_EQ(c.data, ref.data) << bits << " bits, K " << k << ", layout " << layout;
+        }
       }
     }
   });
@@ -203,6 +226,7 @@ TEST(GemmExact, LargeInt32ResultStreamedOrNotIsExact) {
     const size_t bytes = static_cast<size_t>(m * n + 16) * sizeof(int32_t);
     std::unique_ptr<int32_t, decltype(&std::free)> buffer(static_cast<int32_t*>(std::aligned_alloc(64, bytes)),
                                                           &std::free);
+    ASSERT_NE(buffer, nullptr);
     for (int shift : {0, 1}) {
       int32_t* c = buffer.get() + shift;
       gemm_exact(IntMatrix::of(a.view("a")), IntMatrix::of(b.view("b")),
@@ -295,6 +319,7 @@ TEST(GemmScaled, LargeOutputStreamedOrNotIsTheSame) {
     const auto ref = reference_gemm(m, n, k, a, b);
     const size_t bytes = static_cast<size_t>(m * n + 16) * sizeof(float);
     std::unique_ptr<float, decltype(&std::free)> buffer(static_cast<float*>(std::aligned_alloc(64, bytes)), &std::free);
+    ASSERT_NE(buffer, nullptr);
     for (int shift : {0, 1}) {
       float* out = buffer.get() + shift;
       gemm_scaled(IntMatrix::of(a.view("a")), sa_v, IntMatrix::of(b.view("b")), sb_v, &bias_v,

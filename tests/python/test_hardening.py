@@ -259,3 +259,27 @@ def test_other_functions_with_an_empty_last_dimension():
     assert y.shape == torch.nn.functional.layer_norm(x, (0,)).shape
     y.sum().backward()
     assert x.grad.shape == x.shape
+
+
+def test_engine_arguments_under_a_torch_function_mode_go_through_dlpack():
+    # CPU tensors cross into the engine by a fast path that skips Tensor.__dlpack__; while a
+    # TorchFunctionMode is active they take __dlpack__ itself, which consults the mode.
+    from torch.overrides import TorchFunctionMode
+
+    class Record(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.seen.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    x = torch.randn(4, 8)
+    q, e = torch.empty(4, 8, dtype=torch.int8), torch.empty(4, dtype=torch.int32)
+    with Record() as mode:
+        _C.quantize_fixed_point(x, q, e, 8, "nearest", 0, 0)
+    assert "__dlpack__" in mode.seen
+    expected_q, expected_e = torch.empty_like(q), torch.empty_like(e)
+    _C.quantize_fixed_point(x, expected_q, expected_e, 8, "nearest", 0, 0)
+    assert torch.equal(q, expected_q) and torch.equal(e, expected_e)
