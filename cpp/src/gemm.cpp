@@ -81,6 +81,7 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
     alignas(64) int32_t acc[kMR * kNR];
     alignas(64) int64_t tile[kMR * kNR];
     alignas(64) int32_t start[kNR];
+    std::vector<int32_t> starts(single ? 0 : static_cast<size_t>(a.chunks()) * a.limbs.size() * b.limbs.size() * kNR);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t nb = item / m_blocks, mb = item % m_blocks;
       const int64_t mp_end = std::min(a.panels, (mb + 1) * kPanelsPerBlock);
@@ -96,20 +97,27 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
         }
         continue;
       }
+      // The column starts depend on the B panel, the chunk and the limb pair, not on the A panel.
+      for (int64_t chunk = 0, at = 0; chunk < a.chunks(); ++chunk) {
+        const uint32_t k_real = static_cast<uint32_t>(std::min(kChunkK4 * 4, a.k - chunk * kChunkK4 * 4));
+        for (size_t la = 0; la < a.limbs.size(); ++la)
+          for (size_t lb = 0; lb < b.limbs.size(); ++lb, at += kNR) {
+            column_start(b.sums(static_cast<int>(lb), chunk) + nb * kNR, static_cast<uint32_t>(a.limbs[la].offset),
+                         static_cast<uint32_t>(b.limbs[lb].offset), k_real, starts.data() + at);
+          }
+      }
       for (int64_t mp = mb * kPanelsPerBlock; mp < mp_end; ++mp) {
         bool first = true;
+        const int32_t* pair_start = starts.data();
         for (int64_t chunk = 0; chunk < a.chunks(); ++chunk) {
           const int64_t k4 = std::min(kChunkK4, a.k4 - chunk * kChunkK4);
-          const uint32_t k_real = static_cast<uint32_t>(std::min(kChunkK4 * 4, a.k - chunk * kChunkK4 * 4));
           for (size_t la = 0; la < a.limbs.size(); ++la) {
             const int32_t* row_sums = a.sums(static_cast<int>(la), chunk) + mp * kMR;
-            const uint32_t off_a = static_cast<uint32_t>(a.limbs[la].offset);
-            for (size_t lb = 0; lb < b.limbs.size(); ++lb) {
+            for (size_t lb = 0; lb < b.limbs.size(); ++lb, pair_start += kNR) {
               const uint32_t off_b = static_cast<uint32_t>(b.limbs[lb].offset);
-              column_start(b.sums(static_cast<int>(lb), chunk) + nb * kNR, off_a, off_b, k_real, start);
               kernel(a.panel(static_cast<int>(la), mp, chunk),
-                     reinterpret_cast<const int8_t*>(b.panel(static_cast<int>(lb), nb, chunk)), k4, start, acc, kNR,
-                     false);
+                     reinterpret_cast<const int8_t*>(b.panel(static_cast<int>(lb), nb, chunk)), k4, pair_start, acc,
+                     kNR, false);
               merge_tile(acc, row_sums, off_b, a.limbs[la].shift + b.limbs[lb].shift, first, tile);
               first = false;
             }

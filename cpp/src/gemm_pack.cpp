@@ -88,20 +88,36 @@ uint8_t* panel_memory(PackSide side, size_t limb, size_t size, std::vector<uint8
 // transposed view: row stride rs small, column stride large): the four columns c[0..3] are
 // read side by side, and each row gets its limb word and its byte sum in one pass. Cloned per
 // ISA; with rs == 1 the loop is vectorized.
-template <typename T>
+template <typename T, bool kHigh, bool kUnsigned>
 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void column_group_words(
-    const T* c0, const T* c1, const T* c2, const T* c3, int64_t rs, int64_t count, bool high, uint8_t flip,
-    bool a_side, uint32_t* words, int32_t* sums) {
+    const T* c0, const T* c1, const T* c2, const T* c3, int64_t rs, int64_t count, uint8_t flip, uint32_t* words,
+    int32_t* sums) {
   auto run = [&](int64_t stride) {
     for (int64_t i = 0; i < count; ++i) {
-      const uint8_t b0 = limb_byte(c0[i * stride], high, flip), b1 = limb_byte(c1[i * stride], high, flip);
-      const uint8_t b2 = limb_byte(c2[i * stride], high, flip), b3 = limb_byte(c3[i * stride], high, flip);
+      const uint8_t b0 = limb_byte(c0[i * stride], kHigh, flip), b1 = limb_byte(c1[i * stride], kHigh, flip);
+      const uint8_t b2 = limb_byte(c2[i * stride], kHigh, flip), b3 = limb_byte(c3[i * stride], kHigh, flip);
       words[i] = uint32_t{b0} | uint32_t{b1} << 8 | uint32_t{b2} << 16 | uint32_t{b3} << 24;
-      sums[i] += byte_value(b0, a_side) + byte_value(b1, a_side) + byte_value(b2, a_side) + byte_value(b3, a_side);
+      sums[i] += byte_value(b0, kUnsigned) + byte_value(b1, kUnsigned) + byte_value(b2, kUnsigned) +
+                 byte_value(b3, kUnsigned);
     }
   };
   if (rs == 1) run(1);
   else run(rs);
+}
+
+// column_group_words with the limb and the byte kind as constants, so that the vectorized loop
+// carries no selects on them.
+template <typename T>
+void column_group_words(const T* c0, int64_t cs, int64_t rs, int64_t count, bool high, bool unsigned_bytes,
+                        uint8_t flip, uint32_t* words, int32_t* sums) {
+  const T *c1 = c0 + cs, *c2 = c0 + 2 * cs, *c3 = c0 + 3 * cs;
+  if (high) {
+    if (unsigned_bytes) column_group_words<T, true, true>(c0, c1, c2, c3, rs, count, flip, words, sums);
+    else column_group_words<T, true, false>(c0, c1, c2, c3, rs, count, flip, words, sums);
+  } else {
+    if (unsigned_bytes) column_group_words<T, false, true>(c0, c1, c2, c3, rs, count, flip, words, sums);
+    else column_group_words<T, false, false>(c0, c1, c2, c3, rs, count, flip, words, sums);
+  }
 }
 
 // k per block of the row-wise packer: the panel's rows of one block (16 KiB on the B side)
@@ -166,7 +182,7 @@ void pack_panel(const TensorView& v, PackSide side, PackedMatrix& p, int64_t pan
     for (int64_t g = 0; g < full; ++g) {
       const T* c0 = base + 4 * g * cs + first * rs;
       int32_t* sums = limb.sums.data() + (g / kChunkK4) * padded_rows + first;
-      column_group_words(c0, c0 + cs, c0 + 2 * cs, c0 + 3 * cs, rs, count, high, flip, a_side, words + g * R, sums);
+      column_group_words(c0, cs, rs, count, high, a_side, flip, words + g * R, sums);
     }
     // The last, partial group: its missing k stay zero bytes and add nothing to the sums.
     uint8_t* tail = limb.bytes + (panel * p.k4 + full) * R * 4;
