@@ -151,49 +151,75 @@ void pack_row_blocks(const T* rows, int64_t rs, int64_t cs, int64_t first, int64
   }
 }
 
-// Packs panel `panel` of an int8 or int16 operand, every limb, straight from its values (no
-// int32 copy). Rows may be contiguous (AVX-512 register transposes for int8 under that kernel,
-// else blocks of 256 k interleaved in panel order) or strided, as in a transposed view (four
-// columns at a time, read along the contiguous dimension). Bytes past K in the last group are
-// zero; the slots of pad rows are not written (see panel_memory).
+// Rows per call of the column packer: rows of several panels at once (32 A panels, 3 B panels),
+// so that each call reads four runs of 192 values and A's six-row panels do not each pay for a
+// call. The words go to a small buffer, then to their panels.
+constexpr int64_t kColumnRows = 192;
+
+// Panels [p0, p1) of a transposed view (rows strided by rs, small; columns by cs, large), one
+// limb: four columns at a time, read along the contiguous dimension.
 template <typename T>
-void pack_panel(const TensorView& v, PackSide side, PackedMatrix& p, int64_t panel) {
-  const int64_t R = p.panel_rows, first = panel * R, count = std::min<int64_t>(R, p.rows - first);
-  const int64_t rs = v.stride(0), cs = v.stride(1), padded_rows = p.panels * R;
+void pack_column_panels(const T* base, int64_t rs, int64_t cs, bool high, uint8_t flip, PackSide side,
+                        const PackedMatrix& p, PackedLimb& limb, int64_t p0, int64_t p1) {
+  const int64_t R = p.panel_rows, padded_rows = p.panels * R, full = p.k / 4;
+  const bool a_side = side == PackSide::kA;
+  const int64_t per_block = std::max<int64_t>(1, kColumnRows / R);
+  std::vector<uint32_t> words(static_cast<size_t>(per_block * R));
+  for (int64_t q0 = p0; q0 < p1; q0 += per_block) {
+    const int64_t q1 = std::min(p1, q0 + per_block), first = q0 * R, count = std::min(q1 * R, p.rows) - first;
+    for (int64_t g = 0; g < full; ++g) {
+      int32_t* sums = limb.sums.data() + (g / kChunkK4) * padded_rows + first;
+      column_group_words(base + 4 * g * cs + first * rs, cs, rs, count, high, a_side, flip, words.data(), sums);
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t rows = std::min(R, p.rows - q * R);
+        std::memcpy(limb.bytes + (q * p.k4 + g) * R * 4, words.data() + (q - q0) * R, static_cast<size_t>(rows * 4));
+      }
+    }
+    if (full == p.k4) continue;
+    // The last, partial group: its missing k stay zero bytes and add nothing to the sums.
+    int32_t* sums = limb.sums.data() + (full / kChunkK4) * padded_rows + first;
+    for (int64_t q = q0; q < q1; ++q) {
+      std::memset(limb.bytes + (q * p.k4 + full) * R * 4, 0, static_cast<size_t>(std::min(R, p.rows - q * R) * 4));
+    }
+    for (int64_t t = 4 * full; t < p.k; ++t) {
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t row = first + i;
+        const uint8_t b = limb_byte(base[t * cs + row * rs], high, flip);
+        limb.bytes[((row / R) * p.k4 + full) * R * 4 + (row % R) * 4 + (t & 3)] = b;
+        sums[i] += byte_value(b, a_side);
+      }
+    }
+  }
+}
+
+// Packs panels [p0, p1) of an int8 or int16 operand, every limb, straight from its values (no
+// int32 copy). Rows may be contiguous (AVX-512 register transposes for int8 under that kernel,
+// else blocks of 256 k interleaved in panel order) or strided, as in a transposed view
+// (pack_column_panels). Bytes past K in the last group are zero; the slots of pad rows are not
+// written (see panel_memory).
+template <typename T>
+void pack_panels(const TensorView& v, PackSide side, PackedMatrix& p, int64_t p0, int64_t p1) {
+  const int64_t R = p.panel_rows, rs = v.stride(0), cs = v.stride(1);
   const T* base = static_cast<const T*>(v.data());
   constexpr bool wide = sizeof(T) == 2;
-  const bool a_side = side == PackSide::kA;
+  const bool a_side = side == PackSide::kA, rows_along_k = cs == 1 || std::abs(rs) >= std::abs(cs);
   for (size_t l = 0; l < p.limbs.size(); ++l) {
     PackedLimb& limb = p.limbs[l];
     const bool high = wide && l == 0;
     const uint8_t flip = limb.offset != 0 ? 0x80 : 0;
-    if constexpr (!wide) {
-      if (cs == 1 && active_cpu_kernel() == CpuKernel::kAvx512Vnni) {
-        pack_int8_rows_avx512(base + first * rs, rs, first, count, flip, a_side, p, limb, panel);
-        continue;
-      }
-    }
-    if (cs == 1 || std::abs(rs) >= std::abs(cs)) {
-      pack_row_blocks(base + first * rs, rs, cs, first, count, high, flip, side, p, limb, panel);
+    if (!rows_along_k) {
+      pack_column_panels(base, rs, cs, high, flip, side, p, limb, p0, p1);
       continue;
     }
-    uint32_t* words = reinterpret_cast<uint32_t*>(limb.bytes + panel * p.k4 * R * 4);
-    const int64_t full = p.k / 4;
-    for (int64_t g = 0; g < full; ++g) {
-      const T* c0 = base + 4 * g * cs + first * rs;
-      int32_t* sums = limb.sums.data() + (g / kChunkK4) * padded_rows + first;
-      column_group_words(c0, cs, rs, count, high, a_side, flip, words + g * R, sums);
-    }
-    // The last, partial group: its missing k stay zero bytes and add nothing to the sums.
-    uint8_t* tail = limb.bytes + (panel * p.k4 + full) * R * 4;
-    if (full < p.k4) std::memset(tail, 0, static_cast<size_t>(count * 4));
-    int32_t* sums = limb.sums.data() + (full / kChunkK4) * padded_rows + first;
-    for (int64_t t = 4 * full; t < p.k; ++t) {
-      for (int64_t i = 0; i < count; ++i) {
-        const uint8_t b = limb_byte(base[t * cs + (first + i) * rs], high, flip);
-        tail[i * 4 + (t & 3)] = b;
-        sums[i] += byte_value(b, a_side);
+    for (int64_t panel = p0; panel < p1; ++panel) {
+      const int64_t first = panel * R, count = std::min<int64_t>(R, p.rows - first);
+      if constexpr (!wide) {
+        if (cs == 1 && active_cpu_kernel() == CpuKernel::kAvx512Vnni) {
+          pack_int8_rows_avx512(base + first * rs, rs, first, count, flip, a_side, p, limb, panel);
+          continue;
+        }
       }
+      pack_row_blocks(base + first * rs, rs, cs, first, count, high, flip, side, p, limb, panel);
     }
   }
 }
@@ -224,10 +250,8 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
 
   if (!m.packed_int4) {
     parallel_for(p.panels, R * p.k * static_cast<int64_t>(specs.size()), [&](int64_t p0, int64_t p1) {
-      for (int64_t panel = p0; panel < p1; ++panel) {
-        if (wide) pack_panel<int16_t>(m.values, side, p, panel);
-        else pack_panel<int8_t>(m.values, side, p, panel);
-      }
+      if (wide) pack_panels<int16_t>(m.values, side, p, p0, p1);
+      else pack_panels<int8_t>(m.values, side, p, p0, p1);
     });
     return p;
   }
