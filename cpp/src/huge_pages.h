@@ -18,7 +18,11 @@
 
 namespace intcore {
 
-constexpr size_t kHugePageAdviceBytes = size_t{4} << 20;  // below this, faults cost little
+// Only outputs of 32 MiB and more: glibc serves those from fresh mappings every time (its
+// largest mmap threshold), so every page faults. Smaller blocks are often reused from its heap,
+// already paged in, and advising them backfired: a reused 16 MB int8_mm output came back as
+// fresh huge pages to clear on every call (perf: page clearing inside every 2048^3 call).
+constexpr size_t kHugePageAdviceBytes = size_t{32} << 20;
 
 inline void advise_huge_pages(void* data, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
