@@ -427,17 +427,23 @@ void check_scaled_codes(const std::string& fn, const TensorView& x, const Tensor
 }
 
 // Scaled-integer codes of a run of floats in one loop: q_i = clamp(round(x_i / s), -qmax, qmax),
-// x_i / s divided in float and rounded in double by nearest_code or stochastic_code (words: the
-// run's stream words, or null for nearest). A zero scale means an all-zero row: zero codes.
+// x_i / s divided in float and rounded by nearest_code or stochastic_code (words: the run's
+// stream words, or null for nearest). A zero scale means an all-zero row: zero codes.
+// Rounding to nearest runs in float: the quotient is a float, and the integer nearest to it (and
+// its clamp) is the same in float as in double, at twice the lanes. The stochastic rule stays in
+// double: for a negative quotient the fraction v - floor(v) = 1 - |v| needs more bits than a
+// float has.
+inline float nearest_code(float v, float qmax) { return std::clamp(std::nearbyint(v), -qmax, qmax); }
+
 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void scaled_run(
     const float* x, int64_t n, float scale, int32_t qmax_int, const uint32_t* words, int8_t* out) {
-  const double qmax = qmax_int;
   if (!(scale > 0.0f)) {
     std::fill(out, out + n, int8_t{0});
   } else if (words == nullptr) {
-    for (int64_t i = 0; i < n; ++i)
-      out[i] = static_cast<int8_t>(static_cast<int32_t>(nearest_code(static_cast<double>(x[i] / scale), qmax)));
+    const float qmax = static_cast<float>(qmax_int);
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int8_t>(static_cast<int32_t>(nearest_code(x[i] / scale, qmax)));
   } else {
+    const double qmax = qmax_int;
     for (int64_t i = 0; i < n; ++i)
       out[i] = static_cast<int8_t>(
           static_cast<int32_t>(stochastic_code(static_cast<double>(x[i] / scale), words[i], qmax)));
