@@ -160,6 +160,34 @@ TEST(Absmax, StochasticRoundingIsUnbiased) {
   EXPECT_NEAR(sum2 / trials, -3.7, 5 * sigma);
 }
 
+TEST(Absmax, StochasticRuleIsExactForNegativeFractions) {
+  // For v = x / s in (-0.5, -0.25) the fraction v - floor(v) = 1 + v needs 25 bits. Values are
+  // placed so that frac * 2^24 = u + 0.5 for their own word's u (even): the exact rule rounds
+  // up (u < u + 0.5, code 0); rounding the fraction to a float first (u + 0.5 -> u, ties to
+  // even) would not (code -1). Random data meets such a case about once in 2^25 draws.
+  for_each_cpu_kernel([](CpuKernel) {
+    const int64_t cols = 512;
+    const RandomStream stream{11, 0};
+    std::vector<uint32_t> words(cols);
+    stream_words(stream, 0, cols, words.data());
+    Array<float> x(1, cols, 0.0f);
+    x(0, 0) = 127.0f;  // scale 1: the codes are the rounded values themselves
+    std::vector<int64_t> crafted;
+    for (int64_t c = 1; c < cols; ++c) {
+      const int64_t u = words[c] >> 8;
+      if (u % 2 != 0 || u <= (int64_t{1} << 23) || u >= 3 * (int64_t{1} << 22)) continue;
+      x(0, c) = static_cast<float>((static_cast<double>(u) + 0.5) / 16777216.0 - 1.0);  // exact in float
+      crafted.push_back(c);
+    }
+    ASSERT_GE(crafted.size(), 20u);
+    Array<int8_t> q(1, cols);
+    std::vector<float> s(1);
+    quantize_absmax(x.view("x"), q.view("q"), vec(s, "scale"), 8, Rounding::kStochastic, stream);
+    ASSERT_EQ(s[0], 1.0f);
+    for (int64_t c : crafted) ASSERT_EQ(q(0, c), 0) << "column " << c;
+  });
+}
+
 TEST(Int4Pack, RoundTripAndLowNibbleIsEvenColumn) {
   Array<int8_t> v(2, 3);
   v.data = {-8, 7, -1, 0, 3, -5};
