@@ -29,6 +29,12 @@ constexpr int64_t kPanelsPerBlock = 16;  // A panels per work item: 96 rows shar
 // its write made int8_mm 7% faster at 2048 x 768 x 768 and 2048 x 3072 x 768 (Zen 4).
 constexpr int64_t kStreamBytes = int64_t{2} << 20;
 
+// Whether an [m, n] output of 4-byte elements gets streaming stores: large enough, and every
+// full tile row 64-byte aligned (an aligned base with rows of 16k elements).
+bool streams(const void* data, int64_t m, int64_t n) {
+  return m * n * 4 >= kStreamBytes && reinterpret_cast<uintptr_t>(data) % 64 == 0 && n % 16 == 0;
+}
+
 // The per-column start of a limb pair's accumulators: the offset terms that depend on the
 // column, -off_a sum b' - k off_a off_b, modulo 2^32 (the exact limb product sum fits int32,
 // kChunkK4, so the wrapped value is that sum once the row term is added).
@@ -80,23 +86,10 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
   parallel_for(items, cost, [&](int64_t begin, int64_t end) {
     alignas(64) int32_t acc[kMR * kNR];
     alignas(64) int64_t tile[kMR * kNR];
-    alignas(64) int32_t start[kNR];
-    std::vector<int32_t> starts(single ? 0 : static_cast<size_t>(a.chunks()) * a.limbs.size() * b.limbs.size() * kNR);
+    std::vector<int32_t> starts(static_cast<size_t>(a.chunks()) * a.limbs.size() * b.limbs.size() * kNR);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t nb = item / m_blocks, mb = item % m_blocks;
       const int64_t mp_end = std::min(a.panels, (mb + 1) * kPanelsPerBlock);
-      if (single) {
-        column_start(b.sums(0, 0) + nb * kNR, static_cast<uint32_t>(a.limbs[0].offset), 0,
-                     static_cast<uint32_t>(a.k), start);
-        const int8_t* b_panel = reinterpret_cast<const int8_t*>(b.panel(0, nb, 0));
-        for (int64_t mp = mb * kPanelsPerBlock; mp < mp_end; ++mp) {
-          int64_t ldc = kNR;
-          int32_t* c = epilogue.direct(mp * kMR, nb * kNR, &ldc);
-          kernel(a.panel(0, mp, 0), b_panel, a.k4, start, c ? c : acc, ldc, c != nullptr && epilogue.stream);
-          if (!c) epilogue(acc, mp * kMR, nb * kNR);
-        }
-        continue;
-      }
       // The column starts depend on the B panel, the chunk and the limb pair, not on the A panel.
       for (int64_t chunk = 0, at = 0; chunk < a.chunks(); ++chunk) {
         const uint32_t k_real = static_cast<uint32_t>(std::min(kChunkK4 * 4, a.k - chunk * kChunkK4 * 4));
@@ -105,6 +98,16 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
             column_start(b.sums(static_cast<int>(lb), chunk) + nb * kNR, static_cast<uint32_t>(a.limbs[la].offset),
                          static_cast<uint32_t>(b.limbs[lb].offset), k_real, starts.data() + at);
           }
+      }
+      if (single) {
+        const int8_t* b_panel = reinterpret_cast<const int8_t*>(b.panel(0, nb, 0));
+        for (int64_t mp = mb * kPanelsPerBlock; mp < mp_end; ++mp) {
+          int64_t ldc = kNR;
+          int32_t* c = epilogue.direct(mp * kMR, nb * kNR, &ldc);
+          kernel(a.panel(0, mp, 0), b_panel, a.k4, starts.data(), c ? c : acc, ldc, c != nullptr && epilogue.stream);
+          if (!c) epilogue(acc, mp * kMR, nb * kNR);
+        }
+        continue;
       }
       for (int64_t mp = mb * kPanelsPerBlock; mp < mp_end; ++mp) {
         bool first = true;
@@ -171,17 +174,15 @@ struct ScaledEpilogue {
   void operator()(const T* tile, int64_t row0, int64_t col0) const {
     const int64_t rows = std::min<int64_t>(kMR, m - row0), cols = std::min<int64_t>(kNR, n - col0);
     const double* cs = col_scale.data() + col0;
-    bool streamed = false;
     if constexpr (std::is_same_v<T, int32_t>) {
       if (stream && cols == kNR) {
         for (int64_t i = 0; i < rows; ++i) {
           scale_row_stream_avx512(tile + i * kNR, row_scale[row0 + i], cs, bias ? bias + col0 : nullptr,
                                   out + (row0 + i) * n + col0);
         }
-        streamed = true;
+        return;
       }
     }
-    if (streamed) return;
     for (int64_t i = 0; i < rows; ++i) {
       scale_tile_row(tile + i * kNR, cols, row_scale[row0 + i], cs, bias ? bias + col0 : nullptr,
                      out + (row0 + i) * n + col0);
@@ -285,9 +286,7 @@ void gemm_exact(const IntMatrix& a, const IntMatrix& b, const TensorView& c) {
   advise_huge_pages(c.data(), static_cast<size_t>(m * n) * dtype_size(c.dtype()));
   const PackedMatrix pa = pack_operand(a, PackSide::kA), pb = pack_operand(b, PackSide::kB);
   if (c.dtype() == DType::kInt32) {
-    // Streaming stores need every direct tile 64-byte aligned: an aligned C with rows of 16k ints.
-    const bool stream = m * n * 4 >= kStreamBytes && reinterpret_cast<uintptr_t>(c.data()) % 64 == 0 && n % 16 == 0;
-    run_gemm(pa, pb, ExactEpilogue<int32_t>{static_cast<int32_t*>(c.data()), m, n, stream});
+    run_gemm(pa, pb, ExactEpilogue<int32_t>{static_cast<int32_t*>(c.data()), m, n, streams(c.data(), m, n)});
   } else run_gemm(pa, pb, ExactEpilogue<int64_t>{static_cast<int64_t*>(c.data()), m, n});
 }
 
@@ -321,9 +320,8 @@ void gemm_scaled(const IntMatrix& a, const TensorView& a_scale, const IntMatrix&
   advise_huge_pages(out.data(), static_cast<size_t>(m * n) * sizeof(float));
   ScaledEpilogue epilogue{static_cast<float*>(out.data()), m, n, scale_vector(a_scale, m), scale_vector(b_scale, n),
                           bias ? static_cast<const float*>(bias->data()) : nullptr};
-  // Streamed like a large int32 C, where the AVX-512 kernel runs and every row is 64-byte aligned.
-  epilogue.stream = active_cpu_kernel() == CpuKernel::kAvx512Vnni && m * n * 4 >= kStreamBytes &&
-                    reinterpret_cast<uintptr_t>(out.data()) % 64 == 0 && n % 16 == 0;
+  // Streamed like a large int32 C, where the AVX-512 kernel runs (the streamed epilogue is AVX-512).
+  epilogue.stream = active_cpu_kernel() == CpuKernel::kAvx512Vnni && streams(out.data(), m, n);
   run_gemm(pack_operand(a, PackSide::kA), pack_operand(b, PackSide::kB), epilogue);
 }
 
