@@ -66,11 +66,10 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) int32_t byte
 // ran GEMMs keeps at most four buffers (two operands, two limbs), 128 MiB at the very most and
 // 32 MiB after a 4096^3 int8 GEMM; buffers over kCachedBytes are owned by the limb instead, so
 // a rare huge GEMM leaves nothing behind. One packed operand per slot is alive at a time: a GEMM
-// packs its A and its B, uses them, and returns. The
-// contents are not cleared. The packers write every byte a result depends on: each real row's
-// words, zero bytes past K in its last group (pad times pad would otherwise add old bytes'
-// products). The slots of pad rows past the operand's end keep old bytes: they only reach rows
-// or columns of C that are never stored.
+// packs its A and its B, uses them, and returns. The contents are not cleared. The packers
+// write every byte a result depends on: each real row's words, zero bytes past K in its last
+// group (pad times pad would otherwise add old bytes' products). The slots of pad rows past the
+// operand's end keep old bytes: they only reach rows or columns of C that are never stored.
 constexpr size_t kCachedBytes = size_t{32} << 20;
 
 uint8_t* panel_memory(PackSide side, size_t limb, size_t size, std::vector<uint8_t>& owned) {
@@ -129,24 +128,24 @@ static_assert(kChunkK4 * 4 % kRowBlock == 0, "a row block must not straddle two 
 // limb: a block of k at a time, each row's limb bytes are made in one vectorized pass, then the
 // block's words are interleaved group by group, so the panel is written in order. (Writing
 // each row's words straight into its slot touches a new cache line per word: 4x slower.)
-// `rows` points at the panel's first row (operand row `first`).
+// `rows` points at the panel's first row (operand row `first`); `block` is the caller's scratch
+// of panel_rows * kRowBlock bytes, reused across panels.
 template <typename T>
 void pack_row_blocks(const T* rows, int64_t rs, int64_t cs, int64_t first, int64_t count, bool high, uint8_t flip,
-                     PackSide side, const PackedMatrix& p, PackedLimb& limb, int64_t panel) {
+                     PackSide side, const PackedMatrix& p, PackedLimb& limb, int64_t panel, uint8_t* block) {
   const int64_t R = p.panel_rows, padded_rows = p.panels * R, k_padded = p.k4 * 4;
-  std::vector<uint8_t> block(static_cast<size_t>(count * kRowBlock));
   uint8_t* dst = limb.bytes + panel * p.k4 * R * 4;
   for (int64_t k0 = 0; k0 < k_padded; k0 += kRowBlock) {
     const int64_t real = std::min(kRowBlock, p.k - k0), padded = std::min(kRowBlock, k_padded - k0);
     int32_t* sums = limb.sums.data() + (k0 / (kChunkK4 * 4)) * padded_rows + first;  // blocks never straddle chunks
     for (int64_t i = 0; i < count; ++i) {
-      uint8_t* row = block.data() + i * kRowBlock;
+      uint8_t* row = block + i * kRowBlock;
       row_limb_bytes(rows + i * rs + k0 * cs, cs, real, padded, high, flip, row);
       sums[i] += byte_sum(row, real, side);
     }
     for (int64_t g = 0; g < padded / 4; ++g) {
       uint8_t* out = dst + (k0 / 4 + g) * R * 4;
-      for (int64_t i = 0; i < count; ++i) std::memcpy(out + i * 4, block.data() + i * kRowBlock + g * 4, 4);
+      for (int64_t i = 0; i < count; ++i) std::memcpy(out + i * 4, block + i * kRowBlock + g * 4, 4);
     }
   }
 }
@@ -203,10 +202,11 @@ void pack_panels(const TensorView& v, PackSide side, PackedMatrix& p, int64_t p0
   const T* base = static_cast<const T*>(v.data());
   constexpr bool wide = sizeof(T) == 2;
   const bool a_side = side == PackSide::kA, rows_along_k = cs == 1 || std::abs(rs) >= std::abs(cs);
+  std::vector<uint8_t> block(static_cast<size_t>(rows_along_k ? R * kRowBlock : 0));
   for (size_t l = 0; l < p.limbs.size(); ++l) {
     PackedLimb& limb = p.limbs[l];
     const bool high = wide && l == 0;
-    const uint8_t flip = limb.offset != 0 ? 0x80 : 0;
+    const uint8_t flip = limb.flip();
     if (!rows_along_k) {
       pack_column_panels(base, rs, cs, high, flip, side, p, limb, p0, p1);
       continue;
@@ -219,7 +219,7 @@ void pack_panels(const TensorView& v, PackSide side, PackedMatrix& p, int64_t p0
           continue;
         }
       }
-      pack_row_blocks(base + first * rs, rs, cs, first, count, high, flip, side, p, limb, panel);
+      pack_row_blocks(base + first * rs, rs, cs, first, count, high, flip, side, p, limb, panel, block.data());
     }
   }
 }
@@ -258,11 +258,12 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
   // Packed int4: one signed limb. Each panel's rows are unpacked to int8, then packed as int8 rows.
   parallel_for(p.panels, R * p.k, [&](int64_t p0, int64_t p1) {
     std::vector<int8_t> rows(static_cast<size_t>(R * p.k));
-    const uint8_t flip = p.limbs[0].offset != 0 ? 0x80 : 0;
+    std::vector<uint8_t> block(static_cast<size_t>(R * kRowBlock));
     for (int64_t panel = p0; panel < p1; ++panel) {
       const int64_t first = panel * R, count = std::min<int64_t>(R, p.rows - first);
       for (int64_t i = 0; i < count; ++i) unpack_int4_row(m, first + i, rows.data() + i * p.k);
-      pack_row_blocks(rows.data(), p.k, 1, first, count, false, flip, side, p, p.limbs[0], panel);
+      pack_row_blocks(rows.data(), p.k, 1, first, count, false, p.limbs[0].flip(), side, p, p.limbs[0], panel,
+                      block.data());
     }
   });
   return p;

@@ -34,6 +34,8 @@ struct PackedLimb {
   std::vector<int32_t> sums;   // [chunk][padded row]: sum of the stored bytes of that row
   int32_t offset = 0;
   int shift = 0;
+  // The XOR that stores a limb value with its offset: v + 128 and v - 128 are v ^ 0x80 as bytes.
+  uint8_t flip() const { return offset != 0 ? 0x80 : 0; }
 };
 
 struct PackedMatrix {
