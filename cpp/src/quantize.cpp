@@ -152,62 +152,55 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void fixed_p
   }
 }
 
-// Walks a row in runs of kRun values, handing each run its stream words (stochastic rounding,
-// word `first + i` for value i of the row) or null (round to nearest).
-struct StreamRuns {
-  static constexpr int64_t kRun = 256;  // even: int4 pairs never straddle two runs
-  Rounding rounding;
-  RandomStream stream;
-  uint32_t words[kRun];
+// Calls run(r, c0, values, len, words) for every run of up to kRun values of every row of x
+// (values: columns [c0, c0 + len) of row r as float32), in parallel over rows: float32 rows read
+// in place, other inputs through tiles. words are the run's stream words for stochastic
+// rounding (word r * cols + c for element (r, c)), or null for round to nearest.
+constexpr int64_t kRun = 256;  // even, and tiles start at even columns: int4 pairs never straddle two runs
 
-  template <class F>
-  void operator()(int64_t n, uint64_t first, F&& run) {
+template <class Run>
+void for_each_run(const std::string& fn, const TensorView& x, Rounding rounding, RandomStream stream, Run&& run) {
+  const int64_t rows = x.size(0), cols = x.size(1);
+  const int64_t cost = cols * (rounding == Rounding::kStochastic ? 8 : 1);
+  // Runs of n values of row r from column c0, drawing their words from the stream.
+  auto row_runs = [&](uint32_t* words, int64_t r, int64_t c0, const float* values, int64_t n) {
     for (int64_t i0 = 0; i0 < n; i0 += kRun) {
       const int64_t len = std::min(kRun, n - i0);
       const uint32_t* w = nullptr;
       if (rounding == Rounding::kStochastic) {
-        stream_words(stream, first + static_cast<uint64_t>(i0), len, words);
+        stream_words(stream, static_cast<uint64_t>(r * cols + c0 + i0), len, words);
         w = words;
       }
-      run(i0, len, w);
+      run(r, c0 + i0, values + i0, len, w);
     }
+  };
+  if (x.dtype() == DType::kFloat32 && x.stride(1) == 1) {  // float rows in place: no tiles
+    const float* base = static_cast<const float*>(x.data());
+    parallel_for(rows, cost, [&](int64_t r0, int64_t r1) {
+      uint32_t words[kRun];
+      for (int64_t r = r0; r < r1; ++r) row_runs(words, r, 0, base + r * x.stride(0), cols);
+    });
+    return;
   }
-};
+  parallel_for((rows + kTile - 1) / kTile, kTile * cost, [&](int64_t b0, int64_t b1) {
+    uint32_t words[kRun];
+    for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
+      for (int64_t r = tile.r0; r < tile.r1; ++r) {
+        row_runs(words, r, tile.c0, tile.values[r - tile.r0], tile.c1 - tile.c0);
+      }
+    });
+  });
+}
 
 template <typename Q>
 void write_fixed_point(const TensorView& x, const TensorView& mantissa, const std::vector<int32_t>& exponent_of_row,
                        int bits, Rounding rounding, RandomStream stream, const std::string& fn) {
-  const int64_t rows = x.size(0), cols = x.size(1);
+  const int64_t cols = x.size(1);
   Q* out = static_cast<Q*>(mantissa.data());
   const int32_t qmax = (1 << (bits - 1)) - 1;
-  if (x.dtype() == DType::kFloat32 && x.stride(1) == 1) {  // float rows in place: no tiles
-    const float* base = static_cast<const float*>(x.data());
-    parallel_for(rows, cols * (rounding == Rounding::kStochastic ? 8 : 1), [&](int64_t r0, int64_t r1) {
-      StreamRuns runs{rounding, stream, {}};
-      for (int64_t r = r0; r < r1; ++r) {
-        const float* row = base + r * x.stride(0);
-        const double inv_step = pow2(-exponent_of_row[r]);
-        runs(cols, static_cast<uint64_t>(r * cols), [&](int64_t i0, int64_t len, const uint32_t* w) {
-          fixed_point_run<Q>(row + i0, len, inv_step, qmax, w, out + r * cols + i0);
-        });
-      }
-    });
-    return;
-  }
-  parallel_for((rows + kTile - 1) / kTile, kTile * cols * (rounding == Rounding::kStochastic ? 8 : 1),
-               [&](int64_t b0, int64_t b1) {
-                 StreamRuns runs{rounding, stream, {}};
-                 for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
-                   for (int64_t r = tile.r0; r < tile.r1; ++r) {
-                     const float* row = tile.values[r - tile.r0];
-                     const double inv_step = pow2(-exponent_of_row[r]);
-                     Q* dst = out + r * cols + tile.c0;
-                     runs(tile.c1 - tile.c0, static_cast<uint64_t>(r * cols + tile.c0),
-                          [&](int64_t i0, int64_t len, const uint32_t* w) {
-                            fixed_point_run<Q>(row + i0, len, inv_step, qmax, w, dst + i0);
-                          });
-                   }
-                 });
+  for_each_run(fn, x, rounding, stream,
+               [&](int64_t r, int64_t c0, const float* values, int64_t len, const uint32_t* words) {
+                 fixed_point_run<Q>(values, len, pow2(-exponent_of_row[r]), qmax, words, out + r * cols + c0);
                });
 }
 
@@ -464,44 +457,21 @@ void pack_run(const int8_t* codes, int64_t n, int64_t c0, uint8_t* packed_row) {
 // two per byte.
 void write_scaled_codes(const std::string& fn, const TensorView& x, const TensorView& q,
                         const std::vector<float>& scale_of_row, int bits, Rounding rounding, RandomStream stream) {
-  const int64_t rows = x.size(0), cols = x.size(1), q_cols = q.size(1);
+  const int64_t cols = x.size(1), q_cols = q.size(1);
   const int32_t qmax = bits == 8 ? 127 : 7;
   uint8_t* out = static_cast<uint8_t*>(q.data());
   // Codes of one run, into the output (int8) or through a buffer into packed bytes (int4).
-  auto emit = [&](int8_t* buffer, const float* values, int64_t len, int64_t r, int64_t c0, const uint32_t* w) {
-    if (bits == 8) {
-      scaled_run(values, len, scale_of_row[r], qmax, w, reinterpret_cast<int8_t*>(out) + r * cols + c0);
-    } else {
-      scaled_run(values, len, scale_of_row[r], qmax, w, buffer);
-      pack_run(buffer, len, c0, out + r * q_cols);
-    }
-  };
-  const int64_t cost = cols * (rounding == Rounding::kStochastic ? 8 : 1);
-  if (x.dtype() == DType::kFloat32 && x.stride(1) == 1) {  // float rows in place: no tiles
-    const float* base = static_cast<const float*>(x.data());
-    parallel_for(rows, cost, [&](int64_t r0, int64_t r1) {
-      StreamRuns runs{rounding, stream, {}};
-      int8_t buffer[StreamRuns::kRun];
-      for (int64_t r = r0; r < r1; ++r) {
-        runs(cols, static_cast<uint64_t>(r * cols), [&](int64_t i0, int64_t len, const uint32_t* w) {
-          emit(buffer, base + r * x.stride(0) + i0, len, r, i0, w);
-        });
-      }
-    });
-    return;
-  }
-  parallel_for((rows + kTile - 1) / kTile, kTile * cost, [&](int64_t b0, int64_t b1) {
-    StreamRuns runs{rounding, stream, {}};
-    int8_t buffer[StreamRuns::kRun];
-    for_each_tile(fn, x, b0 * kTile, std::min(b1 * kTile, rows), [&](const Tile& tile) {
-      for (int64_t r = tile.r0; r < tile.r1; ++r) {  // tiles start at even columns
-        runs(tile.c1 - tile.c0, static_cast<uint64_t>(r * cols + tile.c0),
-             [&](int64_t i0, int64_t len, const uint32_t* w) {
-               emit(buffer, tile.values[r - tile.r0] + i0, len, r, tile.c0 + i0, w);
-             });
-      }
-    });
-  });
+  for_each_run(fn, x, rounding, stream,
+               [&](int64_t r, int64_t c0, const float* values, int64_t len, const uint32_t* words) {
+                 if (bits == 8) {
+                   int8_t* dst = reinterpret_cast<int8_t*>(out) + r * cols + c0;
+                   scaled_run(values, len, scale_of_row[r], qmax, words, dst);
+                 } else {
+                   int8_t buffer[kRun];
+                   scaled_run(values, len, scale_of_row[r], qmax, words, buffer);
+                   pack_run(buffer, len, c0, out + r * q_cols);
+                 }
+               });
 }
 
 }  // namespace
