@@ -222,10 +222,7 @@ void check_operands(const std::string& fn, const IntMatrix& a, const IntMatrix& 
 
 void check_scales(const std::string& fn, const TensorView& s, int64_t rows) {
   check_contiguous(fn, s);
-  if (s.dim() != 1 || (s.size(0) != 1 && s.size(0) != rows)) {
-    throw_value_error(fn + ": " + s.name() + " must have shape [1] or [" + std::to_string(rows) + "], got " +
-                      s.shape_str());
-  }
+  check_scale_shape(fn, s, rows);
   if (s.dtype() != DType::kFloat32 && s.dtype() != DType::kInt32) {
     throw_type_error(fn + ": " + s.name() + " must be float32 (scales) or int32 (exponents), got " +
                      dtype_name(s.dtype()));

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <vector>
 
+#include "fixed_point_rows.h"
 #include "float_types.h"
 #include "intcore/gemm.h"
 #include "intcore/hadamard.h"
@@ -180,26 +181,20 @@ void split_gradient(const TensorView& grad, RandomStream stream, const TensorVie
   }
   check_cpu(fn, scale);
   check_dtype(fn, scale, DType::kFloat32);
-  check_dim(fn, scale, 1);
-  if (scale.size(0) != 1 && scale.size(0) != m) {
-    throw_value_error(fn + ": " + scale.name() + " must have shape [1] or [" + std::to_string(m) + "], got [" +
-                      std::to_string(scale.size(0)) + "]");
-  }
+  check_scale_shape(fn, scale, m);
   check_contiguous(fn, scale);
   check_disjoint(fn, {&high, &low, &scale}, {&grad});
   const bool per_row = scale.size(0) == m && m != 1;
-  // max|G| through the absmax quantizer's scale (which also rejects NaN/Inf): 127 * scale.
-  std::vector<int8_t> unused(static_cast<size_t>(m * c));
-  std::vector<float> absmax_scale(static_cast<size_t>(per_row ? m : 1), 0.0f);
-  quantize_absmax(grad, TensorView(unused.data(), DType::kInt8, {m, c}),
-                  TensorView(absmax_scale.data(), DType::kFloat32, {static_cast<int64_t>(absmax_scale.size())}), 8,
-                  Rounding::kNearest, {});
-  std::vector<float> s(absmax_scale.size());
+  std::vector<float> absmax = row_absmax(fn, grad);  // raises on NaN/Inf
+  if (!per_row) absmax.assign(1, absmax.empty() ? 0.0f : *std::max_element(absmax.begin(), absmax.end()));
+  std::vector<float> s(absmax.size());
   for (size_t r = 0; r < s.size(); ++r) {
-    const float absmax = absmax_scale[r] * 127.0f;
+    // max|G| as 127 (max|G| / 127) in float32, the int8 absmax scale times 127: not always
+    // max|G| itself, but the rule every recorded INT4 run used, kept so that they reproduce.
+    const float g_max = absmax[r] / 127.0f * 127.0f;
     // Capped at FLT_MAX: a row of max |G| below ~2.9e-37 would otherwise get s = inf. Either
     // way |G| s stays within 98 (1 + eps).
-    s[r] = absmax > 0 ? std::min(98.0f / absmax, FLT_MAX) : 0.0f;
+    s[r] = g_max > 0 ? std::min(98.0f / g_max, FLT_MAX) : 0.0f;
   }
   std::copy(s.begin(), s.end(), scale.data_as<float>());
   int8_t* h = high.data_as<int8_t>();

@@ -176,9 +176,7 @@ void check_saved(const std::string& fn, const LayerNormSaved& s, int64_t rows, i
     check_shape(fn, *e, {1});
   }
   check_dtype(fn, s.x_exponent, DType::kInt32);
-  if (s.x_exponent.dim() != 1 || (s.x_exponent.size(0) != 1 && s.x_exponent.size(0) != rows)) {
-    throw_value_error(fn + ": " + s.x_exponent.name() + " must have shape [1] or [" + std::to_string(rows) + "]");
-  }
+  check_scale_shape(fn, s.x_exponent, rows);
   check_dtype(fn, s.rstd_mantissa, DType::kInt64);
   check_shape(fn, s.rstd_mantissa, {rows});
   check_dtype(fn, s.rstd_exponent, DType::kInt32);

@@ -130,10 +130,7 @@ void check_input(const std::string& fn, const TensorView& x) {
 void check_scale_vector(const std::string& fn, const TensorView& scale, DType dtype, int64_t rows) {
   check_dtype(fn, scale, dtype);
   check_contiguous(fn, scale);
-  if (scale.dim() != 1 || (scale.size(0) != 1 && scale.size(0) != rows)) {
-    throw_value_error(fn + ": " + scale.name() + " must have shape [1] (per tensor) or [" + std::to_string(rows) +
-                      "] (per row), got " + scale.shape_str());
-  }
+  check_scale_shape(fn, scale, rows);
 }
 
 // Fixed-point codes of a run of floats in one loop: q_i = clamp(round(x_i 2^-e), -qmax, qmax),

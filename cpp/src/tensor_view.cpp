@@ -127,6 +127,13 @@ void check_dim(const std::string& fn, const TensorView& t, int ndim) {
   }
 }
 
+void check_scale_shape(const std::string& fn, const TensorView& t, int64_t rows) {
+  if (t.dim() != 1 || (t.size(0) != 1 && t.size(0) != rows)) {
+    throw_value_error(fn + ": " + t.name() + " must have shape [1] (per tensor) or [" + std::to_string(rows) +
+                      "] (per row), got " + t.shape_str());
+  }
+}
+
 void check_shape(const std::string& fn, const TensorView& t, std::initializer_list<int64_t> shape) {
   bool same = t.dim() == static_cast<int>(shape.size());
   int d = 0;

@@ -85,6 +85,8 @@ void check_floating(const std::string& fn, const TensorView& t);
 void check_dim(const std::string& fn, const TensorView& t, int ndim);
 void check_shape(const std::string& fn, const TensorView& t, std::initializer_list<int64_t> shape);
 void check_contiguous(const std::string& fn, const TensorView& t);
+// A vector of scales or exponents: shape [1] (one for the whole tensor) or [rows] (one a row).
+void check_scale_shape(const std::string& fn, const TensorView& t, int64_t rows);
 void check_same_device(const std::string& fn, const TensorView& a, const TensorView& b);
 // For functions with no CUDA implementation yet.
 void check_cpu(const std::string& fn, const TensorView& t);

@@ -64,8 +64,13 @@ def check_int_matrix(fn: str, name: str, t: Tensor, dtypes: tuple) -> None:
 def check_scale_vector(fn: str, name: str, t: Tensor, dtype: torch.dtype, rows: int) -> None:
     if t.dtype != dtype:
         raise TypeError(f"{fn}: {name} must be {dtype}, got {t.dtype}")
+    check_scale_shape(fn, name, t, rows)
+
+
+def check_scale_shape(fn: str, name: str, t: Tensor, rows: int) -> None:
+    """A vector of scales or exponents: shape [1] (one for the whole tensor) or [rows] (one a row)."""
     if t.dim() != 1 or t.shape[0] not in (1, rows):
-        raise ValueError(f"{fn}: {name} must have shape [1] (per tensor) or [{rows}] (per row), got {tuple(t.shape)}")
+        raise ValueError(f"{fn}: {name} must have shape [1] (per tensor) or [{rows}] (per row), got {list(t.shape)}")
 
 
 def as_float32(x: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from intcore.backends.portable.common import check_finite, pow2
+from intcore.backends.portable.common import check_finite, check_scale_shape, pow2
 
 _K_CHUNK = 1 << 16  # 2^16 * 128 * 128 = 2^30: a chunk's int32 accumulation never overflows
 
@@ -95,8 +95,7 @@ def _check_scales(name: str, s: Tensor, rows: int) -> None:
     """The engine's check of a scale vector: contiguous, [1] or [rows], float32 or int32."""
     if not s.is_contiguous():
         raise ValueError(f"gemm_scaled: {name} must be contiguous")
-    if s.dim() != 1 or s.shape[0] not in (1, rows):
-        raise ValueError(f"gemm_scaled: {name} must have shape [1] or [{rows}], got {list(s.shape)}")
+    check_scale_shape("gemm_scaled", name, s, rows)
     if s.dtype not in (torch.float32, torch.int32):
         raise TypeError(f"gemm_scaled: {name} must be float32 (scales) or int32 (exponents), got {s.dtype}")
 

@@ -37,7 +37,7 @@ from intcore.backends.portable.common import (
 )
 from intcore.backends.portable.gemm import gemm_scaled
 from intcore.backends.portable.philox import random_words
-from intcore.backends.portable.quantize import absmax_codes, scaled_codes, unpack_int4
+from intcore.backends.portable.quantize import absmax_codes, row_absmax, scaled_codes, unpack_int4
 
 _MAX_BLOCK = 32768
 _HIGH_DIGIT_WEIGHT = 14.0  # G ~ (14 high + low) / s
@@ -182,13 +182,15 @@ class _Split(NamedTuple):
 def _split_gradient(g32: Tensor, per_row: bool, seed: int, offset: int) -> _Split:
     """A float32 gradient matrix as two int4 digits, with s = 98 / max|G| per row or per tensor:
     high rounded to nearest, low stochastically (stream (seed, offset), word r * cols + c)."""
-    # max|G| comes back through the absmax quantizer's scale (which also refuses NaN/Inf), as
-    # in the engine: 127 * (absmax / 127) in float32, not always absmax itself.
-    _, absmax_scale = absmax_codes(g32, 8, "nearest", per_row, 0, 0, "grad")
+    absmax = row_absmax("split_gradient", "grad", g32)
     rows, cols = g32.shape
-    absmax = absmax_scale.expand(rows) * 127.0 if absmax_scale.shape[0] != rows else absmax_scale * 127.0
+    if not per_row or rows == 1:
+        absmax = (absmax.max() if rows else absmax.new_zeros(())).expand(rows)
+    # max|G| as 127 (max|G| / 127) in float32, as in the engine: the rule every recorded INT4 run
+    # used (tensor divisors: a scalar divisor is a reciprocal multiply on CUDA).
+    g_max = absmax / torch.full_like(absmax, 127.0) * 127.0
     # Capped at the largest float32, as in the engine (a row of max |G| below ~2.9e-37).
-    s = torch.where(absmax > 0, _divide(_SPLIT_RANGE, absmax).clamp(max=torch.finfo(torch.float32).max), 0.0)
+    s = torch.where(g_max > 0, _divide(_SPLIT_RANGE, g_max).clamp(max=torch.finfo(torch.float32).max), 0.0)
     v = g32.to(torch.float64) * s.to(torch.float64)[:, None]
     high = torch.round(v / torch.full_like(v, _HIGH_DIGIT_WEIGHT))
     rest = v - _HIGH_DIGIT_WEIGHT * high

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from intcore.backends.portable import portable_kernel, wide_int
-from intcore.backends.portable.common import check_float_matrix, pow2, seed_value
+from intcore.backends.portable.common import check_float_matrix, check_scale_shape, pow2, seed_value
 from intcore.backends.portable.philox import random_words
 from intcore.backends.portable.quantize import fixed_point_codes
 
@@ -189,8 +189,7 @@ def _fixed_point_layer_norm_backward(
     _check_saved(fn, "gamma_exponent", gamma_exponent, torch.int32, (1,))
     if x_exponent.dtype != torch.int32:
         raise TypeError(f"{fn}: x_exponent must be {torch.int32}, got {x_exponent.dtype}")
-    if x_exponent.dim() != 1 or x_exponent.shape[0] not in (1, rows):
-        raise ValueError(f"{fn}: x_exponent must have shape [1] or [{rows}]")
+    check_scale_shape(fn, "x_exponent", x_exponent, rows)
     _check_saved(fn, "rstd_mantissa", rstd_mantissa, torch.int64, (rows,))
     _check_saved(fn, "rstd_exponent", rstd_exponent, torch.int32, (rows,))
     _check_saved(fn, "gamma_mantissa", gamma_mantissa, torch.int16, (n,))
