@@ -58,8 +58,9 @@ GemmKernel gemm_kernel();
 
 // Same contracts as the engine functions of the same names (quantize.h, gemm.h). On CUDA a
 // NaN or Inf input is not raised (that would need a host synchronization): it makes the
-// scale NaN (absmax) or the exponent INT32_MIN (fixed point), which the GEMM epilogue turns
-// into NaN outputs. Empty shapes launch nothing that would read an operand: M = 0 or N = 0
+// scale NaN (absmax) or the exponent INT32_MIN (fixed point; kNanExponent of the CPU engine,
+// which reads it as NaN too), which the GEMM epilogue turns into NaN outputs; a NaN or Inf
+// bias reaches the outputs as it is. Empty shapes launch nothing that would read an operand: M = 0 or N = 0
 // writes nothing, and K = 0 writes the empty sum (zeros; the scaled epilogue of zero plus bias)
 // without running a GEMM.
 void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const TensorView& exponent, int bits,

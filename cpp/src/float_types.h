@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <climits>
 
 #include "intcore/tensor_view.h"
 
@@ -74,6 +75,14 @@ inline double pow2(int e) {
   std::memcpy(&d, &bits, sizeof(d));
   return d;
 }
+
+// The exponent the CUDA fixed-point quantizer writes for a row (or tensor) holding NaN or Inf,
+// where raising would need a host synchronization. Every backend reads it as a NaN step, so
+// such codes stay NaN wherever they go (the CPU quantizer raises instead and never writes it).
+constexpr int32_t kNanExponent = INT32_MIN;
+
+// The step 2^e of fixed-point codes with exponent e: NaN for kNanExponent.
+inline double exponent_step(int32_t e) { return e == kNanExponent ? std::nan("") : pow2(e); }
 
 // Calls fn(T{}) with T the C++ type of a float dtype.
 template <class Fn>

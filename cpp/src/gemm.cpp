@@ -236,7 +236,7 @@ ScaleVector scale_vector(const TensorView& s, int64_t rows) {
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t at = per_row ? i : 0;
     if (s.dtype() == DType::kFloat32) v[i] = static_cast<const float*>(s.data())[at];
-    else v[i] = pow2(static_cast<const int32_t*>(s.data())[at]);
+    else v[i] = exponent_step(static_cast<const int32_t*>(s.data())[at]);
   }
   return v;
 }

@@ -349,7 +349,7 @@ void dequantize_fixed_point(const TensorView& mantissa, const TensorView& expone
   auto run = [&](auto* q) {
     parallel_for(rows, cols, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const double step = pow2(e[per_row ? r : 0]);
+        const double step = exponent_step(e[per_row ? r : 0]);
         for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = static_cast<float>(q[r * cols + c] * step);
       }
     });
@@ -390,11 +390,17 @@ void align_fixed_point(const TensorView& mantissa, const TensorView& exponent, c
   check_disjoint(fn, {&out, &out_exponent}, {&mantissa, &exponent});
   const int32_t* e = exponent.data_as<int32_t>();
   const int32_t e_max = rows ? *std::max_element(e, e + rows) : 0;
-  out_exponent.data_as<int32_t>()[0] = e_max;
+  // A NaN row (kNanExponent, from the CUDA quantizer) makes the whole aligned matrix NaN: it
+  // takes part in every sum across rows.
+  const bool nan_row = std::find(e, e + rows, kNanExponent) != e + rows;
+  out_exponent.data_as<int32_t>()[0] = nan_row ? kNanExponent : e_max;
   auto run = [&](auto* in, auto* dst) {
     parallel_for(rows, cols, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        aligned_row(in + r * cols, cols, pow2(-std::min(e_max - e[r], 62)), dst + r * cols);
+        // In 64 bits: exponents far apart would overflow int32. A shift of 62 already rounds
+        // every int16 mantissa to 0.
+        const int64_t shift = std::min<int64_t>(static_cast<int64_t>(e_max) - e[r], 62);
+        aligned_row(in + r * cols, cols, pow2(static_cast<int>(-shift)), dst + r * cols);
       }
     });
   };

@@ -125,13 +125,26 @@ def test_fixed_point_quantizer_bit_identical(bits, rounding, per_row, dtype):
     assert torch.equal(intcore.dequantize_fixed_point(*gpu).cpu(), intcore.dequantize_fixed_point(*cpu))
 
 
+@pytest.mark.parametrize("layout", ["transposed", "strided"])
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_fixed_point_quantizer_of_views(layout, bits, per_row):
+    base = torch.randn(130, 66) * 3
+    view = base.T if layout == "transposed" else base[1::2, ::3]
+    cpu = intcore.quantize_fixed_point(view, bits, "stochastic", per_row=per_row, seed=4)
+    gpu = intcore.quantize_fixed_point(base.cuda().T if layout == "transposed" else base.cuda()[1::2, ::3], bits,
+                                       "stochastic", per_row=per_row, seed=4)
+    assert torch.equal(gpu.mantissa.cpu(), cpu.mantissa) and torch.equal(gpu.exponent.cpu(), cpu.exponent)
+
+
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
-def test_absmax_quantizer_bit_identical_with_transposed_input(bits, rounding, dtype):
+@pytest.mark.parametrize("per_row", [False, True])
+def test_absmax_quantizer_bit_identical_with_transposed_input(bits, rounding, dtype, per_row):
     x = torch.randn(65, 130).to(dtype)
-    cpu = intcore.quantize_absmax(x.T, bits, rounding, seed=5)
-    gpu = intcore.quantize_absmax(x.cuda().T, bits, rounding, seed=5)
+    cpu = intcore.quantize_absmax(x.T, bits, rounding, per_row=per_row, seed=5)
+    gpu = intcore.quantize_absmax(x.cuda().T, bits, rounding, per_row=per_row, seed=5)
     assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
     assert torch.equal(intcore.dequantize_absmax(*gpu, bits).cpu(), intcore.dequantize_absmax(*cpu, bits))
 
@@ -238,19 +251,55 @@ def test_linear_with_empty_shapes(kind, m, k, n, gemm_kernel):
     assert torch.equal(y.cpu(), b.expand(m, n))
 
 
-@pytest.mark.parametrize("bits", [16, 8])
-def test_fixed_point_linear_matches_the_cpu(bits):
-    config = intcore.FixedPointConfig.uniform(bits)
-    x, w, g = torch.randn(33, 64), torch.randn(20, 64), torch.randn(33, 20)
+FIXED_POINT_CONFIGS = [
+    intcore.FixedPointConfig.uniform(16),
+    intcore.FixedPointConfig.uniform(8),
+    intcore.FixedPointConfig(weight_bits=8, activation_bits=8, grad_bits=16, rounding="nearest"),
+    # Per-row exponents: the backward aligns them (portable align_fixed_point) before the GEMMs.
+    intcore.FixedPointConfig.uniform(8, granularity="per_row"),
+    intcore.FixedPointConfig(weight_bits=16, activation_bits=8, grad_bits=8, granularity="per_row", rounding="nearest"),
+]
+
+
+def assert_fixed_point_linear_matches_the_cpu(config, x, w, b, g, need_grad=(True, True)):
     results = []
     for device in ("cpu", "cuda"):
-        xs, ws = x.to(device).requires_grad_(), w.to(device).requires_grad_()
+        xs, ws = x.to(device).requires_grad_(need_grad[0]), w.to(device).requires_grad_(need_grad[1])
+        bs = None if b is None else b.to(device)
         torch.manual_seed(9)
-        y = intcore.fixed_point_linear(xs, ws, None, config)
+        y = intcore.fixed_point_linear(xs, ws, bs, config)
         y.backward(g.to(device))
-        results.append([t.detach().cpu() for t in (y, xs.grad, ws.grad)])
+        results.append([t.detach().cpu() for t in (y, xs.grad, ws.grad) if t is not None])
+    assert len(results[0]) == len(results[1]) == 1 + sum(need_grad)
     for cpu, gpu in zip(*results):
         torch.testing.assert_close(gpu, cpu, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("config", FIXED_POINT_CONFIGS, ids=lambda c: f"{c.describe()}-{c.granularity}-{c.rounding}")
+@pytest.mark.parametrize("bias", [False, True])
+def test_fixed_point_linear_matches_the_cpu(config, bias):
+    x, w, b, g = torch.randn(33, 64), torch.randn(20, 64), torch.randn(20), torch.randn(33, 20)
+    assert_fixed_point_linear_matches_the_cpu(config, x, w, b if bias else None, g)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+@pytest.mark.parametrize("need_grad", [(False, True), (True, False)], ids=["frozen-input", "frozen-weight"])
+def test_fixed_point_linear_with_one_gradient(per_row, need_grad):
+    # A first layer (no input gradient) quantizes G^T on its own (stream offset 1); a frozen
+    # weight needs only the input gradient.
+    config = intcore.FixedPointConfig.uniform(8, granularity="per_row" if per_row else "per_tensor")
+    x, w, g = torch.randn(17, 48), torch.randn(24, 48), torch.randn(17, 24)
+    assert_fixed_point_linear_matches_the_cpu(config, x, w, None, g, need_grad)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+@pytest.mark.parametrize("m,k,n", [(0, 5, 1), (1, 5, 0), (0, 5, 0), (3, 0, 4)])
+def test_fixed_point_linear_with_empty_shapes(per_row, m, k, n):
+    # Per-row exponent vectors of zero rows go to the portable backward too (they are not one
+    # shared exponent).
+    config = intcore.FixedPointConfig.uniform(8, granularity="per_row" if per_row else "per_tensor")
+    x, w, b, g = torch.randn(m, k), torch.randn(n, k), torch.randn(n), torch.randn(m, n)
+    assert_fixed_point_linear_matches_the_cpu(config, x, w, b, g)
 
 
 @sanitize
@@ -314,6 +363,26 @@ def test_non_finite_input_propagates_as_nan_on_cuda():
     x[1, 2] = float("inf")
     y = intcore.int8_linear(x, torch.randn(3, 8, device="cuda"))
     assert torch.isnan(y[1]).all() and torch.isfinite(y[0]).all()
+    bias = torch.tensor([0.0, float("nan"), 1.0], device="cuda")
+    y = intcore.int8_linear(x.nan_to_num(), torch.randn(3, 8, device="cuda"), bias)
+    assert torch.isnan(y[:, 1]).all() and torch.isfinite(y[:, [0, 2]]).all()
+
+
+def test_nan_marked_codes_stay_nan_on_every_backend():
+    # The CUDA quantizer writes exponent -2^31 for a row holding NaN or Inf; the CPU engine and
+    # the portable kernels read it as NaN too, and the per-row backward's alignment keeps it.
+    x = torch.randn(3, 16, device="cuda")
+    x[1, 5] = float("nan")
+    codes = intcore.quantize_fixed_point(x, 8, "nearest", per_row=True, seed=0)
+    assert codes.exponent[1].item() == -(2**31)
+    on_cpu = intcore.dequantize_fixed_point(codes.mantissa.cpu(), codes.exponent.cpu())
+    assert torch.isnan(on_cpu[1]).all() and torch.isfinite(on_cpu[[0, 2]]).all()
+    config = intcore.FixedPointConfig.uniform(8, granularity="per_row")
+    xs = x.clone().requires_grad_()
+    w = torch.randn(4, 16, device="cuda", requires_grad=True)
+    y = intcore.fixed_point_linear(xs, w, None, config)
+    y.backward(torch.ones_like(y))
+    assert torch.isnan(w.grad).all()
 
 
 def test_every_op_on_cuda_gives_the_cpu_engines_bits():

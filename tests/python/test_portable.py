@@ -103,6 +103,32 @@ def test_quantizers_zero_rows_and_tiny_values():
         assert_same_bits(*both("quantize_fixed_point", x, bits, "stochastic", True, seed(1)))
 
 
+# Exponents across int32: subnormal and zero steps below 2^-1022, inf above 2^1023, rows far
+# apart (their difference overflows int32), and INT32_MIN, the CUDA quantizer's NaN marker.
+EXTREME_EXPONENTS = [-(2**31), -(2**31) + 1, -2000, -1075, -1074, -1060, -1023, -1022, 0, 1023, 1024, 2**31 - 1]
+
+
+@pytest.mark.parametrize("e", EXTREME_EXPONENTS)
+def test_extreme_exponents(e):
+    m8 = torch.tensor([[3, -5, 0], [1, 2, -128]], dtype=torch.int8)
+    m16 = torch.tensor([[3, -5, 0], [1, 2, -(2**15)]], dtype=torch.int16)
+    for per_tensor in (torch.tensor([e], dtype=torch.int32), torch.tensor([e, 4], dtype=torch.int32)):
+        for mantissa in (m8, m16):
+            result = both("dequantize_fixed_point", mantissa, per_tensor)
+            assert_same_bits(*result)
+            if e == -(2**31):
+                assert torch.isnan(result[1][0]).all()
+    # Per-row exponents are aligned onto one before the backward's GEMMs.
+    exponent = torch.tensor([e, 4], dtype=torch.int32)
+    grad = torch.randn(2, 3)
+    for need_grad in ([True, True], [False, True]):
+        args = (grad, m8[:, :2], exponent, m8.T.contiguous(), torch.tensor([-3], dtype=torch.int32))
+        result = both("fixed_point_linear_backward", *args, 8, "nearest", True, need_grad, seed(1))
+        assert_same_bits(*result)
+        if e == -(2**31):
+            assert torch.isnan(result[1][1]).all()  # the NaN row is in every sum over tokens
+
+
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 5, 3), (33, 17, 65), (0, 4, 3), (4, 0, 3), (4, 3, 0), (65, 130, 257)])
 def test_exact_products(m, n, k):
     a8, b8 = torch.randint(-128, 128, (m, k), dtype=torch.int8), torch.randint(-128, 128, (n, k), dtype=torch.int8)

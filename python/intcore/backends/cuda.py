@@ -49,7 +49,7 @@ def _on_current_stream(fn):
 def _fixed_point_linear_backward(grad, x_mantissa, x_exponent, w_mantissa, w_exponent, *args):
     # Per-row exponents need align_fixed_point before the GEMMs, which the engine has on the CPU
     # only: that case runs the portable kernel.
-    if x_exponent.numel() > 1 or w_exponent.numel() > 1:
+    if x_exponent.numel() != 1 or w_exponent.numel() != 1:
         return portable.KERNELS["fixed_point_linear_backward"](grad, x_mantissa, x_exponent, w_mantissa, w_exponent, *args)
     return _on_current_stream(KERNELS["fixed_point_linear_backward"])(grad, x_mantissa, x_exponent, w_mantissa, w_exponent, *args)
 

@@ -3,6 +3,7 @@ to integer codes, and the non-finite check."""
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -19,9 +20,23 @@ def seed_value(seed: Tensor) -> int:
 
 
 def pow2(e: Tensor) -> Tensor:
-    """2^e as float64, exactly, for integer e in [-1022, 1023] (built from the bit pattern, as the
-    engine's pow2 does: exp2 is not guaranteed exact on every device)."""
-    return ((e.to(torch.int64) + 1023) << 52).view(torch.float64)
+    """2^e as float64, exactly, for any integer e (0 below 2^-1074, inf above 2^1023), built from
+    bit patterns as the engine's pow2 does: exp2 is not guaranteed exact on every device."""
+    e = e.to(torch.int64)
+    normal = ((e.clamp(-1022, 1023) + 1023) << 52).view(torch.float64)
+    subnormal = (torch.ones_like(e) << (e.clamp(-1074, -1023) + 1074)).view(torch.float64)
+    small = torch.where(e >= -1074, subnormal, torch.zeros_like(subnormal))
+    return torch.where(e > 1023, torch.full_like(normal, math.inf), torch.where(e >= -1022, normal, small))
+
+
+# The exponent the CUDA fixed-point quantizer writes for a row (or tensor) holding NaN or Inf (it
+# cannot raise without a host synchronization); every backend reads it as a NaN step.
+NAN_EXPONENT = -(2**31)
+
+
+def exponent_step(e: Tensor) -> Tensor:
+    """The float64 step 2^e of fixed-point codes with exponents e: NaN for NAN_EXPONENT."""
+    return torch.where(e == NAN_EXPONENT, math.nan, pow2(e))
 
 
 def round_codes(v: Tensor, rounding: str, qmax: int, words: Optional[Tensor]) -> Tensor:

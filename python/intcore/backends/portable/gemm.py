@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from intcore.backends.portable.common import check_finite, check_scale_shape, pow2
+from intcore.backends.portable.common import check_finite, check_scale_shape, exponent_step
 
 _K_CHUNK = 1 << 16  # 2^16 * 128 * 128 = 2^30: a chunk's int32 accumulation never overflows
 
@@ -88,7 +88,7 @@ def scale_vector(s: Tensor, rows: int) -> Tensor:
     """A float32 scale or int32 exponent vector ([1] or [rows]) as float64 multipliers [rows]."""
     per_row = s.shape[0] == rows and rows != 1
     s = s if per_row else s[:1].expand(rows)
-    return pow2(s) if s.dtype == torch.int32 else s.to(torch.float64)
+    return exponent_step(s) if s.dtype == torch.int32 else s.to(torch.float64)
 
 
 def _check_scales(name: str, s: Tensor, rows: int) -> None:

@@ -20,6 +20,8 @@ from intcore.backends.portable.common import (
     check_int_matrix,
     check_scale_vector,
     check_size,
+    exponent_step,
+    NAN_EXPONENT,
     pow2,
     round_codes,
     seed_value,
@@ -154,9 +156,13 @@ def align_fixed_point(mantissa: Tensor, exponent: Tensor):
     if exponent.shape != (rows,):
         raise ValueError(f"{fn}: exponent must have shape [{rows}], got {list(exponent.shape)}")
     e_max = exponent.max() if rows else exponent.new_zeros(())
-    scale = pow2(-torch.clamp(e_max - exponent, max=62))[:, None]
+    # In int64: exponents far apart would overflow int32. A shift of 62 rounds every mantissa to 0.
+    scale = pow2(-torch.clamp(e_max.to(torch.int64) - exponent.to(torch.int64), max=62))[:, None]
     out = torch.round(mantissa.to(torch.float64) * scale).to(mantissa.dtype)
-    return out, e_max.reshape(1).to(torch.int32)
+    # A NaN row (NAN_EXPONENT, from the CUDA quantizer) makes the whole aligned matrix NaN: it
+    # takes part in every sum across rows.
+    out_exponent = torch.where((exponent == NAN_EXPONENT).any(), NAN_EXPONENT, e_max)
+    return out, out_exponent.reshape(1).to(torch.int32)
 
 
 # ---- the ops ---------------------------------------------------------------------------------
@@ -173,7 +179,7 @@ def _dequantize_fixed_point(mantissa, exponent):
     check_int_matrix(fn, "mantissa", mantissa, (torch.int8, torch.int16))
     rows = mantissa.shape[0]
     check_scale_vector(fn, "exponent", exponent, torch.int32, rows)
-    step = pow2(exponent if exponent.shape[0] == rows and rows != 1 else exponent[:1].expand(rows))
+    step = exponent_step(exponent if exponent.shape[0] == rows and rows != 1 else exponent[:1].expand(rows))
     return (mantissa.to(torch.float64) * step[:, None]).to(torch.float32)
 
 
