@@ -263,7 +263,6 @@ def fuzz_public(f: Fuzz, deadline: float) -> None:
     import intcore
     import torch
 
-    bits_of = {"quantize_fixed_point": range(2, 17), "quantize_absmax": (4, 8)}
     sizes = (0, 1, 2, 3, 5, 8)
     ks = (0, 1, 2, 4, 8, 16, 32, 64)
 

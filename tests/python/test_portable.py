@@ -11,27 +11,9 @@ import torch
 
 from intcore.backends import engine_kernels, portable
 from intcore.backends.portable.philox import philox4x32_10, random_words
+from parity import FLOATS, assert_refused_alike, assert_same_bits, seed
 
-FLOATS = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 SHAPES = [(1, 1), (1, 7), (7, 1), (33, 65), (130, 70), (0, 5), (5, 0)]
-
-
-def seed(v: int) -> torch.Tensor:
-    return torch.tensor(v, dtype=torch.int64)
-
-
-def assert_same_bits(a, b):
-    """Equal dtypes, shapes and bit patterns (float -0.0 and 0.0 differ; NaNs must match)."""
-    if isinstance(a, (tuple, list)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_same_bits(x, y)
-        return
-    assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, b.dtype, a.shape, b.shape)
-    if a.is_floating_point():
-        width = {8: torch.int64, 4: torch.int32, 2: torch.int16}[a.element_size()]
-        a, b = a.contiguous().view(width), b.contiguous().view(width)
-    assert torch.equal(a, b)
 
 
 def both(name, *args):
@@ -208,12 +190,7 @@ BAD_CALLS = [
 
 @pytest.mark.parametrize("name,make_args", BAD_CALLS)
 def test_same_inputs_refused(name, make_args):
-    errors = []
-    for kernels in (portable.KERNELS, engine_kernels.KERNELS):
-        with pytest.raises((TypeError, ValueError)) as info:
-            kernels[name](*make_args())
-        errors.append(info.type)
-    assert errors[0] is errors[1], errors
+    assert_refused_alike(name, make_args)
 
 
 @pytest.mark.parametrize("m,n,k", [(3, 4, 1), (1, 4, 5), (4, 1, 5), (1, 1, 1)])

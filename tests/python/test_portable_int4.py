@@ -14,26 +14,7 @@ import torch
 from intcore import _C
 from intcore.backends import engine_kernels, portable
 from intcore.backends.portable import int4_training
-
-FLOATS = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
-
-
-def seed(v: int) -> torch.Tensor:
-    return torch.tensor(v, dtype=torch.int64)
-
-
-def mismatch(a: torch.Tensor, b: torch.Tensor) -> str:
-    """'' when a and b have the same dtype, shape and bits (-0.0 != 0.0; NaNs must match)."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return f"{a.dtype}{list(a.shape)} vs {b.dtype}{list(b.shape)}"
-    if a.is_floating_point():
-        width = {8: torch.int64, 4: torch.int32, 2: torch.int16}[a.element_size()]
-        a, b = a.contiguous().view(width), b.contiguous().view(width)
-    differ = a != b
-    if not bool(differ.any()):
-        return ""
-    first = tuple(int(i) for i in differ.nonzero()[0])
-    return f"{int(differ.sum())} elements differ, first at {first}: {a[first]} vs {b[first]}"
+from parity import FLOATS, assert_refused_alike, mismatch, seed
 
 
 def assert_same(name: str, *args):
@@ -354,12 +335,7 @@ BAD_CALLS = [
 
 @pytest.mark.parametrize("name,make_args", BAD_CALLS)
 def test_same_inputs_refused(name, make_args):
-    errors = []
-    for kernels in (portable.KERNELS, engine_kernels.KERNELS):
-        with pytest.raises((TypeError, ValueError)) as info:
-            kernels[name](*make_args())
-        errors.append(info.type)
-    assert errors[0] is errors[1], errors
+    assert_refused_alike(name, make_args)
 
 
 def test_bad_gradient_unread_when_no_gradient_is_needed():
