@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from intcore.drivers.errors import DriverError
-from intcore.drivers.outputs import fsync_directory, staging_dir, write_atomic
+from intcore.atomic_files import fsync_directory, staging_dir, write_atomic
 
 MANIFEST = "manifest.json"
 _FILES = ("model.safetensors", "optimizer.safetensors", "state.json")

@@ -20,7 +20,7 @@ import torch
 
 from intcore.drivers import classification_data, distributed, export, finetune, help_text, report
 from intcore.drivers.errors import DriverError, run_cli
-from intcore.drivers.outputs import write_atomic
+from intcore.atomic_files import write_atomic
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ import torch
 
 from intcore.drivers import recipe_setup
 from intcore.drivers.errors import DriverError
-from intcore.drivers.outputs import FILE_MODE, staging_dir, write_atomic
+from intcore.atomic_files import FILE_MODE, staging_dir, write_atomic
 
 RECORD = "intcore.json"
 FORMAT = 1

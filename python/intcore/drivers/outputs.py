@@ -10,60 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from intcore.atomic_files import write_atomic
 from intcore.drivers import errors
 from intcore.drivers.errors import DriverError
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# Temporary files and directories are created private (0600, 0700); what they become is given
-# the modes an ordinary open() or mkdir() would give (0644 and 0755 under the usual umask).
-_UMASK = _umask()
-FILE_MODE = 0o666 & ~_UMASK
-DIR_MODE = 0o777 & ~_UMASK
-
-
-def staging_dir(parent: Path, prefix: str) -> Path:
-    """A new temporary directory in parent, to be renamed into place when complete."""
-    parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
-    path.chmod(DIR_MODE)
-    return path
-
-
-def fsync_directory(path: Path) -> None:
-    """Flushes a directory's entries (a rename into it, a new file) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes path through a temporary file that is flushed to disk before it is renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_directory(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _remove_if_empty(directories: list) -> None:

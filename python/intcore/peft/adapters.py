@@ -4,22 +4,21 @@ reporting and saving find them without a list to keep in sync.
 
 Adapter files are safetensors holding only the adapter tensors (and any extra trainable
 modules named in ``also``, e.g. the classifier), with the method's config as JSON metadata.
-They are written to a temporary file, read back and checked, then renamed into place, so a
-crash never leaves a truncated file under the final name.
+They are written atomically and read back before they are renamed into place
+(intcore.atomic_files), so a crash never leaves a truncated file under the final name.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Union
 
-import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
+
+from intcore.atomic_files import save_safetensors
 
 
 def _matches(name: str, prefix: str, also: Iterable[str]) -> bool:
@@ -71,19 +70,7 @@ def save_adapters(model: nn.Module, path: Union[str, Path], prefix: str, config:
     tensors = adapter_state_dict(model, prefix, also)
     if not tensors:
         raise ValueError(f"save_adapters: the model has no tensor named with prefix {prefix!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"intcore_config": json.dumps(config), "prefix": prefix})
-        written = load_file(tmp)
-        if written.keys() != tensors.keys() or any(not torch.equal(written[k], tensors[k]) for k in tensors):
-            raise OSError(f"save_adapters: {path} did not read back identically")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_safetensors("save_adapters", path, tensors, {"intcore_config": json.dumps(config), "prefix": prefix})
 
 
 def read_adapter_config(path: Union[str, Path]) -> dict:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
-import tempfile
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from intcore.atomic_files import save_safetensors
 from intcore.nn.group_quantized import (
     GroupQuantizedEmbedding,
     GroupQuantizedLinear,
@@ -84,19 +82,7 @@ def save_quantized(model: nn.Module, config: QBertConfig, path) -> Path:
     safetensors file, atomically and verified by reading it back."""
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"qbert_config": config.to_json()})
-        back = load_file(tmp)
-        if back.keys() != tensors.keys() or any(not torch.equal(back[k], tensors[k]) for k in tensors):
-            raise OSError(f"save_quantized: {path} did not read back identically")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_safetensors("save_quantized", path, tensors, {"qbert_config": config.to_json()})
 
 
 def load_quantized(model: nn.Module, path) -> tuple[nn.Module, QBertConfig]:
