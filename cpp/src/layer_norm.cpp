@@ -348,6 +348,11 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
   const int64_t rows = dy.size(0), n = dy.size(1);
   check_features(fn, dy, n);
   check_saved(fn, saved, rows, n);
+  const int32_t saved_e_xhat = saved.xhat_exponent.data_as<int32_t>()[0];
+  if (saved_e_xhat < kLayerNormMinXhatExponent || saved_e_xhat > kLayerNormMaxXhatExponent) {
+    throw_value_error(fn + ": xhat_exponent must be in [" + std::to_string(kLayerNormMinXhatExponent) + ", " +
+                      std::to_string(kLayerNormMaxXhatExponent) + "], got " + std::to_string(saved_e_xhat));
+  }
   check_dtype(fn, dx, DType::kFloat32);
   check_shape(fn, dx, {rows, n});
   check_contiguous(fn, dx);

@@ -296,6 +296,10 @@ REFUSED = [
     ("fixed_point_layer_norm_backward", lambda: saved(xhat=torch.zeros(3, 5, dtype=torch.int8))),
     ("fixed_point_layer_norm_backward", lambda: saved(xhat=torch.zeros(5, 3, dtype=torch.int16).T)),
     ("fixed_point_layer_norm_backward", lambda: saved(xhat_exponent=torch.zeros(2, dtype=torch.int32))),
+    # Outside what the backward's 128-bit correction can shift (the forward writes -15..9).
+    ("fixed_point_layer_norm_backward", lambda: saved(xhat_exponent=torch.tensor([32], dtype=torch.int32))),
+    ("fixed_point_layer_norm_backward", lambda: saved(xhat_exponent=torch.tensor([-63], dtype=torch.int32))),
+    ("fixed_point_layer_norm_backward", lambda: saved(xhat_exponent=torch.tensor([-(2**31)], dtype=torch.int32))),
     ("fixed_point_layer_norm_backward", lambda: saved(x_exponent=torch.zeros(2, dtype=torch.int32))),
     ("fixed_point_layer_norm_backward", lambda: saved(x_exponent=torch.zeros(1, dtype=torch.int64))),
     ("fixed_point_layer_norm_backward", lambda: saved(rstd_mantissa=torch.zeros(3, dtype=torch.int32))),
@@ -326,5 +330,15 @@ REFUSED = [
 @pytest.mark.parametrize("name,make_args", REFUSED)
 def test_same_inputs_refused(name, make_args):
     errors = assert_refused_alike(name, make_args)
-    if "NaN" in str(errors[1]) or "outside" in str(errors[1]) or "eps is too large" in str(errors[1]):
+    data_dependent = ("NaN", "outside", "eps is too large", "xhat_exponent must be in")
+    if any(text in str(errors[1]) for text in data_dependent):
         assert str(errors[0]) == str(errors[1])  # data-dependent: the same function and argument named
+
+
+@pytest.mark.parametrize("e_xhat", [-62, -20, 9, 31])
+def test_backward_at_the_edges_of_the_xhat_exponent_range(e_xhat):
+    # Odd xhat * sum(G xhat) products make the correction's rounding matter at every shift.
+    xhat = torch.tensor([[1, 3, -5, 7, 1]] * 3, dtype=torch.int16)
+    args = saved(xhat=xhat, xhat_exponent=torch.tensor([e_xhat], dtype=torch.int32),
+                 rstd_mantissa=torch.full((3,), 1 << 30, dtype=torch.int64), gamma_mantissa=torch.ones(5, dtype=torch.int16))
+    assert run_both("fixed_point_layer_norm_backward", *args) is not None  # computed, and the same bits

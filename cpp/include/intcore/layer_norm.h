@@ -28,6 +28,12 @@ enum class RsqrtMode { kInteger, kFloat };
 // int64), which the portable kernels (python/intcore/backends/portable/layer_norm.py) rely on.
 constexpr int64_t kLayerNormMaxFeatures = 65536;
 
+// The saved xhat exponents the backward accepts. The forward writes -15..9 (|xhat| <= sqrt(N));
+// beyond [-62, 31] the correction's shift -2 e would leave the 128-bit arithmetic and the
+// int64 results it is kept in.
+constexpr int32_t kLayerNormMinXhatExponent = -62;
+constexpr int32_t kLayerNormMaxXhatExponent = 31;
+
 struct LayerNormOptions {
   int bits = 16;         // input, xhat, gamma and beta mantissas
   double eps = 1e-5;

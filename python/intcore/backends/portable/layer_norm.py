@@ -39,6 +39,9 @@ _THREE_Q60 = 3 << 60
 _MAX_EPS_STEPS = 1e30
 # Stand-in for the engine's INT32_MIN "no bit set" of rows whose xhat is all zero.
 _NO_TOP = -(1 << 31)
+# The saved xhat exponents the backward accepts (the engine's too): the forward writes -15..9
+# (|xhat| <= sqrt(N)); beyond these the correction's shift -2 e leaves 128-bit arithmetic.
+_MIN_XHAT_EXPONENT, _MAX_XHAT_EXPONENT = -62, 31
 
 
 def _check_choice(fn: str, name: str, value: str, choices: tuple) -> None:
@@ -198,6 +201,9 @@ def _fixed_point_layer_norm_backward(
                     ("gamma_exponent", gamma_exponent)):
         if not t.is_contiguous():
             raise ValueError(f"{fn}: {name} must be contiguous")
+    e_xhat = int(xhat_exponent.item())
+    if not _MIN_XHAT_EXPONENT <= e_xhat <= _MAX_XHAT_EXPONENT:
+        raise ValueError(f"{fn}: xhat_exponent must be in [{_MIN_XHAT_EXPONENT}, {_MAX_XHAT_EXPONENT}], got {e_xhat}")
 
     grad = grad.detach()
     g, g_exponent = fixed_point_codes(grad, grad_bits, rounding, False, seed_v, 0, name="grad")
