@@ -17,6 +17,8 @@ struct FixedPointRows {
 
 // Per-row max |x| of a 2-D float view; raises ValueError naming x on NaN or Inf.
 std::vector<float> row_absmax(const std::string& fn, const TensorView& x);
+// The max |x| each row is quantized with: its own (per_row), or the whole tensor's in every entry.
+std::vector<float> quantizer_absmax(const std::string& fn, const TensorView& x, bool per_row);
 
 // The LSB exponent of `bits`-bit mantissas shared by all of x: frexp(max |x|) - (bits - 1).
 int32_t shared_exponent(const std::string& fn, const TensorView& x, int bits);

@@ -185,13 +185,12 @@ void split_gradient(const TensorView& grad, RandomStream stream, const TensorVie
   check_contiguous(fn, scale);
   check_disjoint(fn, {&high, &low, &scale}, {&grad});
   const bool per_row = scale.size(0) == m && m != 1;
-  std::vector<float> absmax = row_absmax(fn, grad);  // raises on NaN/Inf
-  if (!per_row) absmax.assign(1, absmax.empty() ? 0.0f : *std::max_element(absmax.begin(), absmax.end()));
-  std::vector<float> s(absmax.size());
+  const std::vector<float> absmax = quantizer_absmax(fn, grad, per_row);  // raises on NaN/Inf
+  std::vector<float> s(static_cast<size_t>(per_row ? m : 1));
   for (size_t r = 0; r < s.size(); ++r) {
     // max|G| as 127 (max|G| / 127) in float32, the int8 absmax scale times 127: not always
     // max|G| itself, but the rule every recorded INT4 run used, kept so that they reproduce.
-    const float g_max = absmax[r] / 127.0f * 127.0f;
+    const float g_max = absmax.empty() ? 0.0f : absmax[r] / 127.0f * 127.0f;  // empty: a [0, c] gradient
     // Capped at FLT_MAX: a row of max |G| below ~2.9e-37 would otherwise get s = inf. Either
     // way |G| s stays within 98 (1 + eps).
     s[r] = g_max > 0 ? std::min(98.0f / g_max, FLT_MAX) : 0.0f;

@@ -282,6 +282,15 @@ std::vector<float> row_absmax(const std::string& fn_name, const TensorView& x) {
   return absmax;
 }
 
+std::vector<float> quantizer_absmax(const std::string& fn, const TensorView& x, bool per_row) {
+  std::vector<float> absmax = row_absmax(fn, x);
+  if (!per_row) {
+    const float m = absmax.empty() ? 0.0f : *std::max_element(absmax.begin(), absmax.end());
+    std::fill(absmax.begin(), absmax.end(), m);
+  }
+  return absmax;
+}
+
 void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const TensorView& exponent, int bits,
                           Rounding rounding, RandomStream stream) {
   const std::string fn = "quantize_fixed_point";
@@ -298,12 +307,8 @@ void quantize_fixed_point(const TensorView& x, const TensorView& mantissa, const
     return;
   }
 
-  std::vector<float> absmax = row_absmax(fn, x);
   const bool per_row = exponent.size(0) == rows && rows != 1;
-  if (!per_row) {
-    const float m = absmax.empty() ? 0.0f : *std::max_element(absmax.begin(), absmax.end());
-    std::fill(absmax.begin(), absmax.end(), m);
-  }
+  const std::vector<float> absmax = quantizer_absmax(fn, x, per_row);
   // |x| < 2^e_max (frexp: x = f 2^e_max, 0.5 <= f < 1); the LSB has weight 2^(e_max - bits + 1).
   std::vector<int32_t> exponent_of_row(rows);
   for (int64_t r = 0; r < rows; ++r) {
@@ -492,12 +497,8 @@ void quantize_absmax(const TensorView& x, const TensorView& q, const TensorView&
   }
 
   const int32_t qmax = bits == 8 ? 127 : 7;
-  std::vector<float> absmax = row_absmax(fn, x);
   const bool per_row = scale.size(0) == rows && rows != 1;
-  if (!per_row) {
-    const float m = absmax.empty() ? 0.0f : *std::max_element(absmax.begin(), absmax.end());
-    std::fill(absmax.begin(), absmax.end(), m);
-  }
+  const std::vector<float> absmax = quantizer_absmax(fn, x, per_row);
   std::vector<float> scale_of_row(rows);
   for (int64_t r = 0; r < rows; ++r) scale_of_row[r] = absmax[r] / static_cast<float>(qmax);
   float* s_out = scale.data_as<float>();
