@@ -3,9 +3,13 @@
 #
 #   bash benchmarks/gpu_check.sh STEP [STEP ...]
 #
+#   wheel     build an intcore wheel with the CUDA backend into $OUT, with its sources'
+#             fingerprint (<wheel>.sources), without installing it: run where you prepare the
+#             carry (OUT=.gpu, PYTHON of the GPU machine's version, INTCORE_CUDA_ARCHS=90a)
 #   build     install intcore with its CUDA backend, offline: a carried intcore wheel for this
-#             Python if there is one, else from source with the carried nvidia-cutlass wheel;
-#             a wheel built here is left in $OUT for later sessions to carry
+#             Python if its fingerprint matches this tree's sources, else from source with the
+#             carried nvidia-cutlass wheel; a wheel built here is left in $OUT (with its
+#             fingerprint) for later commands to carry
 #   doctor    python -m intcore (the build report and native-vs-portable self-check)
 #   test      the GPU tests (tests/python/test_cuda.py) with INTCORE_REQUIRE_CUDA=1, so an
 #             unavailable CUDA backend fails instead of skipping
@@ -127,47 +131,84 @@ excerpt() {
   printf '### %s\n\n```\n%s\n```' "$title" "$(tail -n "$lines" "$log" | cut -c1-300)"
 }
 
+# A fingerprint of the sources a wheel is built from (native code, the package, the build
+# files), stored beside every wheel this script builds (<wheel>.sources): a carried wheel whose
+# fingerprint differs from the tree's was built from other code and is not installed.
+source_fingerprint() {
+  find cpp cuda bindings python CMakeLists.txt pyproject.toml -type f \
+      \( -name '*.py' -o -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.cmake' \
+         -o -name '*.txt' -o -name '*.toml' \) \
+      -not -path '*/__pycache__/*' -not -path '*.egg-info/*' -print0 \
+    | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
+}
+
+# Builds an intcore wheel with the CUDA backend into $OUT (and its .sources fingerprint), for the
+# GPU this machine has (or INTCORE_CUDA_ARCHS). Sets `wheel` and `how`; returns pip's status.
+build_wheel() {
+  local log="$1" cutlass archs cc status=0
+  cutlass="${INTCORE_CUTLASS_WHEEL:-$(ls "$CARRY"/nvidia_cutlass-4.2.0.0-py3-none-any.whl 2>/dev/null | head -1)}"
+  if [ -z "$cutlass" ] && [ -z "${CUTLASS_DIR:-}" ]; then
+    echo "no CUTLASS headers: neither $CARRY/nvidia_cutlass-4.2.0.0-py3-none-any.whl, INTCORE_CUTLASS_WHEEL nor" \
+         "CUTLASS_DIR; a machine without network cannot download them (docs/gpu.md)" | tee -a "$log"
+    how="nothing to build from: carry the nvidia-cutlass wheel (or an intcore wheel for this tree)"
+    return 1
+  fi
+  archs="${INTCORE_CUDA_ARCHS:-}"
+  if [ -z "$archs" ] && command -v nvidia-smi >/dev/null 2>&1; then
+    cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')"
+    case "$cc" in
+      90) archs="90a" ;;       # wgmma and TMA need the arch-specific target
+      80|86|89) archs="$cc" ;;
+      *) archs="" ;;           # anything else: the CMake default list (80;86;89;90a)
+    esac
+  fi
+  # Its own build folder (kept between commands while the machine stays warm), apart from
+  # the one a developer's pip install uses.
+  local args=(-Ccmake.define.INTCORE_CUDA=ON "-Cbuild-dir=build/gpu-check-{wheel_tag}")
+  [ -n "$cutlass" ] && args+=("-Ccmake.define.INTCORE_CUTLASS_WHEEL=$(cd "$(dirname "$cutlass")" && pwd)/$(basename "$cutlass")")
+  [ -n "${CUTLASS_DIR:-}" ] && args+=("-Ccmake.define.CUTLASS_DIR=$CUTLASS_DIR")
+  [ -n "$archs" ] && args+=("-Ccmake.define.CMAKE_CUDA_ARCHITECTURES=$archs")
+  how="from source, CUDA architectures ${archs:-default}, CUTLASS ${cutlass:-$CUTLASS_DIR}"
+  rm -f "$OUT"/intcore-*.whl "$OUT"/intcore-*.whl.sources
+  # --no-build-isolation --no-deps: build with the machine's scikit-build-core and pybind11 and
+  # never let pip replace its torch.
+  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" run_logged "$log" "$LIMIT" \
+    "$PYTHON" -m pip wheel --no-build-isolation --no-deps --no-index -v -w "$OUT" . "${args[@]}" || status=$?
+  wheel="$(ls "$OUT"/intcore-*.whl 2>/dev/null | head -1)"
+  [ -n "$wheel" ] && source_fingerprint >"$wheel.sources"
+  return "$status"
+}
+
+step_wheel() {
+  local log="$OUT/wheel.log" wheel how status=0
+  : >"$log"
+  build_wheel "$log" || status=$?
+  if [ "$status" -eq 0 ] && [ -n "$wheel" ]; then
+    record wheel pass "$how: $(basename "$wheel"), sources $(cat "$wheel.sources")"
+  else
+    record wheel FAIL "$how (status $status)"
+    DETAILS+=("$(excerpt "wheel: end of wheel.log" "$log" 40)")
+  fi
+}
+
 step_build() {
-  local log="$OUT/build.log" tag wheel cutlass archs cc status=0 how
+  local log="$OUT/build.log" tag wheel how status=0 fingerprint carried
   : >"$log"
   tag="$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-  wheel="$(ls "$CARRY"/intcore-*-"$tag"-*.whl 2>/dev/null | head -1)"
-  if [ -n "$wheel" ]; then
-    how="carried wheel $wheel"
-    run_logged "$log" 300 "$PYTHON" -m pip install --no-deps --no-index --force-reinstall "$wheel" || status=$?
+  fingerprint="$(source_fingerprint)"
+  carried="$(ls "$CARRY"/intcore-*-"$tag"-*.whl 2>/dev/null | head -1)"
+  if [ -n "$carried" ] && [ "$(cat "$carried.sources" 2>/dev/null)" = "$fingerprint" ]; then
+    wheel="$carried"
+    how="from carried wheel $wheel"
   else
-    cutlass="${INTCORE_CUTLASS_WHEEL:-$(ls "$CARRY"/nvidia_cutlass-4.2.0.0-py3-none-any.whl 2>/dev/null | head -1)}"
-    if [ -z "$cutlass" ] && [ -z "${CUTLASS_DIR:-}" ]; then
-      echo "no intcore wheel for $tag and no CUTLASS headers in $CARRY/ (nvidia_cutlass-4.2.0.0-py3-none-any.whl)," \
-           "INTCORE_CUTLASS_WHEEL or CUTLASS_DIR; this machine cannot download them (docs/gpu.md)" | tee -a "$log"
-      record build FAIL "nothing to build from: carry the nvidia-cutlass wheel or an intcore wheel for $tag"
-      return
-    fi
-    archs="${INTCORE_CUDA_ARCHS:-}"
-    if [ -z "$archs" ] && command -v nvidia-smi >/dev/null 2>&1; then
-      cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')"
-      case "$cc" in
-        90) archs="90a" ;;       # wgmma and TMA need the arch-specific target
-        80|86|89) archs="$cc" ;;
-        *) archs="" ;;           # anything else: the CMake default list (80;86;89;90a)
-      esac
-    fi
-    # Its own build folder (kept between commands while the machine stays warm), apart from
-    # the one a developer's pip install uses.
-    local args=(-Ccmake.define.INTCORE_CUDA=ON "-Cbuild-dir=build/gpu-check-{wheel_tag}")
-    [ -n "$cutlass" ] && args+=("-Ccmake.define.INTCORE_CUTLASS_WHEEL=$(cd "$(dirname "$cutlass")" && pwd)/$(basename "$cutlass")")
-    [ -n "${CUTLASS_DIR:-}" ] && args+=("-Ccmake.define.CUTLASS_DIR=$CUTLASS_DIR")
-    [ -n "$archs" ] && args+=("-Ccmake.define.CMAKE_CUDA_ARCHITECTURES=$archs")
-    how="source, CUDA architectures ${archs:-default}, CUTLASS ${cutlass:-$CUTLASS_DIR}"
-    rm -f "$OUT"/intcore-*.whl
-    # --no-build-isolation --no-deps: build with the machine's scikit-build-core and pybind11 and
-    # never let pip replace its torch.
-    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" run_logged "$log" "$LIMIT" \
-      "$PYTHON" -m pip wheel --no-build-isolation --no-deps --no-index -v -w "$OUT" . "${args[@]}" || status=$?
-    wheel="$(ls "$OUT"/intcore-*.whl 2>/dev/null | head -1)"
-    if [ "$status" -eq 0 ] && [ -n "$wheel" ]; then
-      run_logged "$log" 300 "$PYTHON" -m pip install --no-deps --no-index --force-reinstall "$wheel" || status=$?
-    fi
+    [ -n "$carried" ] && echo "$carried was built from other sources ($(cat "$carried.sources" 2>/dev/null ||
+      echo 'no .sources file'); this tree: $fingerprint): not installed, building from source" | tee -a "$log"
+    build_wheel "$log" || status=$?
+  fi
+  if [ "$status" -eq 0 ] && [ -n "$wheel" ]; then
+    run_logged "$log" 300 "$PYTHON" -m pip install --no-deps --no-index --force-reinstall "$wheel" || status=$?
+  elif [ "$status" -eq 0 ]; then
+    status=1
   fi
   local where
   where="$(cd /tmp && "$PYTHON" -c 'import intcore, intcore._C as C
@@ -184,10 +225,10 @@ print(f"{intcore.__file__} (_C: {C.__file__}), built with CUDA: {C.built_with_cu
     status=1
   fi
   if [ "$status" -ne 0 ] || ! (cd /tmp && "$PYTHON" -c 'import intcore._C as C, sys; sys.exit(0 if C.built_with_cuda else 1)') >/dev/null 2>&1; then
-    record build FAIL "from $how (status $status): $where"
+    record build FAIL "$how (status $status): $where"
     DETAILS+=("$(excerpt "build: end of build.log" "$log" 40)")
   else
-    record build pass "from $how; installed $where${wheel:+; wheel $(basename "$wheel")}"
+    record build pass "$how; installed $where${wheel:+; wheel $(basename "$wheel")}"
   fi
 }
 
@@ -287,12 +328,12 @@ step_bench() {
 }
 
 STEPS=("$@")
-[ ${#STEPS[@]} -eq 0 ] && { sed -n '2,29p' "$0"; exit 2; }
+[ ${#STEPS[@]} -eq 0 ] && { sed -n '2,31p' "$0"; exit 2; }
 if [ "${STEPS[*]}" = "all" ]; then STEPS=(build doctor test sanitize bench); fi
 for step in "${STEPS[@]}"; do
   case "$step" in
-    build|doctor|test|sanitize|bench) ;;
-    *) echo "unknown step '$step' (build, doctor, test, sanitize, bench, all)" >&2; exit 2 ;;
+    wheel|build|doctor|test|sanitize|bench) ;;
+    *) echo "unknown step '$step' (wheel, build, doctor, test, sanitize, bench, all)" >&2; exit 2 ;;
   esac
 done
 write_summary
