@@ -258,7 +258,11 @@ void int8_gemm(const Int8GemmArgs& args, cudaStream_t s) {
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
     return major == 9;
   }();
-  if (hopper && gemm_kernel() == GemmKernel::kAuto && args.lda == args.k && args.ldb == args.k && args.ldc == args.n) {
+  // The TMA descriptors need 16-byte aligned addresses, and CUTLASS 3's can_implement does not
+  // check them: a misaligned operand would leave the kernel waiting on its barriers forever.
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (hopper && gemm_kernel() == GemmKernel::kAuto && args.lda == args.k && args.ldb == args.k && args.ldc == args.n &&
+      aligned16(args.a) && aligned16(args.b) && aligned16(args.c)) {
     int8_gemm_sm90(args, s);
     return;
   }

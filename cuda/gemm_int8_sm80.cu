@@ -26,17 +26,16 @@ using LargeTile = Sm80Gemm<cutlass::gemm::GemmShape<128, 256, 64>, cutlass::gemm
 using SmallMTile = Sm80Gemm<cutlass::gemm::GemmShape<64, 128, 64>, cutlass::gemm::GemmShape<32, 64, 64>, 4>;
 
 template <class Gemm>
-void run(const Int8GemmArgs& a, cudaStream_t stream) {
+void run(const Int8GemmArgs& a, const char* kernel, cudaStream_t stream) {
   const cutlass::gemm::GemmCoord size(static_cast<int>(a.m), static_cast<int>(a.n), static_cast<int>(a.k));
   typename Gemm::Arguments args(size, {a.a, a.lda}, {a.b, a.ldb}, {a.c, a.ldc}, {a.c, a.ldc}, {1, 0});
   Gemm gemm;
   cutlass::Status status = gemm.can_implement(args);
-  if (status == cutlass::Status::kSuccess) status = gemm.initialize(args, nullptr, stream);
-  if (status == cutlass::Status::kSuccess) status = gemm(stream);
-  if (status != cutlass::Status::kSuccess) {
-    throw std::runtime_error(std::string("intcore CUDA: CUTLASS sm80 int8 GEMM failed: ") +
-                             cutlassGetStatusString(status));
-  }
+  if (status != cutlass::Status::kSuccess) throw_gemm_failure(kernel, "can_implement", cutlassGetStatusString(status), a);
+  status = gemm.initialize(args, nullptr, stream);
+  if (status != cutlass::Status::kSuccess) throw_gemm_failure(kernel, "initialize", cutlassGetStatusString(status), a);
+  status = gemm(stream);
+  if (status != cutlass::Status::kSuccess) throw_gemm_failure(kernel, "run", cutlassGetStatusString(status), a);
 }
 
 }  // namespace
@@ -45,8 +44,8 @@ void int8_gemm_sm80(const Int8GemmArgs& args, cudaStream_t stream) {
   int device = 0, sms = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (choose_sm80_tile(args.m, args.n, sms) == Sm80Tile::kSmallM) run<SmallMTile>(args, stream);
-  else run<LargeTile>(args, stream);
+  if (choose_sm80_tile(args.m, args.n, sms) == Sm80Tile::kSmallM) run<SmallMTile>(args, "sm80 (64 x 128 tile)", stream);
+  else run<LargeTile>(args, "sm80 (128 x 256 tile)", stream);
 }
 
 }  // namespace intcore::cuda

@@ -54,14 +54,12 @@ void int8_gemm_sm90(const Int8GemmArgs& a, cudaStream_t stream) {
                                 {{1, 0}, a.c, stride_c, a.c, stride_d}};
   Gemm gemm;
   cutlass::Status status = gemm.can_implement(args);
-  const size_t workspace_bytes = Gemm::get_workspace_size(args);
-  DeviceBuffer workspace(workspace_bytes);
-  if (status == cutlass::Status::kSuccess) status = gemm.initialize(args, workspace.data(), stream);
-  if (status == cutlass::Status::kSuccess) status = gemm.run(stream);
-  if (status != cutlass::Status::kSuccess) {
-    throw std::runtime_error(std::string("intcore CUDA: CUTLASS sm90 int8 GEMM failed: ") +
-                             cutlassGetStatusString(status));
-  }
+  if (status != cutlass::Status::kSuccess) throw_gemm_failure("sm90", "can_implement", cutlassGetStatusString(status), a);
+  DeviceBuffer workspace(Gemm::get_workspace_size(args));
+  status = gemm.initialize(args, workspace.data(), stream);
+  if (status != cutlass::Status::kSuccess) throw_gemm_failure("sm90", "initialize", cutlassGetStatusString(status), a);
+  status = gemm.run(stream);
+  if (status != cutlass::Status::kSuccess) throw_gemm_failure("sm90", "run", cutlassGetStatusString(status), a);
 }
 
 }  // namespace intcore::cuda

@@ -90,6 +90,13 @@ bool available(std::string* reason) {
     if (reason) *reason = "intcore's CUDA kernels need compute capability 8.0 or newer (Ampere, Ada, Hopper)";
     return false;
   }
+  // Every temporary comes from cudaMallocAsync (the device's memory pool).
+  int pools = 0;
+  cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, 0);
+  if (!pools) {
+    if (reason) *reason = "the GPU or its driver does not support CUDA memory pools (cudaMallocAsync), which intcore's CUDA kernels use";
+    return false;
+  }
   if (reason) reason->clear();
   return true;
 }

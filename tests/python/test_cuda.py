@@ -101,6 +101,17 @@ def test_int8_mm_at_the_int32_accumulation_limit(k, gemm_kernel):
     assert torch.equal(c, intcore.int8_mm(a, b))
 
 
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_gemm_into_an_output_not_16_byte_aligned(offset, gemm_kernel):
+    # The sm90 kernel's TMA needs 16-byte aligned addresses (a misaligned one would hang it): an
+    # output starting 4 or 12 bytes into a buffer must take the sm80 kernel and still be exact.
+    a, b = int8(256, 512), int8(128, 512)
+    buffer = torch.zeros(256 * 128 + offset, dtype=torch.int32, device="cuda")
+    c = buffer[offset:].view(256, 128)
+    intcore._C.gemm_exact(a.cuda(), b.cuda(), c)
+    assert torch.equal(c.cpu(), intcore.int8_mm(a, b))
+
+
 def test_transposed_and_mixed_operands():
     a = torch.randint(-(2**15), 2**15, (300, 77), dtype=torch.int16)
     b = int8(77, 45).T
