@@ -188,6 +188,24 @@ def test_merged_model_equals_the_unmerged_one(base):
     assert torch.allclose(logits(plain, ids), before, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("base", ["fp32", "nf4", "int4"])
+def test_models_of_other_dtypes_wrap_train_and_merge(base, dtype):
+    # The LoRA factors take the adapted layer's dtype, and merging keeps it.
+    model = peft.wrap_qdylora(tiny_bert().to(dtype), QDyLoraConfig(r_max=4, base=base))
+    ids, labels = batch()
+    out = model(input_ids=ids, labels=labels)
+    assert out.logits.dtype == dtype
+    out.loss.backward()
+    assert all(layer.lora_A.dtype == dtype and layer.lora_A.grad is not None for layer in qdylora._dylora_layers(model))
+    model.eval()
+    plain = peft.merge_and_unload(model)
+    assert logits(plain, ids).dtype == dtype
+    # Merged and dequantized layers stay frozen like the rest of the base: what trains is what
+    # was saved with the adapters (the classifier).
+    assert {n for n, p in plain.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
+
+
 def test_merged_int4_model_differs_only_by_the_activation_rounding():
     model = wrapped("int4")
     model.eval()

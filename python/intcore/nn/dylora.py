@@ -22,6 +22,7 @@ and B to zero, so the wrapped layer starts as the base layer.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +31,8 @@ MODES = ("frozen", "all", "fixed")
 
 
 class DyLoraLinear(nn.Module):
-    def __init__(self, base_layer: nn.Module, r_max: int, alpha: float, dropout: float = 0.0, mode: str = "frozen"):
+    def __init__(self, base_layer: nn.Module, r_max: int, alpha: float, dropout: float = 0.0, mode: str = "frozen",
+                 dtype: Optional[torch.dtype] = None):
         super().__init__()
         for name in ("in_features", "out_features"):
             if not isinstance(getattr(base_layer, name, None), int):
@@ -44,8 +46,12 @@ class DyLoraLinear(nn.Module):
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         self.r_max, self.alpha, self.mode = r_max, float(alpha), mode
         device = next((t.device for t in base_layer.state_dict().values()), None)
-        self.lora_A = nn.Parameter(torch.empty(r_max, self.in_features, device=device))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r_max, device=device))
+        # The factors take the dtype of the weight they adapt (a quantized base no longer has it:
+        # its wrapper passes the original layer's), so the update adds to outputs of that dtype.
+        if dtype is None:
+            dtype = base_layer.weight.dtype if isinstance(base_layer, nn.Linear) else torch.get_default_dtype()
+        self.lora_A = nn.Parameter(torch.empty(r_max, self.in_features, device=device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r_max, device=device, dtype=dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.rank = r_max

@@ -173,7 +173,7 @@ def wrap_qdylora(model: nn.Module, config: QDyLoraConfig) -> nn.Module:
     for name, linear in linears:
         base = _base_layer(linear, config)
         if any(_matches(name, p) for p in config.target_modules):
-            base = DyLoraLinear(base, config.r_max, config.alpha, config.dropout, config.mode)
+            base = DyLoraLinear(base, config.r_max, config.alpha, config.dropout, config.mode, dtype=linear.weight.dtype)
         _set_module(model, name, base)
     model.qdylora_config = config
     model.register_buffer(_STEP_BUFFER, torch.zeros((), dtype=torch.int64))
@@ -207,17 +207,19 @@ def set_rank(model: nn.Module, rank: int) -> nn.Module:
 def merge_and_unload(model: nn.Module, rank: Optional[int] = None) -> nn.Module:
     """Replaces every QDyLoRA layer by a float nn.Linear holding base + (alpha / b) B[:, :b] A[:b]
     (b = ``rank``, default the rank set by set_rank) and every 4-bit base by its dequantized
-    nn.Linear; removes the rank draws. Returns the plain model (in place)."""
+    nn.Linear, in the dtype of the LoRA factors (the adapted layer's) and frozen like the rest of
+    the base; removes the rank draws. Returns the plain model (in place)."""
     config = _config_of("merge_and_unload", model)
     if rank is not None:
         _check_rank("merge_and_unload", rank, config)
     wrapped = {id(layer.base_layer) for layer in _dylora_layers(model)}
     for name, module in list(model.named_modules()):
         if isinstance(module, DyLoraLinear):
-            weight = _float_weight(module.base_layer) + module.delta_weight(rank or module.rank)
+            delta = module.delta_weight(rank or module.rank)
+            weight = _float_weight(module.base_layer).to(delta.dtype) + delta
             _set_module(model, name, _plain_linear(module.base_layer, weight))
         elif isinstance(module, _QUANTIZED) and id(module) not in wrapped:
-            _set_module(model, name, _plain_linear(module, module.dequantize()))
+            _set_module(model, name, _plain_linear(module, module.dequantize().to(_model_dtype(model))))
     model.qdylora_hook.remove()
     del model.qdylora_hook, model.qdylora_config
     delattr(model, _STEP_BUFFER)
@@ -228,12 +230,21 @@ def _float_weight(base: nn.Module) -> torch.Tensor:
     return base.dequantize() if isinstance(base, _QUANTIZED) else base.weight.detach().float()
 
 
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's float parameters (its embeddings' and layer norms'), for layers
+    that no longer hold one of their own."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
+
 def _plain_linear(base: nn.Module, weight: torch.Tensor) -> nn.Linear:
-    linear = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None, device=weight.device)
+    """An nn.Linear holding weight (in its dtype) and base's bias, frozen like the base it replaces."""
+    linear = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None, device=weight.device,
+                       dtype=weight.dtype)
     with torch.no_grad():
         linear.weight.copy_(weight)
         if base.bias is not None:
             linear.bias.copy_(base.bias)
+    linear.requires_grad_(False)
     return linear
 
 
