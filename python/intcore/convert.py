@@ -20,7 +20,7 @@ from intcore.nn.linear import Int4Linear, Int8Linear
 Skip = Union[None, str, Iterable[str], Callable[[str, nn.Module], bool]]
 
 
-def _skip_predicate(skip: Skip) -> Callable[[str, nn.Module], bool]:
+def _skip_predicate(model: nn.Module, skip: Skip) -> Callable[[str, nn.Module], bool]:
     if skip is None:
         return lambda name, module: False
     if callable(skip):
@@ -28,12 +28,38 @@ def _skip_predicate(skip: Skip) -> Callable[[str, nn.Module], bool]:
     patterns = [skip] if isinstance(skip, str) else list(skip)
     for p in patterns:
         if not isinstance(p, str):
-            raise TypeError(f"skip patterns must be strings, got {type(p).__name__}")
+            raise TypeError(f"convert: skip patterns must be strings, got {type(p).__name__}")
 
-    def matches(name: str, module: nn.Module) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + ".*") for p in patterns)
+    def matches(name: str, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
 
-    return matches
+    # A pattern that names nothing is a typo that would convert what it meant to keep.
+    names = [name for name, _ in model.named_modules() if name]
+    for p in patterns:
+        if not any(matches(name, p) for name in names):
+            examples = ", ".join(name for name, _ in model.named_children())
+            raise ValueError(f"convert: skip pattern {p!r} matches no module of the model (its top-level modules: "
+                             f"{examples or 'none'})")
+    return lambda name, module: any(matches(name, p) for p in patterns)
+
+
+def _converted_modules() -> tuple:
+    """intcore's integer and quantized modules: what a conversion puts in a model."""
+    from intcore import qbert  # noqa: F401  (first: group_quantized imports part of it)
+    from intcore.nn import group_quantized
+
+    return (FixedPointLinear, FixedPointLayerNorm, FixedPointEmbedding, Int8Linear, Int4Linear,
+            group_quantized.GroupQuantizedLinear, group_quantized.IntegerGroupLinear,
+            group_quantized.GroupQuantizedEmbedding, group_quantized.IntegerGroupEmbedding)
+
+
+def _check_not_converted(model: nn.Module) -> None:
+    """Converting twice would silently keep the first conversion: refused, naming a module."""
+    for name, module in model.named_modules():
+        if isinstance(module, _converted_modules()):
+            raise ValueError(f"convert: the model is already converted ({name or 'the model'} is a "
+                             f"{type(module).__name__}); convert the float model once, with skip= for what "
+                             f"stays in float")
 
 
 def _replacement(module: nn.Module, recipe: "_recipes.Recipe") -> Optional[nn.Module]:
@@ -69,16 +95,19 @@ def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
     or a method's config (a :class:`intcore.qbert.QBertConfig`: quantization-aware Q-BERT layers).
 
     skip: module names to leave in float -- a glob pattern or list of them ("classifier",
-    "*.pooler.*"; a pattern also covers the module's children), or a callable
-    ``(name, module) -> bool``. Returns the model.
+    "*.pooler.*"; a pattern also covers the module's children; each must name some module), or a
+    callable ``(name, module) -> bool``. Returns the model; a model that is itself a layer
+    (an nn.Linear, say) cannot change type in place, so use the returned module. A model
+    already converted is refused: convert the float model once.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        raise TypeError(f"convert: model must be an nn.Module, got {type(model).__name__}")
+    _check_not_converted(model)
     transform = _config_transforms().get(type(recipe))
     if transform is not None:
         return transform(model, recipe, skip)
     recipe = _recipes.get(recipe)
-    should_skip = _skip_predicate(skip)
+    should_skip = _skip_predicate(model, skip)
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             name = f"{parent_name}.{child_name}" if parent_name else child_name
@@ -87,7 +116,8 @@ def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
             new = _replacement(child, recipe)
             if new is not None:
                 setattr(parent, child_name, new)
-    return model
+    # A model that is itself a layer cannot be swapped in place: its converted form is returned.
+    return _replacement(model, recipe) or model
 
 
 def _format(module: nn.Module) -> Optional[str]:

@@ -89,6 +89,30 @@ def test_skip_patterns_and_callables(bert):
     assert isinstance(model.bert.embeddings.LayerNorm, intcore.nn.FixedPointLayerNorm)
 
 
+def test_a_skip_pattern_that_names_nothing_is_refused(bert):
+    with pytest.raises(ValueError, match=r"^convert: skip pattern 'classifer' matches no module of the model "
+                                         r"\(its top-level modules: bert, dropout, classifier\)"):
+        intcore.convert(copy.deepcopy(bert), "int16", skip="classifer")
+
+
+@pytest.mark.parametrize("second", ["int8", "int16"])
+def test_converting_twice_is_refused(bert, second):
+    model = intcore.convert(copy.deepcopy(bert), "int16", skip="classifier")
+    with pytest.raises(ValueError, match=r"^convert: the model is already converted \(bert.embeddings.word_embeddings "
+                                         r"is a FixedPointEmbedding\)"):
+        intcore.convert(model, second)
+    qbert = pytest.importorskip("intcore.qbert")
+    with pytest.raises(ValueError, match="already converted"):
+        intcore.convert(model, qbert.QBertConfig(block_bits=(8, 4, 2)))
+
+
+def test_a_model_that_is_one_layer_comes_back_converted():
+    linear = nn.Linear(8, 4)
+    converted = intcore.convert(linear, "int16")
+    assert isinstance(converted, intcore.nn.FixedPointLinear) and converted.weight is linear.weight
+    assert intcore.convert(nn.LayerNorm(8), "int8") is not None
+
+
 def test_summary_and_recipes(bert):
     model = intcore.convert(copy.deepcopy(bert), "int8-mixed", skip="classifier")
     text = intcore.summary(model)

@@ -181,11 +181,24 @@ def test_meft_memory_is_the_output_streams():
     (lambda: wrap_meft(tiny_bert(layers=6), MeftConfig(variant="meft3", integer=True, frac_bits=40)),
      "refine the fixed-point grid to 2^-58"),
     (lambda: reversible.Coupling(f=abs, g=abs, lam=0.0, beta=1.0, swap=False), "Coupling.lam must be a positive"),
+    (lambda: wrap_meft(tiny_bert(), MeftConfig(train=("classifer",))),
+     "wrap_meft: train entry 'classifer' matches no module of the model"),
+    (lambda: wrap_meft(tiny_bert())(**batch(), output_hidden_states=True),
+     "MeftEncoder: output_hidden_states=True is not supported"),
 ])
 def test_bad_input_is_a_one_line_error(make, message):
     with pytest.raises(ValueError) as info:
         make()
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: MeftConfig(dropout="0.1"), "MeftConfig.dropout must be a number, got '0.1'"),
+    (lambda: wrap_meft("bert"), "wrap_meft: model must be an nn.Module, got str"),
+])
+def test_wrong_types_are_named(make, message):
+    with pytest.raises(TypeError, match=message):
+        make()
 
 
 def test_model_without_bert_layers_is_refused_by_name():

@@ -26,6 +26,15 @@ def _matches(name: str, prefix: str, also: Iterable[str]) -> bool:
     return any(part.startswith(prefix) for part in parts) or any(a in parts for a in also)
 
 
+def check_module_names(fn: str, model: nn.Module, names: Iterable[str], what: str) -> None:
+    """Each of ``names`` (modules trained and saved beside the adapters) must name a module of the
+    model: a typo would otherwise leave that module frozen without a word."""
+    parts = [n.split(".") for n, _ in model.named_modules()]
+    for name in names:
+        if not any(name in p for p in parts):
+            raise ValueError(f"{fn}: {what} entry {name!r} matches no module of the model")
+
+
 def mark_only_adapters_trainable(model: nn.Module, prefix: str, also: Iterable[str] = ("classifier",)) -> nn.Module:
     """Sets requires_grad on the adapter parameters (and modules named in ``also``) only."""
     also = tuple(also)

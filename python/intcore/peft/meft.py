@@ -127,6 +127,9 @@ class MeftConfig:
             raise ValueError(f"MeftConfig.rev_layers must be None or an int >= 0, got {self.rev_layers!r}")
         if isinstance(self.bottleneck, bool) or not isinstance(self.bottleneck, int) or self.bottleneck < 1:
             raise ValueError(f"MeftConfig.bottleneck must be an int >= 1, got {self.bottleneck!r}")
+        for name in ("init_std", "dropout"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
+                raise TypeError(f"MeftConfig.{name} must be a number, got {getattr(self, name)!r}")
         if not (math.isfinite(self.init_std) and self.init_std >= 0):
             raise ValueError(f"MeftConfig.init_std must be a finite number >= 0, got {self.init_std!r}")
         if not 0 <= self.dropout < 1:
@@ -226,6 +229,12 @@ class MeftEncoder(nn.Module):
 
         if encoder_hidden_states is not None:
             raise ValueError("MeftEncoder: cross-attention (encoder_hidden_states) is not supported")
+        # The reversible stack keeps no per-layer activations (that is its point), so it has none
+        # to return: refused rather than answered with an empty tuple.
+        for name in ("output_hidden_states", "output_attentions"):
+            if kwargs.get(name):
+                raise ValueError(f"MeftEncoder: {name}=True is not supported (the reversible layers keep no "
+                                 f"per-layer outputs)")
         cfg = self.meft_config
         if cfg.variant == "adapter":
             out = hidden_states
@@ -330,9 +339,15 @@ def wrap_meft(model: nn.Module, config: Optional[MeftConfig] = None) -> nn.Modul
     """Turns a pretrained BERT-style model into its MEFT form, in place: adapters added to every
     encoder layer, the encoder replaced by a MeftEncoder over the same layers, and only the
     adapters and ``config.train`` modules left trainable. Returns the model."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"wrap_meft: model must be an nn.Module, got {type(model).__name__}")
     config = MeftConfig() if config is None else config
     if not isinstance(config, MeftConfig):
         raise TypeError(f"wrap_meft: config must be a MeftConfig, got {type(config).__name__}")
+    # Names the user gave must each name a module (a typo would freeze the head without a word);
+    # the default takes whichever of BERT's head modules the model has.
+    if config.train != MeftConfig.__dataclass_fields__["train"].default:
+        adapters.check_module_names("wrap_meft", model, config.train, "train")
     if any(isinstance(m, MeftEncoder) for m in model.modules()):
         raise ValueError(f"wrap_meft: {type(model).__name__} is already wrapped")
     holder, encoder = _find_encoder(model)

@@ -158,10 +158,7 @@ def wrap_qdylora(model: nn.Module, config: QDyLoraConfig) -> nn.Module:
         raise TypeError(f"wrap_qdylora: config must be a QDyLoraConfig, got {type(config).__name__}")
     if hasattr(model, "qdylora_config"):
         raise ValueError("wrap_qdylora: the model is wrapped already")
-    names = [n.split(".") for n, _ in model.named_modules()]
-    for saved in config.modules_to_save:
-        if not any(saved in parts for parts in names):
-            raise ValueError(f"wrap_qdylora: modules_to_save entry {saved!r} matches no module of the model")
+    adapters.check_module_names("wrap_qdylora", model, config.modules_to_save, "modules_to_save")
     # A module to save covers its children, as the adapter files' name matching does.
     linears = [(n, m) for n, m in model.named_modules()
                if isinstance(m, nn.Linear) and not any(s in n.split(".") for s in config.modules_to_save)]
