@@ -151,3 +151,42 @@ def test_config_file_round_trip_and_bad_input(bert, tmp_path):
     (tmp_path / "bad.json").write_text('{"block_bits": [8], "colour": 1}')
     with pytest.raises(ValueError, match="unknown keys"):
         qbert.QBertConfig.load(tmp_path / "bad.json")
+
+
+def test_save_refuses_what_load_could_not_rebuild(bert, tmp_path):
+    config = qbert.QBertConfig(block_bits=(8, 3, 2))
+    qat = intcore.convert(copy.deepcopy(bert), config)
+    path = tmp_path / "model.safetensors"
+    with pytest.raises(ValueError, match=r"^save_quantized: the model is not frozen .*call qbert.freeze"):
+        qbert.save_quantized(qat, config, path)
+    frozen = qbert.freeze(qat)
+    for other, message in [
+        (qbert.QBertConfig(block_bits=(8, 3, 4)), r"encoder.layer.2.\S+ holds 2-bit codes, but the config gives it 4"),
+        (qbert.QBertConfig(block_bits=(8, 3)), "the config gives bits for 2 blocks"),
+        (qbert.QBertConfig(block_bits=(8, 3, 2), skip=()), "classifier is a float Linear, but the config quantizes it"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            qbert.save_quantized(frozen, other, path)
+    with pytest.raises(ValueError, match="is a float Embedding, but the config quantizes it"):
+        qbert.save_quantized(copy.deepcopy(bert), config, path)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_frozen_model_cast_keeps_float32_scales(bert, dtype):
+    frozen = qbert.freeze(intcore.convert(copy.deepcopy(bert), qbert.QBertConfig(block_bits=(8, 3, 2))))
+    ids = torch.randint(1, 120, (2, 9))
+    with torch.no_grad():
+        reference = frozen(input_ids=ids).logits
+        cast = copy.deepcopy(frozen).to(dtype)
+        assert {t.dtype for n, t in cast.named_buffers() if n.endswith((".step", ".lo"))} == {torch.float32}
+        logits = cast(input_ids=ids).logits
+        assert logits.dtype == dtype
+        assert (logits.double() - reference.double()).abs().max() < (0.05 if dtype != torch.float64 else 1e-5)
+        assert cast.float()(input_ids=ids).logits.dtype == torch.float32
+        # An empty batch through the frozen layers (BERT's own attention cannot take one).
+        embedding = frozen.bert.embeddings.word_embeddings
+        assert embedding(ids[:0]).shape == (0, 9, embedding.embedding_dim)
+        query = frozen.bert.encoder.layer[0].attention.self.query
+        assert query(torch.zeros(0, query.in_features)).shape == (0, query.out_features)
+    assert not any("output_dtype" in k for k in frozen.state_dict())

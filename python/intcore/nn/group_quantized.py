@@ -73,7 +73,29 @@ class GroupQuantizedLinear(nn.Linear):
         return f"{super().extra_repr()}, bits={self.bits}, groups={self.groups}"
 
 
-class IntegerGroupLinear(nn.Module):
+class _Float32Scales(nn.Module):
+    """Frozen integer modules whose per-group ``step`` and ``lo`` stay float32 when the model is
+    cast (``.half()``, ``.to(torch.bfloat16)``): rounding them would change every dequantized
+    value. The cast's dtype becomes the module's ``output_dtype`` instead, carried by an empty
+    buffer that every cast converts (and that no state_dict holds)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("_output_dtype", torch.empty(0), persistent=False)
+
+    @property
+    def output_dtype(self) -> torch.dtype:
+        return self._output_dtype.dtype
+
+    def _apply(self, fn, recurse=True):
+        scales = {name: self._buffers[name] for name in ("step", "lo")}
+        super()._apply(fn, recurse)
+        for name, before in scales.items():
+            self._buffers[name] = before.to(self._buffers[name].device)
+        return self
+
+
+class IntegerGroupLinear(_Float32Scales):
     """The frozen, integer form of a GroupQuantizedLinear (inference): packed codes, per-group
     float32 step and offset, float bias; the product on intcore.int8_mm."""
 
@@ -107,6 +129,9 @@ class IntegerGroupLinear(nn.Module):
         return self.codes.numel() + 4 * (self.step.numel() + self.lo.numel())
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"IntegerGroupLinear: x has {x.shape[-1]} features (last dimension), the layer "
+                             f"expects {self.in_features}")
         rows = x.reshape(-1, self.in_features)
         qx, sx = _quantize_activations(rows)
         g = self.group_codes()
@@ -157,7 +182,7 @@ class GroupQuantizedEmbedding(nn.Embedding):
         return out
 
 
-class IntegerGroupEmbedding(nn.Module):
+class IntegerGroupEmbedding(_Float32Scales):
     """The frozen form of a GroupQuantizedEmbedding: packed codes and a step and offset per row."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, bits: int, padding_idx: Optional[int] = None):
@@ -182,4 +207,4 @@ class IntegerGroupEmbedding(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         codes = quantizer.unpack_codes(self.codes[ids.reshape(-1)], self.bits, self.embedding_dim).float()
         rows = self.lo[ids.reshape(-1), None] + self.step[ids.reshape(-1), None] * codes
-        return rows.reshape(*ids.shape, self.embedding_dim)
+        return rows.reshape(*ids.shape, self.embedding_dim).to(self.output_dtype)

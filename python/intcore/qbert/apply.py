@@ -77,9 +77,41 @@ def weight_bytes(model: nn.Module) -> int:
     return total
 
 
+def _check_frozen_with(fn: str, model: nn.Module, config: QBertConfig) -> None:
+    """The model is frozen (integer layers only) and holds the bits ``config`` gives each layer,
+    so that load_quantized, which rebuilds it from the config, can load its state."""
+    list_name, blocks = find_blocks(model)
+    if len(blocks) != len(config.block_bits):
+        raise ValueError(f"{fn}: the config gives bits for {len(config.block_bits)} blocks but "
+                         f"{type(model).__name__} has {len(blocks)} in {list_name}")
+    block_of = {id(m): i for i, block in enumerate(blocks) for m in block.modules()}
+    integer_layers = 0
+    for name, module in model.named_modules():
+        if isinstance(module, (GroupQuantizedLinear, GroupQuantizedEmbedding)):
+            raise ValueError(f"{fn}: the model is not frozen ({name} is a {type(module).__name__}); call "
+                             f"qbert.freeze(model) first")
+        if not name or _skipped(name, config):
+            continue
+        if isinstance(module, IntegerGroupLinear):
+            expected = config.block_bits[block_of[id(module)]] if id(module) in block_of else config.other_bits
+        elif isinstance(module, IntegerGroupEmbedding):
+            expected = config.embedding_bits
+        elif type(module) in (nn.Linear, nn.Embedding):
+            raise ValueError(f"{fn}: {name} is a float {type(module).__name__}, but the config quantizes it")
+        else:
+            continue
+        integer_layers += 1
+        if module.bits != expected:
+            raise ValueError(f"{fn}: {name} holds {module.bits}-bit codes, but the config gives it {expected} bits")
+    if not integer_layers:
+        raise ValueError(f"{fn}: the model has no Q-BERT integer layers (convert with the config, then freeze)")
+
+
 def save_quantized(model: nn.Module, config: QBertConfig, path) -> Path:
     """Writes a frozen model's state (codes, scales, offsets, float weights) and its config to a
-    safetensors file, atomically and verified by reading it back."""
+    safetensors file, atomically and verified by reading it back. The model must be frozen with
+    this config (checked), so that load_quantized can rebuild it."""
+    _check_frozen_with("save_quantized", model, config)
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return save_safetensors("save_quantized", path, tensors, {"qbert_config": config.to_json()})

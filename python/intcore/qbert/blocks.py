@@ -7,6 +7,11 @@ from __future__ import annotations
 from torch import nn
 
 
+def _is_linear(module: nn.Module) -> bool:
+    """A linear layer in float, quantization-aware or frozen integer form (all have features)."""
+    return isinstance(module, nn.Linear) or (hasattr(module, "in_features") and hasattr(module, "out_features"))
+
+
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """(name, blocks) of the model's stack of transformer blocks."""
     best = None
@@ -15,7 +20,7 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
             continue
         if len({type(m) for m in module}) != 1:
             continue
-        if not any(isinstance(m, nn.Linear) for m in module[0].modules()):
+        if not any(_is_linear(m) for m in module[0].modules()):
             continue
         if best is None or len(module) > len(best[1]):
             best = (name, module)

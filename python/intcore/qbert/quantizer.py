@@ -121,7 +121,7 @@ def unpack_codes(packed: Tensor, bits: int, cols: int) -> Tensor:
     width = 8 // per_byte
     wide = packed.to(torch.int32)
     parts = [(wide >> (width * i)) & ((1 << width) - 1) for i in range(per_byte)]
-    return torch.stack(parts, dim=2).reshape(packed.shape[0], -1)[:, :cols].to(torch.uint8)
+    return torch.stack(parts, dim=2).reshape(packed.shape[0], per_byte * packed.shape[1])[:, :cols].to(torch.uint8)
 
 
 def storage_bytes(rows: int, cols: int, bits: int, groups_count: int) -> int:
