@@ -106,7 +106,7 @@ def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
     transform = _config_transforms().get(type(recipe))
     if transform is not None:
         return transform(model, recipe, skip)
-    recipe = _recipes.get(recipe)
+    recipe = _recipes.get(recipe, "convert")
     should_skip = _skip_predicate(model, skip)
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):

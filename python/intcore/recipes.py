@@ -76,10 +76,13 @@ def names() -> list[str]:
     return list(RECIPES)
 
 
-def get(recipe) -> Recipe:
-    """The Recipe for a name (or a Recipe itself)."""
+def get(recipe, fn: str = "recipes.get") -> Recipe:
+    """The Recipe for a name (or a Recipe itself); errors name ``fn``, the function called."""
     if isinstance(recipe, Recipe):
         return recipe
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; known recipes: {', '.join(RECIPES)}")
+    if isinstance(recipe, (FixedPointConfig, Int4Config)):
+        raise TypeError(f"{fn}: a {type(recipe).__name__} configures one kind of layer; pass a recipe name "
+                        f"({', '.join(RECIPES)}) or a Recipe, e.g. Recipe('mine', linear=...)")
+    if not isinstance(recipe, str) or recipe not in RECIPES:
+        raise ValueError(f"{fn}: unknown recipe {recipe!r}; known recipes: {', '.join(RECIPES)}")
     return RECIPES[recipe]

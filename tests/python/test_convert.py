@@ -121,5 +121,7 @@ def test_summary_and_recipes(bert):
     assert intcore.recipes.names() == ["fp32", "int16", "int12", "int10", "int8", "int8-per-tensor", "int8-mixed",
                                        "int4-hq"]
     assert intcore.convert(copy.deepcopy(bert), "fp32").state_dict().keys() == bert.state_dict().keys()
-    with pytest.raises(ValueError, match="unknown recipe 'int7'; known recipes: fp32, int16"):
+    with pytest.raises(ValueError, match="^convert: unknown recipe 'int7'; known recipes: fp32, int16"):
         intcore.convert(bert, "int7")
+    with pytest.raises(TypeError, match=r"^convert: a FixedPointConfig configures one kind of layer; pass a recipe name"):
+        intcore.convert(bert, intcore.FixedPointConfig.uniform(8))

@@ -224,6 +224,19 @@ def test_lsq_step_gradient_matches_the_straight_through_definition():
     torch.testing.assert_close(w_step.grad.double(), ws_ref.grad, rtol=2e-3, atol=1e-6)
 
 
+def test_lsq_module_waits_for_a_non_empty_batch_and_trains_in_float64():
+    layer = intcore.nn.Int4Linear(64, 16, config=Int4Config(scale="lsq"))
+    y = layer(torch.randn(0, 64))
+    y.sum().backward()
+    assert y.shape == (0, 16) and layer.x_step.item() == 0  # not initialized from nothing
+    layer(torch.randn(8, 64))
+    assert layer.x_step.item() > 0
+    layer = intcore.nn.Int4Linear(64, 16, config=Int4Config(scale="lsq")).double()
+    y = layer(torch.randn(8, 64, dtype=torch.float64))
+    y.sum().backward()
+    assert y.dtype == torch.float64 and layer.x_step.grad.dtype == torch.float64 and layer.x_step.grad.item() != 0
+
+
 def test_lsq_module_initializes_and_learns_its_steps():
     layer = intcore.nn.Int4Linear(64, 16, config=Int4Config(scale="lsq"))
     x = torch.randn(32, 64)

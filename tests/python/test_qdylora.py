@@ -149,7 +149,8 @@ def test_wrap_replaces_every_linear_and_trains_only_lora_and_classifier(base, ki
     (lambda: QDyLoraConfig(base="fp8"), "base must be one of nf4, int4, fp32"),
     (lambda: QDyLoraConfig(mode="sometimes"), "mode must be one of frozen, all, fixed"),
     (lambda: QDyLoraConfig(dropout=1.0), r"dropout must be in \[0, 1\)"),
-    (lambda: QDyLoraConfig(alpha=0), "alpha must be a positive number"),
+    (lambda: QDyLoraConfig(alpha=0), "alpha must be a positive finite number"),
+    (lambda: QDyLoraConfig(alpha=float("inf")), "alpha must be a positive finite number"),
     (lambda: QDyLoraConfig(target_modules=()), "target_modules is empty"),
     (lambda: QDyLoraConfig(modules_to_save=("bert.pooler",)), "modules_to_save names single modules"),
     (lambda: peft.wrap_qdylora(tiny_bert(), QDyLoraConfig(target_modules=("qurey",))),
@@ -239,6 +240,13 @@ def test_adapters_save_and_load_every_rank(tmp_path):
         assert torch.equal(logits(fresh, ids), logits(model, ids))
     with pytest.raises(ValueError, match="was saved with"):
         peft.load_qdylora(wrapped("int4"), path)
+    # A file of the other method says what it holds.
+    meft_file = peft.save_meft_adapters(peft.wrap_meft(tiny_bert()), tmp_path / "meft.safetensors")
+    with pytest.raises(ValueError, match=r"^load_qdylora: .*meft.safetensors holds MEFT adapters \(load them with "
+                                         r"load_meft_adapters\)"):
+        peft.load_qdylora(tiny_bert(), meft_file)
+    with pytest.raises(ValueError, match=r"^load_meft_adapters: .* holds QDyLoRA adapters \(load them with load_qdylora\)"):
+        peft.load_meft_adapters(tiny_bert(), path)
 
 
 @pytest.mark.parametrize("base", ["nf4", "int4"])

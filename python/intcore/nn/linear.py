@@ -84,10 +84,14 @@ class Int4Linear(nn.Linear):
         steps = {}
         if c.scale == "lsq":
             if self.x_step.item() == 0:
+                if x.numel() == 0:  # nothing to set the steps from yet: an empty product
+                    return nn.functional.linear(x, self.weight, self.bias)
                 with torch.no_grad():
                     self.x_step.copy_(int4_training.lsq_initial_step(x, block))
                     self.w_step.copy_(int4_training.lsq_initial_step(self.weight, block))
-            steps = {"x_step": self.x_step, "w_step": self.w_step}
+            # The op takes float32 steps; a model cast to another dtype keeps its parameters in
+            # that dtype, and the cast passes their gradients back.
+            steps = {"x_step": self.x_step.float(), "w_step": self.w_step.float()}
         return int4_training.int4_linear(x, self.weight, self.bias, block_size=block, sampling=c.sampling,
                                          budget=c.budget, granularity="per_row" if c.per_row else "per_tensor",
                                          **steps)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -82,12 +82,21 @@ def save_adapters(model: nn.Module, path: Union[str, Path], prefix: str, config:
     return save_safetensors("save_adapters", path, tensors, {"intcore_config": json.dumps(config), "prefix": prefix})
 
 
-def read_adapter_config(path: Union[str, Path]) -> dict:
-    """The config stored with an adapter file."""
+# The methods' adapter name prefixes, with the function that loads each one's files.
+_LOADERS = {"adapter_": "MEFT adapters (load them with load_meft_adapters)",
+            "lora_": "QDyLoRA adapters (load them with load_qdylora)"}
+
+
+def read_adapter_config(path: Union[str, Path], fn: str = "read_adapter_config", prefix: Optional[str] = None) -> dict:
+    """The config stored with an adapter file; with ``prefix``, the file must hold that method's
+    adapters (an error from ``fn`` says which method's it holds otherwise)."""
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata() or {}
     if "intcore_config" not in metadata:
-        raise ValueError(f"{path} is not an intcore adapter file (no intcore_config metadata)")
+        raise ValueError(f"{fn}: {path} is not an intcore adapter file (no intcore_config metadata)")
+    if prefix is not None and metadata.get("prefix") != prefix:
+        held = _LOADERS.get(metadata.get("prefix"), f"adapters named {metadata.get('prefix')!r}")
+        raise ValueError(f"{fn}: {path} holds {held}")
     return json.loads(metadata["intcore_config"])
 
 

@@ -386,5 +386,5 @@ def save_meft_adapters(model: nn.Module, path: Union[str, Path]) -> Path:
 
 def load_meft_adapters(model: nn.Module, path: Union[str, Path]) -> nn.Module:
     """Wraps the pretrained ``model`` with the config stored in ``path`` and loads the adapters."""
-    config = MeftConfig.from_dict(adapters.read_adapter_config(path))
+    config = MeftConfig.from_dict(adapters.read_adapter_config(path, "load_meft_adapters", PREFIX))
     return adapters.load_adapters(wrap_meft(model, config), path)

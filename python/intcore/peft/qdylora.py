@@ -17,6 +17,7 @@ the same b without talking to each other.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Union
@@ -78,8 +79,8 @@ class QDyLoraConfig:
                 raise ValueError(f"QDyLoraConfig: {name} must be a positive int, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
             raise ValueError(f"QDyLoraConfig: seed must be an int in [0, 2**64), got {self.seed!r}")
-        if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) or not self.alpha > 0:
-            raise ValueError(f"QDyLoraConfig: alpha must be a positive number, got {self.alpha!r}")
+        if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) or not 0 < self.alpha < math.inf:
+            raise ValueError(f"QDyLoraConfig: alpha must be a positive finite number, got {self.alpha!r}")
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"QDyLoraConfig: dropout must be in [0, 1), got {self.dropout!r}")
         if self.base not in BASES:
@@ -274,7 +275,7 @@ def save_qdylora(model: nn.Module, path: Union[str, Path]) -> Path:
 def load_qdylora(model: nn.Module, path: Union[str, Path]) -> nn.Module:
     """Loads a file written by save_qdylora. A float model is wrapped first with the file's config
     (its base is quantized the same way again); a wrapped model must have been wrapped alike."""
-    config = QDyLoraConfig.from_dict(adapters.read_adapter_config(path))
+    config = QDyLoraConfig.from_dict(adapters.read_adapter_config(path, "load_qdylora", PREFIX))
     if not hasattr(model, "qdylora_config"):
         wrap_qdylora(model, config)
     elif model.qdylora_config != config:
