@@ -135,6 +135,7 @@ excerpt() {
 # files), stored beside every wheel this script builds (<wheel>.sources): a carried wheel whose
 # fingerprint differs from the tree's was built from other code and is not installed.
 source_fingerprint() {
+  command -v sha256sum >/dev/null 2>&1 || { echo "no-sha256sum"; return; }
   find cpp cuda bindings python CMakeLists.txt pyproject.toml -type f \
       \( -name '*.py' -o -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.cmake' \
          -o -name '*.txt' -o -name '*.toml' \) \
@@ -142,10 +143,22 @@ source_fingerprint() {
     | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 
+# The CUDA architecture to build for this machine's GPU ("" where there is none or it is another
+# one: the CMake default list 80;86;89;90a).
+gpu_arch() {
+  local cc
+  command -v nvidia-smi >/dev/null 2>&1 || return 0
+  cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')"
+  case "$cc" in
+    90) echo "90a" ;;       # wgmma and TMA need the arch-specific target
+    80|86|89) echo "$cc" ;;
+  esac
+}
+
 # Builds an intcore wheel with the CUDA backend into $OUT (and its .sources fingerprint), for the
 # GPU this machine has (or INTCORE_CUDA_ARCHS). Sets `wheel` and `how`; returns pip's status.
 build_wheel() {
-  local log="$1" cutlass archs cc status=0
+  local log="$1" cutlass archs status=0 tag
   cutlass="${INTCORE_CUTLASS_WHEEL:-$(ls "$CARRY"/nvidia_cutlass-4.2.0.0-py3-none-any.whl 2>/dev/null | head -1)}"
   if [ -z "$cutlass" ] && [ -z "${CUTLASS_DIR:-}" ]; then
     echo "no CUTLASS headers: neither $CARRY/nvidia_cutlass-4.2.0.0-py3-none-any.whl, INTCORE_CUTLASS_WHEEL nor" \
@@ -153,15 +166,7 @@ build_wheel() {
     how="nothing to build from: carry the nvidia-cutlass wheel (or an intcore wheel for this tree)"
     return 1
   fi
-  archs="${INTCORE_CUDA_ARCHS:-}"
-  if [ -z "$archs" ] && command -v nvidia-smi >/dev/null 2>&1; then
-    cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')"
-    case "$cc" in
-      90) archs="90a" ;;       # wgmma and TMA need the arch-specific target
-      80|86|89) archs="$cc" ;;
-      *) archs="" ;;           # anything else: the CMake default list (80;86;89;90a)
-    esac
-  fi
+  archs="${INTCORE_CUDA_ARCHS:-$(gpu_arch)}"
   # Its own build folder (kept between commands while the machine stays warm), apart from
   # the one a developer's pip install uses.
   local args=(-Ccmake.define.INTCORE_CUDA=ON "-Cbuild-dir=build/gpu-check-{wheel_tag}")
@@ -169,13 +174,15 @@ build_wheel() {
   [ -n "${CUTLASS_DIR:-}" ] && args+=("-Ccmake.define.CUTLASS_DIR=$CUTLASS_DIR")
   [ -n "$archs" ] && args+=("-Ccmake.define.CMAKE_CUDA_ARCHITECTURES=$archs")
   how="from source, CUDA architectures ${archs:-default}, CUTLASS ${cutlass:-$CUTLASS_DIR}"
-  rm -f "$OUT"/intcore-*.whl "$OUT"/intcore-*.whl.sources
+  tag="$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+  rm -f "$OUT"/intcore-*-"$tag"-*.whl "$OUT"/intcore-*-"$tag"-*.whl.sources
   # --no-build-isolation --no-deps: build with the machine's scikit-build-core and pybind11 and
   # never let pip replace its torch.
   CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" run_logged "$log" "$LIMIT" \
     "$PYTHON" -m pip wheel --no-build-isolation --no-deps --no-index -v -w "$OUT" . "${args[@]}" || status=$?
-  wheel="$(ls "$OUT"/intcore-*.whl 2>/dev/null | head -1)"
-  [ -n "$wheel" ] && source_fingerprint >"$wheel.sources"
+  wheel="$(ls "$OUT"/intcore-*-"$tag"-*.whl 2>/dev/null | head -1)"
+  # Line 1: the sources' fingerprint; line 2: the CUDA architectures it holds.
+  [ -n "$wheel" ] && printf '%s\n%s\n' "$(source_fingerprint)" "${archs:-80;86;89;90a}" >"$wheel.sources"
   return "$status"
 }
 
@@ -184,7 +191,7 @@ step_wheel() {
   : >"$log"
   build_wheel "$log" || status=$?
   if [ "$status" -eq 0 ] && [ -n "$wheel" ]; then
-    record wheel pass "$how: $(basename "$wheel"), sources $(cat "$wheel.sources")"
+    record wheel pass "$how: $(basename "$wheel"), sources $(sed -n 1p "$wheel.sources")"
   else
     record wheel FAIL "$how (status $status)"
     DETAILS+=("$(excerpt "wheel: end of wheel.log" "$log" 40)")
@@ -197,12 +204,17 @@ step_build() {
   tag="$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
   fingerprint="$(source_fingerprint)"
   carried="$(ls "$CARRY"/intcore-*-"$tag"-*.whl 2>/dev/null | head -1)"
-  if [ -n "$carried" ] && [ "$(cat "$carried.sources" 2>/dev/null)" = "$fingerprint" ]; then
+  local built_from built_for needed
+  built_from="$(sed -n 1p "$carried.sources" 2>/dev/null)"
+  built_for="$(sed -n 2p "$carried.sources" 2>/dev/null)"
+  needed="$(gpu_arch)"
+  if [ -n "$carried" ] && [ "$fingerprint" != "no-sha256sum" ] && [ "$built_from" = "$fingerprint" ] &&
+     { [ -z "$needed" ] || [[ ";$built_for;" == *";$needed;"* ]]; }; then
     wheel="$carried"
     how="from carried wheel $wheel"
   else
-    [ -n "$carried" ] && echo "$carried was built from other sources ($(cat "$carried.sources" 2>/dev/null ||
-      echo 'no .sources file'); this tree: $fingerprint): not installed, building from source" | tee -a "$log"
+    [ -n "$carried" ] && echo "$carried does not fit (built from sources ${built_from:-unknown} for architectures" \
+      "${built_for:-unknown}; this tree: $fingerprint, this GPU: ${needed:-unknown}): building from source" | tee -a "$log"
     build_wheel "$log" || status=$?
   fi
   if [ "$status" -eq 0 ] && [ -n "$wheel" ]; then

@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <climits>
+#include <stdexcept>
 #include <vector>
 
 #include "backend.h"
@@ -251,6 +252,13 @@ void int8_gemm(const Int8GemmArgs& args, cudaStream_t s) {
           "cudaMemset2DAsync");
     return;
   }
+  // Both kernels load and store 16 bytes at a time; CUTLASS's own checks miss misaligned
+  // addresses (sm80 counts alignment in elements, sm90's TMA descriptor fails silently and its
+  // kernel waits forever), so every caller passes aligned operands and this says so.
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (!aligned16(args.a) || !aligned16(args.b) || !aligned16(args.c)) {
+    throw std::logic_error("intcore CUDA: int8_gemm needs 16-byte aligned operands (an engine bug)");
+  }
 #ifdef INTCORE_WITH_SM90
   static const bool hopper = [] {
     int device = 0, major = 0;
@@ -258,11 +266,7 @@ void int8_gemm(const Int8GemmArgs& args, cudaStream_t s) {
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
     return major == 9;
   }();
-  // The TMA descriptors need 16-byte aligned addresses, and CUTLASS 3's can_implement does not
-  // check them: a misaligned operand would leave the kernel waiting on its barriers forever.
-  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  if (hopper && gemm_kernel() == GemmKernel::kAuto && args.lda == args.k && args.ldb == args.k && args.ldc == args.n &&
-      aligned16(args.a) && aligned16(args.b) && aligned16(args.c)) {
+  if (hopper && gemm_kernel() == GemmKernel::kAuto && args.lda == args.k && args.ldb == args.k && args.ldc == args.n) {
     int8_gemm_sm90(args, s);
     return;
   }
@@ -278,7 +282,10 @@ void gemm_exact(const IntMatrix& a, const IntMatrix& b, const TensorView& c) {
     check(cudaMemsetAsync(c.data(), 0, bytes, stream()), "cudaMemsetAsync");
     return;
   }
-  if (c.dtype() == DType::kInt32 && aligned_int8(a) && aligned_int8(b) && n % 4 == 0) {
+  // Straight into the caller's C only where the GEMMs' epilogues may store 16 bytes at a time:
+  // C's address 16-byte aligned (a view starting mid-buffer goes through the accumulator).
+  if (c.dtype() == DType::kInt32 && aligned_int8(a) && aligned_int8(b) && n % 4 == 0 &&
+      reinterpret_cast<uintptr_t>(c.data()) % 16 == 0) {
     int8_gemm({m, n, a.k, static_cast<const int8_t*>(a.values.data()), a.k,
                static_cast<const int8_t*>(b.values.data()), b.k, static_cast<int32_t*>(c.data()), n},
               stream());

@@ -53,13 +53,17 @@ def _converted_modules() -> tuple:
             group_quantized.GroupQuantizedEmbedding, group_quantized.IntegerGroupEmbedding)
 
 
-def _check_not_converted(model: nn.Module) -> None:
-    """Converting twice would silently keep the first conversion: refused, naming a module."""
-    for name, module in model.named_modules():
-        if isinstance(module, _converted_modules()):
-            raise ValueError(f"convert: the model is already converted ({name or 'the model'} is a "
-                             f"{type(module).__name__}); convert the float model once, with skip= for what "
-                             f"stays in float")
+def _first_converted(model: nn.Module) -> Optional[tuple[str, nn.Module]]:
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, _converted_modules())), None)
+
+
+def _nothing_to_convert(model: nn.Module) -> ValueError:
+    """The error of a call that would change nothing in a model converted before: a second
+    recipe would otherwise be silently ignored."""
+    name, module = _first_converted(model)
+    return ValueError(f"convert: nothing to convert: the model is already converted ({name or 'the model'} is a "
+                      f"{type(module).__name__}) and has no float module this call converts; convert the float "
+                      f"model, using skip= for what a later call converts another way")
 
 
 def _replacement(module: nn.Module, recipe: "_recipes.Recipe") -> Optional[nn.Module]:
@@ -80,6 +84,9 @@ def _qbert(model: nn.Module, config, skip: Skip) -> nn.Module:
 
     if skip is not None:
         raise ValueError("convert: a QBertConfig names its float modules itself (QBertConfig.skip); pass skip=None")
+    if _first_converted(model) is not None and not any(
+            type(m) in (nn.Linear, nn.Embedding) and not qbert.apply.skipped(n, config) for n, m in model.named_modules()):
+        raise _nothing_to_convert(model)
     return qbert.quantize_model(model, config)
 
 
@@ -97,17 +104,20 @@ def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
     skip: module names to leave in float -- a glob pattern or list of them ("classifier",
     "*.pooler.*"; a pattern also covers the module's children; each must name some module), or a
     callable ``(name, module) -> bool``. Returns the model; a model that is itself a layer
-    (an nn.Linear, say) cannot change type in place, so use the returned module. A model
-    already converted is refused: convert the float model once.
+    (an nn.Linear, say) cannot change type in place, so use the returned module.
+
+    Only float modules change: modules converted by an earlier call keep their format, so two
+    calls with skip= give a model of two recipes. A call that would change nothing in a model
+    converted before is refused (a second recipe is not applied over the first).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert: model must be an nn.Module, got {type(model).__name__}")
-    _check_not_converted(model)
     transform = _config_transforms().get(type(recipe))
     if transform is not None:
         return transform(model, recipe, skip)
     recipe = _recipes.get(recipe, "convert")
     should_skip = _skip_predicate(model, skip)
+    swaps = []
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             name = f"{parent_name}.{child_name}" if parent_name else child_name
@@ -115,9 +125,14 @@ def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
                 continue
             new = _replacement(child, recipe)
             if new is not None:
-                setattr(parent, child_name, new)
+                swaps.append((parent, child_name, new))
     # A model that is itself a layer cannot be swapped in place: its converted form is returned.
-    return _replacement(model, recipe) or model
+    root = _replacement(model, recipe)
+    if not swaps and root is None and _first_converted(model) is not None:
+        raise _nothing_to_convert(model)
+    for parent, child_name, new in swaps:
+        setattr(parent, child_name, new)
+    return root or model
 
 
 def _format(module: nn.Module) -> Optional[str]:

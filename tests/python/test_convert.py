@@ -96,14 +96,21 @@ def test_a_skip_pattern_that_names_nothing_is_refused(bert):
 
 
 @pytest.mark.parametrize("second", ["int8", "int16"])
-def test_converting_twice_is_refused(bert, second):
-    model = intcore.convert(copy.deepcopy(bert), "int16", skip="classifier")
-    with pytest.raises(ValueError, match=r"^convert: the model is already converted \(bert.embeddings.word_embeddings "
-                                         r"is a FixedPointEmbedding\)"):
+def test_a_second_recipe_over_a_converted_model_is_refused(bert, second):
+    model = intcore.convert(copy.deepcopy(bert), "int16")
+    with pytest.raises(ValueError, match=r"^convert: nothing to convert: the model is already converted "
+                                         r"\(bert.embeddings.word_embeddings is a FixedPointEmbedding\)"):
         intcore.convert(model, second)
     qbert = pytest.importorskip("intcore.qbert")
-    with pytest.raises(ValueError, match="already converted"):
+    with pytest.raises(ValueError, match="^convert: nothing to convert"):
         intcore.convert(model, qbert.QBertConfig(block_bits=(8, 4, 2)))
+
+
+def test_two_calls_give_a_model_of_two_recipes(bert):
+    model = intcore.convert(copy.deepcopy(bert), "int8", skip="classifier")
+    intcore.convert(model, "int16")  # converts what is still float: the classifier
+    assert model.classifier.config.describe() == "fixed-point int16"
+    assert model.bert.encoder.layer[0].intermediate.dense.config.describe() != "fixed-point int16"
 
 
 def test_a_model_that_is_one_layer_comes_back_converted():

@@ -241,3 +241,22 @@ def test_qbert_bad_input(tiny_bert, sentiment_csv, tmp_path, capsys):
                                                          "--avg-bits", "2", "--hessian-batches", "1"), capsys)
     assert code == 2 and "budget" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "b" / "models").exists()  # refused before any fine-tuning
+
+
+def test_recipes_keep_the_head_in_float_only_where_the_model_has_one():
+    from torch import nn
+
+    import intcore
+    from intcore.drivers import recipe_setup
+
+    with_head = nn.Sequential()
+    with_head.add_module("body", nn.Linear(4, 4))
+    with_head.add_module("classifier", nn.Linear(4, 2))
+    recipe_setup.apply(with_head, "int16", skip="classifier")
+    assert isinstance(with_head.body, intcore.nn.FixedPointLinear) and type(with_head.classifier) is nn.Linear
+    # A head named otherwise (GPT-2's `score`) is converted with the rest, as before.
+    without = nn.Sequential()
+    without.add_module("body", nn.Linear(4, 4))
+    without.add_module("score", nn.Linear(4, 2))
+    recipe_setup.apply(without, "int16", skip="classifier")
+    assert isinstance(without.score, intcore.nn.FixedPointLinear)

@@ -297,7 +297,7 @@ REFUSED = [
     ("fixed_point_layer_norm_backward", lambda: saved(xhat=torch.zeros(5, 3, dtype=torch.int16).T)),
     ("fixed_point_layer_norm_backward", lambda: saved(xhat_exponent=torch.zeros(2, dtype=torch.int32))),
     # Outside what the backward's 128-bit correction can shift (the forward writes -15..9).
-    ("fixed_point_layer_norm_backward", lambda: saved(xhat_exponent=torch.tensor([32], dtype=torch.int32))),
+    ("fixed_point_layer_norm_backward", lambda: saved(xhat_exponent=torch.tensor([26], dtype=torch.int32))),
     ("fixed_point_layer_norm_backward", lambda: saved(xhat_exponent=torch.tensor([-63], dtype=torch.int32))),
     ("fixed_point_layer_norm_backward", lambda: saved(xhat_exponent=torch.tensor([-(2**31)], dtype=torch.int32))),
     ("fixed_point_layer_norm_backward", lambda: saved(x_exponent=torch.zeros(2, dtype=torch.int32))),
@@ -335,7 +335,7 @@ def test_same_inputs_refused(name, make_args):
         assert str(errors[0]) == str(errors[1])  # data-dependent: the same function and argument named
 
 
-@pytest.mark.parametrize("e_xhat", [-62, -20, 9, 31])
+@pytest.mark.parametrize("e_xhat", [-62, -20, 9, 25])
 def test_backward_at_the_edges_of_the_xhat_exponent_range(e_xhat):
     # Odd xhat * sum(G xhat) products make the correction's rounding matter at every shift.
     xhat = torch.tensor([[1, 3, -5, 7, 1]] * 3, dtype=torch.int16)

@@ -29,10 +29,10 @@ enum class RsqrtMode { kInteger, kFloat };
 constexpr int64_t kLayerNormMaxFeatures = 65536;
 
 // The saved xhat exponents the backward accepts. The forward writes -15..9 (|xhat| <= sqrt(N));
-// beyond [-62, 31] the correction's shift -2 e would leave the 128-bit arithmetic and the
-// int64 results it is kept in.
+// beyond [-62, 25] the correction xhat sum(G xhat) 2^(2e) (|xhat| < 2^15, |sum| < 2^61) or its
+// shift -2e would leave the backward's 128-bit arithmetic.
 constexpr int32_t kLayerNormMinXhatExponent = -62;
-constexpr int32_t kLayerNormMaxXhatExponent = 31;
+constexpr int32_t kLayerNormMaxXhatExponent = 25;
 
 struct LayerNormOptions {
   int bits = 16;         // input, xhat, gamma and beta mantissas

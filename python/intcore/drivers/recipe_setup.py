@@ -26,9 +26,13 @@ def check_recipes(names: list[str]) -> None:
             raise DriverError(f"unknown recipe {name!r}; choose from {', '.join(known)}")
 
 
-def apply(model: nn.Module, recipe: str, skip) -> nn.Module:
+def apply(model: nn.Module, recipe: str, skip: str) -> nn.Module:
+    """The model in ``recipe``'s formats, keeping the head module ``skip`` in float where the
+    model has one of that name (the drivers take any Hugging Face model; heads named otherwise,
+    e.g. GPT-2's ``score``, are converted with the rest)."""
     if recipe not in FLOAT_RECIPES:
-        intcore.convert(model, recipe, skip=skip)
+        has_head = any(name == skip for name, _ in model.named_modules())
+        intcore.convert(model, recipe, skip=skip if has_head else None)
     return model
 
 

@@ -85,13 +85,16 @@ class _Float32Scales(nn.Module):
 
     @property
     def output_dtype(self) -> torch.dtype:
-        return self._output_dtype.dtype
+        probe = self._buffers.get("_output_dtype")  # absent in modules pickled before it existed
+        return torch.float32 if probe is None else probe.dtype
 
     def _apply(self, fn, recurse=True):
         scales = {name: self._buffers[name] for name in ("step", "lo")}
         super()._apply(fn, recurse)
         for name, before in scales.items():
-            self._buffers[name] = before.to(self._buffers[name].device)
+            after = self._buffers[name]
+            if after.dtype != before.dtype:  # a cast: the float32 values, on the new device
+                self._buffers[name] = before.to(after.device)
         return self
 
 
@@ -119,7 +122,7 @@ class IntegerGroupLinear(_Float32Scales):
         out.lo.copy_(codes.lo)
         if module.bias is not None:
             out.bias.data.copy_(module.bias.detach().float())
-        return out.to(module.weight.device)
+        return out.to(module.weight.device, module.weight.dtype)
 
     def group_codes(self) -> quantizer.GroupCodes:
         codes = quantizer.unpack_codes(self.codes, self.bits, self.in_features)
@@ -199,7 +202,7 @@ class IntegerGroupEmbedding(_Float32Scales):
         out.codes.copy_(quantizer.pack_codes(codes.codes, module.bits))
         out.step.copy_(codes.step)
         out.lo.copy_(codes.lo)
-        return out.to(module.weight.device)
+        return out.to(module.weight.device, module.weight.dtype)
 
     def storage_bytes(self) -> int:
         return self.codes.numel() + 4 * (self.step.numel() + self.lo.numel())

@@ -22,7 +22,8 @@ from intcore.qbert.blocks import find_blocks
 from intcore.qbert.config import QBertConfig
 
 
-def _skipped(name: str, config: QBertConfig) -> bool:
+def skipped(name: str, config: QBertConfig) -> bool:
+    """Whether module ``name`` stays in float under ``config.skip`` (a pattern covers children)."""
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + ".*") for p in config.skip)
 
 
@@ -41,7 +42,7 @@ def quantize_model(model: nn.Module, config: QBertConfig) -> nn.Module:
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if _skipped(name, config):
+            if skipped(name, config):
                 continue
             if type(child) is nn.Linear:
                 bits = config.block_bits[block_of[id(child)]] if id(child) in block_of else config.other_bits
@@ -90,7 +91,7 @@ def _check_frozen_with(fn: str, model: nn.Module, config: QBertConfig) -> None:
         if isinstance(module, (GroupQuantizedLinear, GroupQuantizedEmbedding)):
             raise ValueError(f"{fn}: the model is not frozen ({name} is a {type(module).__name__}); call "
                              f"qbert.freeze(model) first")
-        if not name or _skipped(name, config):
+        if not name or skipped(name, config):
             continue
         if isinstance(module, IntegerGroupLinear):
             expected = config.block_bits[block_of[id(module)]] if id(module) in block_of else config.other_bits

@@ -40,8 +40,9 @@ _MAX_EPS_STEPS = 1e30
 # Stand-in for the engine's INT32_MIN "no bit set" of rows whose xhat is all zero.
 _NO_TOP = -(1 << 31)
 # The saved xhat exponents the backward accepts (the engine's too): the forward writes -15..9
-# (|xhat| <= sqrt(N)); beyond these the correction's shift -2 e leaves 128-bit arithmetic.
-_MIN_XHAT_EXPONENT, _MAX_XHAT_EXPONENT = -62, 31
+# (|xhat| <= sqrt(N)); beyond these the correction xhat sum(G xhat) 2^(2e) or its shift -2e
+# leaves the engine's 128-bit arithmetic.
+_MIN_XHAT_EXPONENT, _MAX_XHAT_EXPONENT = -62, 25
 
 
 def _check_choice(fn: str, name: str, value: str, choices: tuple) -> None:
