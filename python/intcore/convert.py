@@ -66,6 +66,12 @@ def _nothing_to_convert(model: nn.Module) -> ValueError:
                       f"model, using skip= for what a later call converts another way")
 
 
+def is_transformers_conv1d(module: nn.Module) -> bool:
+    """Hugging Face's Conv1D: GPT-2's linear layer, its weight stored [in, out]. intcore does not
+    convert it (its layers share the nn.Linear layout), so a recipe must not pass over it silently."""
+    return type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers")
+
+
 def _replacement(module: nn.Module, recipe: "_recipes.Recipe") -> Optional[nn.Module]:
     # Exact types only: an already converted module (a subclass) is left alone.
     if type(module) is nn.Linear and isinstance(recipe.linear, Int4Config):
@@ -123,6 +129,10 @@ def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             if should_skip(name, child):
                 continue
+            if recipe.linear is not None and is_transformers_conv1d(child):
+                raise ValueError(f"convert: {name} is a transformers Conv1D (GPT-2's linear layer, weight stored "
+                                 f"[in, out]), which intcore does not convert; skip it, or use a model whose "
+                                 f"linear layers are nn.Linear")
             new = _replacement(child, recipe)
             if new is not None:
                 swaps.append((parent, child_name, new))

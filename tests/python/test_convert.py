@@ -113,6 +113,16 @@ def test_two_calls_give_a_model_of_two_recipes(bert):
     assert model.bert.encoder.layer[0].intermediate.dense.config.describe() != "fixed-point int16"
 
 
+def test_transformers_conv1d_layers_are_not_passed_over_silently():
+    config = transformers.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=16)
+    model = transformers.GPT2Model(config)
+    with pytest.raises(ValueError, match=r"^convert: h.0.attn.c_attn is a transformers Conv1D \(GPT-2's linear layer"):
+        intcore.convert(model, "int8")
+    # What skip names stays as it is; a recipe without linear layers does not meet them.
+    intcore.convert(model, "int16", skip="h")
+    assert isinstance(model.wte, intcore.nn.FixedPointEmbedding)
+
+
 def test_a_model_that_is_one_layer_comes_back_converted():
     linear = nn.Linear(8, 4)
     converted = intcore.convert(linear, "int16")

@@ -260,3 +260,16 @@ def test_recipes_keep_the_head_in_float_only_where_the_model_has_one():
     without.add_module("score", nn.Linear(4, 2))
     recipe_setup.apply(without, "int16", skip="classifier")
     assert isinstance(without.score, intcore.nn.FixedPointLinear)
+
+
+def test_gpt2_style_conv1d_models_are_refused_before_training():
+    transformers = pytest.importorskip("transformers")
+    from intcore.drivers import recipe_setup
+    from intcore.drivers.errors import DriverError
+
+    config = transformers.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=16, pad_token_id=0)
+    model = transformers.GPT2ForSequenceClassification(config)
+    with pytest.raises(DriverError, match=r"GPT2ForSequenceClassification keeps its linear layers as transformers "
+                                          r"Conv1D \(transformer.h.0.attn.c_attn, GPT-2 style\)"):
+        recipe_setup.apply(model, "int8", skip="classifier")
+    assert recipe_setup.apply(model, "fp32", skip="classifier") is model  # float baselines still run

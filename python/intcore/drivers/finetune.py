@@ -107,6 +107,14 @@ def _load_model(path: Path, num_labels: int, device: torch.device):
     return model.to(device)
 
 
+def check_model(model_path: Path, num_labels: int) -> torch.nn.Module:
+    """Before any training: a model whose linear layers intcore cannot convert (GPT-2's Conv1D)
+    is refused here, not after its float baseline has run. Returns the model (on the CPU)."""
+    model = _load_model(model_path, num_labels, torch.device("cpu"))
+    recipe_setup.check_linear_layers(model)
+    return model
+
+
 @contextlib.contextmanager
 def evaluation_rng(device: torch.device):
     """The integer recipes round activations stochastically, in evaluation too. Inside this
@@ -354,6 +362,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"intcore finetune: {model_path.name} on {args.data} ({len(data.train)} train, "
                   f"{len(data.validation)} validation, {len(data.test)} test); recipes {', '.join(args.recipes)}; "
                   f"output {output.path}")
+        if args.method != "full" or any(r not in recipe_setup.FLOAT_RECIPES for r in args.recipes):
+            check_model(model_path, len(data.label_names))
         runs = {methods.run_name(args.method, recipe): recipe for recipe in args.recipes}
         session.run_recipes(list(runs), results, output, world,
                             lambda run: train_recipe(args, runs[run], model_path, data, world, device, output),

@@ -90,6 +90,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
+def _check_model(model_path: Path, num_labels: int) -> None:
+    """Before any training: the model has linear layers Q-BERT quantizes, in a stack of blocks."""
+    model = finetune.check_model(model_path, num_labels)
+    try:
+        qbert.find_blocks(model)
+    except ValueError as e:
+        raise DriverError(str(e)) from None
+
+
 def _load_float(model_path: Path, weights: Path, num_labels: int, device) -> torch.nn.Module:
     from safetensors.torch import load_file
 
@@ -226,6 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         output, model_path, data, results = finetune.prepare(args, world, "qbert")
         results["environment"] = session.environment(world, device)
         num_labels = len(data.label_names)
+        _check_model(model_path, num_labels)
         if world.is_main:
             print(f"intcore qbert: {model_path.name} on {args.data} ({len(data.train)} train, {len(data.test)} test); "
                   f"bits {args.bits}, budget " + (f"{args.size_mb} MB" if args.size_mb else f"{args.avg_bits} average bits")

@@ -26,11 +26,24 @@ def check_recipes(names: list[str]) -> None:
             raise DriverError(f"unknown recipe {name!r}; choose from {', '.join(known)}")
 
 
+def check_linear_layers(model: nn.Module) -> None:
+    """Refuses models whose linear layers intcore cannot convert: transformers' Conv1D (GPT-2
+    style), which every integer recipe and method would leave in float."""
+    from intcore.convert import is_transformers_conv1d
+
+    for name, module in model.named_modules():
+        if is_transformers_conv1d(module):
+            raise DriverError(f"{type(model).__name__} keeps its linear layers as transformers Conv1D ({name}, GPT-2 "
+                              f"style), which intcore's recipes and methods do not convert; use a BERT-style model "
+                              f"(BERT, RoBERTa, DistilBERT, ELECTRA, MiniLM)")
+
+
 def apply(model: nn.Module, recipe: str, skip: str) -> nn.Module:
     """The model in ``recipe``'s formats, keeping the head module ``skip`` in float where the
     model has one of that name (the drivers take any Hugging Face model; heads named otherwise,
     e.g. GPT-2's ``score``, are converted with the rest)."""
     if recipe not in FLOAT_RECIPES:
+        check_linear_layers(model)
         has_head = any(name == skip for name, _ in model.named_modules())
         intcore.convert(model, recipe, skip=skip if has_head else None)
     return model
