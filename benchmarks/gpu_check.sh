@@ -4,12 +4,12 @@
 #   bash benchmarks/gpu_check.sh STEP [STEP ...]
 #
 #   wheel     build an intcore wheel with the CUDA backend into $OUT, with its sources'
-#             fingerprint (<wheel>.sources), without installing it: run where you prepare the
+#             fingerprint and architectures (<wheel>.sources), without installing it: run where you prepare the
 #             carry (OUT=.gpu, PYTHON of the GPU machine's version, INTCORE_CUDA_ARCHS=90a)
 #   build     install intcore with its CUDA backend, offline: a carried intcore wheel for this
-#             Python if its fingerprint matches this tree's sources, else from source with the
-#             carried nvidia-cutlass wheel; a wheel built here is left in $OUT (with its
-#             fingerprint) for later commands to carry
+#             Python if its fingerprint matches this tree's sources and its architectures
+#             include the GPU's, else from source with the carried nvidia-cutlass wheel; a wheel
+#             built here is left in $OUT (with its .sources) for later commands to carry
 #   doctor    python -m intcore (the build report and native-vs-portable self-check)
 #   test      the GPU tests (tests/python/test_cuda.py) with INTCORE_REQUIRE_CUDA=1, so an
 #             unavailable CUDA backend fails instead of skipping
@@ -167,13 +167,16 @@ build_wheel() {
     return 1
   fi
   archs="${INTCORE_CUDA_ARCHS:-$(gpu_arch)}"
+  # Always passed (the kept build folder's CMake cache would otherwise hold an earlier list),
+  # so that .whl.sources records what the wheel holds.
+  archs="${archs:-80;86;89;90a}"
   # Its own build folder (kept between commands while the machine stays warm), apart from
   # the one a developer's pip install uses.
   local args=(-Ccmake.define.INTCORE_CUDA=ON "-Cbuild-dir=build/gpu-check-{wheel_tag}")
   [ -n "$cutlass" ] && args+=("-Ccmake.define.INTCORE_CUTLASS_WHEEL=$(cd "$(dirname "$cutlass")" && pwd)/$(basename "$cutlass")")
   [ -n "${CUTLASS_DIR:-}" ] && args+=("-Ccmake.define.CUTLASS_DIR=$CUTLASS_DIR")
-  [ -n "$archs" ] && args+=("-Ccmake.define.CMAKE_CUDA_ARCHITECTURES=$archs")
-  how="from source, CUDA architectures ${archs:-default}, CUTLASS ${cutlass:-$CUTLASS_DIR}"
+  args+=("-Ccmake.define.CMAKE_CUDA_ARCHITECTURES=$archs")
+  how="from source, CUDA architectures $archs, CUTLASS ${cutlass:-$CUTLASS_DIR}"
   tag="$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
   rm -f "$OUT"/intcore-*-"$tag"-*.whl "$OUT"/intcore-*-"$tag"-*.whl.sources
   # --no-build-isolation --no-deps: build with the machine's scikit-build-core and pybind11 and
@@ -182,7 +185,7 @@ build_wheel() {
     "$PYTHON" -m pip wheel --no-build-isolation --no-deps --no-index -v -w "$OUT" . "${args[@]}" || status=$?
   wheel="$(ls "$OUT"/intcore-*-"$tag"-*.whl 2>/dev/null | head -1)"
   # Line 1: the sources' fingerprint; line 2: the CUDA architectures it holds.
-  [ -n "$wheel" ] && printf '%s\n%s\n' "$(source_fingerprint)" "${archs:-80;86;89;90a}" >"$wheel.sources"
+  [ -n "$wheel" ] && printf '%s\n%s\n' "$(source_fingerprint)" "$archs" >"$wheel.sources"
   return "$status"
 }
 

@@ -90,6 +90,10 @@ def _qbert(model: nn.Module, config, skip: Skip) -> nn.Module:
 
     if skip is not None:
         raise ValueError("convert: a QBertConfig names its float modules itself (QBertConfig.skip); pass skip=None")
+    for name, module in model.named_modules():
+        if is_transformers_conv1d(module) and not qbert.apply.skipped(name, config):
+            raise ValueError(f"convert: {name} is a transformers Conv1D (GPT-2's linear layer), which Q-BERT does "
+                             f"not quantize")
     if _first_converted(model) is not None and not any(
             type(m) in (nn.Linear, nn.Embedding) and not qbert.apply.skipped(n, config) for n, m in model.named_modules()):
         raise _nothing_to_convert(model)
@@ -137,6 +141,9 @@ def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
             if new is not None:
                 swaps.append((parent, child_name, new))
     # A model that is itself a layer cannot be swapped in place: its converted form is returned.
+    if recipe.linear is not None and is_transformers_conv1d(model):
+        raise ValueError("convert: the model is a transformers Conv1D (GPT-2's linear layer, weight stored "
+                         "[in, out]), which intcore does not convert")
     root = _replacement(model, recipe)
     if not swaps and root is None and _first_converted(model) is not None:
         raise _nothing_to_convert(model)

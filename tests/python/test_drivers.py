@@ -243,7 +243,7 @@ def test_qbert_bad_input(tiny_bert, sentiment_csv, tmp_path, capsys):
     assert not (tmp_path / "b" / "models").exists()  # refused before any fine-tuning
 
 
-def test_recipes_keep_the_head_in_float_only_where_the_model_has_one():
+def test_recipes_keep_the_head_in_float_only_where_the_model_has_one(capsys):
     from torch import nn
 
     import intcore
@@ -260,6 +260,7 @@ def test_recipes_keep_the_head_in_float_only_where_the_model_has_one():
     without.add_module("score", nn.Linear(4, 2))
     recipe_setup.apply(without, "int16", skip="classifier")
     assert isinstance(without.score, intcore.nn.FixedPointLinear)
+    assert "has no module named 'classifier': its classification head runs in int16" in capsys.readouterr().err
 
 
 def test_gpt2_style_conv1d_models_are_refused_before_training():

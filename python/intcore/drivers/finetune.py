@@ -109,8 +109,16 @@ def _load_model(path: Path, num_labels: int, device: torch.device):
 
 def check_model(model_path: Path, num_labels: int) -> torch.nn.Module:
     """Before any training: a model whose linear layers intcore cannot convert (GPT-2's Conv1D)
-    is refused here, not after its float baseline has run. Returns the model (on the CPU)."""
-    model = _load_model(model_path, num_labels, torch.device("cpu"))
+    is refused here, not after its float baseline has run. Returns the model's structure, built
+    from its config on the meta device (no weights read, no memory taken)."""
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(model_path, num_labels=num_labels)
+        with torch.device("meta"):
+            model = transformers.AutoModelForSequenceClassification.from_config(config)
+    except (OSError, ValueError) as e:
+        raise DriverError(f"--model {model_path} is not a Hugging Face model directory ({str(e).splitlines()[0]})") from None
     recipe_setup.check_linear_layers(model)
     return model
 

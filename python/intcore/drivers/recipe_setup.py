@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 from torch import nn
@@ -40,11 +41,14 @@ def check_linear_layers(model: nn.Module) -> None:
 
 def apply(model: nn.Module, recipe: str, skip: str) -> nn.Module:
     """The model in ``recipe``'s formats, keeping the head module ``skip`` in float where the
-    model has one of that name (the drivers take any Hugging Face model; heads named otherwise,
-    e.g. GPT-2's ``score``, are converted with the rest)."""
+    model has one of that name; a head named otherwise (BART's ``classification_head``, say) is
+    converted with the rest, and a note says so."""
     if recipe not in FLOAT_RECIPES:
         check_linear_layers(model)
         has_head = any(name == skip for name, _ in model.named_modules())
+        if not has_head:
+            print(f"note: {type(model).__name__} has no module named {skip!r}: its classification head runs in "
+                  f"{recipe} with the rest", file=sys.stderr)
         intcore.convert(model, recipe, skip=skip if has_head else None)
     return model
 
