@@ -1,4 +1,5 @@
-"""Model conversion: swap nn.Linear / nn.LayerNorm / nn.Embedding for integer modules in place.
+"""Model conversion: swap nn.Linear / nn.LayerNorm / nn.Embedding (and Hugging Face's Conv1D, the
+linear layer of GPT-2) for integer modules in place.
 
 Converted modules share the original parameters and keep their names, so a state_dict saved
 before conversion loads after it and the other way round, and an optimizer built on the
@@ -15,6 +16,7 @@ from torch import nn
 from intcore import recipes as _recipes
 from intcore.nn.fixed_point import FixedPointEmbedding, FixedPointLayerNorm, FixedPointLinear
 from intcore.int4_training import Int4Config
+from intcore.nn.conv1d import FixedPointConv1D, Int4Conv1D
 from intcore.nn.linear import Int4Linear, Int8Linear
 
 Skip = Union[None, str, Iterable[str], Callable[[str, nn.Module], bool]]
@@ -67,12 +69,15 @@ def _nothing_to_convert(model: nn.Module) -> ValueError:
 
 
 def is_transformers_conv1d(module: nn.Module) -> bool:
-    """Hugging Face's Conv1D: GPT-2's linear layer, its weight stored [in, out]. intcore does not
-    convert it (its layers share the nn.Linear layout), so a recipe must not pass over it silently."""
+    """Hugging Face's Conv1D: GPT-2's linear layer, its weight stored [in, out]."""
     return type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers")
 
 
 def _replacement(module: nn.Module, recipe: "_recipes.Recipe") -> Optional[nn.Module]:
+    if is_transformers_conv1d(module) and isinstance(recipe.linear, Int4Config):
+        return Int4Conv1D.from_conv1d(module, recipe.linear)
+    if is_transformers_conv1d(module) and recipe.linear is not None:
+        return FixedPointConv1D.from_conv1d(module, recipe.linear)
     # Exact types only: an already converted module (a subclass) is left alone.
     if type(module) is nn.Linear and isinstance(recipe.linear, Int4Config):
         return Int4Linear.from_linear(module, recipe.linear)
@@ -133,17 +138,10 @@ def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             if should_skip(name, child):
                 continue
-            if recipe.linear is not None and is_transformers_conv1d(child):
-                raise ValueError(f"convert: {name} is a transformers Conv1D (GPT-2's linear layer, weight stored "
-                                 f"[in, out]), which intcore does not convert; skip it, or use a model whose "
-                                 f"linear layers are nn.Linear")
             new = _replacement(child, recipe)
             if new is not None:
                 swaps.append((parent, child_name, new))
     # A model that is itself a layer cannot be swapped in place: its converted form is returned.
-    if recipe.linear is not None and is_transformers_conv1d(model):
-        raise ValueError("convert: the model is a transformers Conv1D (GPT-2's linear layer, weight stored "
-                         "[in, out]), which intcore does not convert")
     root = _replacement(model, recipe)
     if not swaps and root is None and _first_converted(model) is not None:
         raise _nothing_to_convert(model)

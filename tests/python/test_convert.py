@@ -113,14 +113,48 @@ def test_two_calls_give_a_model_of_two_recipes(bert):
     assert model.bert.encoder.layer[0].intermediate.dense.config.describe() != "fixed-point int16"
 
 
-def test_transformers_conv1d_layers_are_not_passed_over_silently():
-    config = transformers.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=16)
-    model = transformers.GPT2Model(config)
-    with pytest.raises(ValueError, match=r"^convert: h.0.attn.c_attn is a transformers Conv1D \(GPT-2's linear layer"):
-        intcore.convert(model, "int8")
-    # What skip names stays as it is; a recipe without linear layers does not meet them.
-    intcore.convert(model, "int16", skip="h")
-    assert isinstance(model.wte, intcore.nn.FixedPointEmbedding)
+@pytest.fixture(scope="module")
+def gpt2():
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=2, n_positions=16, pad_token_id=0,
+                                     num_labels=2)
+    return transformers.GPT2ForSequenceClassification(config).eval()
+
+
+@pytest.mark.parametrize("recipe, kind, tolerance", [("int16", "FixedPointConv1D", 1e-3), ("int8", "FixedPointConv1D", 0.05),
+                                                     ("int4-hq", "Int4Conv1D", 0.2)])
+def test_gpt2_conv1d_layers_are_converted(gpt2, recipe, kind, tolerance):
+    # GPT-2's linear layers are transformers Conv1D (weight stored [in, out]): converted, with the
+    # parameter keeping its layout and name.
+    model = intcore.convert(copy.deepcopy(gpt2), recipe)
+    conv = model.transformer.h[0].attn.c_attn
+    assert type(conv).__name__ == kind and conv.in_features == 32 and conv.out_features == 96
+    assert not any(type(m).__name__ == "Conv1D" for m in model.modules())
+    assert model.state_dict().keys() == gpt2.state_dict().keys()
+    assert all(model.state_dict()[k].shape == v.shape for k, v in gpt2.state_dict().items())
+    ids = torch.randint(1, 50, (3, 10))
+    with torch.no_grad():
+        assert (model(input_ids=ids).logits - gpt2(input_ids=ids).logits).abs().max() < tolerance
+    model.train()
+    model(input_ids=ids, labels=torch.tensor([0, 1, 1])).loss.backward()
+    stored = conv._parameters["weight"]
+    assert stored.shape == (32, 96) and stored.grad is not None and stored.grad.shape == (32, 96)
+
+
+def test_conv1d_gradient_is_the_linear_gradient_transposed():
+    from transformers.pytorch_utils import Conv1D
+
+    conv = Conv1D(6, 8)  # nf = 6 outputs, nx = 8 inputs
+    converted = intcore.nn.FixedPointConv1D.from_conv1d(conv, intcore.FixedPointConfig.uniform(16, rounding="nearest"))
+    assert converted.weight is not conv.weight and converted._parameters["weight"] is conv.weight
+    x = torch.randn(5, 8)
+    linear = intcore.nn.FixedPointLinear(8, 6, config=converted.config)
+    with torch.no_grad():
+        linear.weight.copy_(conv.weight.T)
+        linear.bias.copy_(conv.bias)
+    converted(x).square().sum().backward()
+    linear(x).square().sum().backward()
+    assert torch.equal(conv.weight.grad, linear.weight.grad.T) and torch.equal(conv.bias.grad, linear.bias.grad)
 
 
 def test_a_model_that_is_one_layer_comes_back_converted():

@@ -263,14 +263,16 @@ def test_recipes_keep_the_head_in_float_only_where_the_model_has_one(capsys):
     assert "has no module named 'classifier': its classification head runs in int16" in capsys.readouterr().err
 
 
-def test_gpt2_style_conv1d_models_are_refused_before_training():
+def test_gpt2_style_conv1d_models_train_in_integer_recipes_and_qdylora_says_why_not():
     transformers = pytest.importorskip("transformers")
+    import intcore
     from intcore.drivers import recipe_setup
     from intcore.drivers.errors import DriverError
 
     config = transformers.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=16, pad_token_id=0)
     model = transformers.GPT2ForSequenceClassification(config)
-    with pytest.raises(DriverError, match=r"GPT2ForSequenceClassification keeps its linear layers as transformers "
-                                          r"Conv1D \(transformer.h.0.attn.c_attn, GPT-2 style\)"):
-        recipe_setup.apply(model, "int8", skip="classifier")
-    assert recipe_setup.apply(model, "fp32", skip="classifier") is model  # float baselines still run
+    with pytest.raises(DriverError, match=r"^QDyLoRA works on nn.Linear layers, and GPT2ForSequenceClassification "
+                                          r"keeps its linear layers as transformers Conv1D \(transformer.h.0.attn.c_attn"):
+        recipe_setup.check_linear_layers(model, "QDyLoRA")
+    recipe_setup.apply(model, "int8", skip="classifier")
+    assert isinstance(model.transformer.h[0].attn.c_attn, intcore.nn.FixedPointConv1D)

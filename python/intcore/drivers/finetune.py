@@ -107,22 +107,6 @@ def _load_model(path: Path, num_labels: int, device: torch.device):
     return model.to(device)
 
 
-def check_model(model_path: Path, num_labels: int) -> torch.nn.Module:
-    """Before any training: a model whose linear layers intcore cannot convert (GPT-2's Conv1D)
-    is refused here, not after its float baseline has run. Returns the model's structure, built
-    from its config on the meta device (no weights read, no memory taken)."""
-    import transformers
-
-    try:
-        config = transformers.AutoConfig.from_pretrained(model_path, num_labels=num_labels)
-        with torch.device("meta"):
-            model = transformers.AutoModelForSequenceClassification.from_config(config)
-    except (OSError, ValueError) as e:
-        raise DriverError(f"--model {model_path} is not a Hugging Face model directory ({str(e).splitlines()[0]})") from None
-    recipe_setup.check_linear_layers(model)
-    return model
-
-
 @contextlib.contextmanager
 def evaluation_rng(device: torch.device):
     """The integer recipes round activations stochastically, in evaluation too. Inside this
@@ -370,8 +354,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"intcore finetune: {model_path.name} on {args.data} ({len(data.train)} train, "
                   f"{len(data.validation)} validation, {len(data.test)} test); recipes {', '.join(args.recipes)}; "
                   f"output {output.path}")
-        if args.method != "full" or any(r not in recipe_setup.FLOAT_RECIPES for r in args.recipes):
-            check_model(model_path, len(data.label_names))
         runs = {methods.run_name(args.method, recipe): recipe for recipe in args.recipes}
         session.run_recipes(list(runs), results, output, world,
                             lambda run: train_recipe(args, runs[run], model_path, data, world, device, output),

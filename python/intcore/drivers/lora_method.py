@@ -62,7 +62,7 @@ def prepare(method: str) -> Callable[[nn.Module, str, argparse.Namespace], nn.Mo
         targets = tuple(t.strip() for t in args.target_modules.split(",") if t.strip())
         if not targets:
             raise DriverError("--target-modules is empty; name at least one linear layer (e.g. query,value)")
-        recipe_setup.check_linear_layers(model)
+        recipe_setup.check_linear_layers(model, "QDyLoRA")
         try:
             config = qdylora.QDyLoraConfig(r_max=rank, alpha=args.lora_alpha, target_modules=targets,
                                            base=args.base, mode=mode, seed=args.seed)

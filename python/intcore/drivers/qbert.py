@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import torch
 
 from intcore import hessian, qbert
-from intcore.drivers import classification_data, distributed, finetune, help_text, methods, session
+from intcore.drivers import classification_data, distributed, finetune, help_text, methods, recipe_setup, session
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.qbert.bit_assignment import validate_allowed
 
@@ -91,8 +91,17 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 def _check_model(model_path: Path, num_labels: int) -> None:
-    """Before any training: the model has linear layers Q-BERT quantizes, in a stack of blocks."""
-    model = finetune.check_model(model_path, num_labels)
+    """Before any training: the model has nn.Linear layers Q-BERT quantizes, in a stack of
+    blocks. Built from its config on the meta device: no weights read, no memory taken."""
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(model_path, num_labels=num_labels)
+        with torch.device("meta"):
+            model = transformers.AutoModelForSequenceClassification.from_config(config)
+    except (OSError, ValueError) as e:
+        raise DriverError(f"--model {model_path} is not a Hugging Face model directory ({str(e).splitlines()[0]})") from None
+    recipe_setup.check_linear_layers(model, "Q-BERT")
     try:
         qbert.find_blocks(model)
     except ValueError as e:

@@ -27,16 +27,16 @@ def check_recipes(names: list[str]) -> None:
             raise DriverError(f"unknown recipe {name!r}; choose from {', '.join(known)}")
 
 
-def check_linear_layers(model: nn.Module) -> None:
-    """Refuses models whose linear layers intcore cannot convert: transformers' Conv1D (GPT-2
-    style), which every integer recipe and method would leave in float."""
+def check_linear_layers(model: nn.Module, method: str) -> None:
+    """Refuses, for a method that works on nn.Linear layers (QDyLoRA, Q-BERT), a model whose
+    linear layers are transformers Conv1D (GPT-2 style)."""
     from intcore.convert import is_transformers_conv1d
 
     for name, module in model.named_modules():
         if is_transformers_conv1d(module):
-            raise DriverError(f"{type(model).__name__} keeps its linear layers as transformers Conv1D ({name}, GPT-2 "
-                              f"style), which intcore's recipes and methods do not convert; use a BERT-style model "
-                              f"(BERT, RoBERTa, DistilBERT, ELECTRA, MiniLM)")
+            raise DriverError(f"{method} works on nn.Linear layers, and {type(model).__name__} keeps its linear layers "
+                              f"as transformers Conv1D ({name}, GPT-2 style); its full fine-tuning recipes run, or "
+                              f"use a BERT-style model (BERT, RoBERTa, ELECTRA, MiniLM)")
 
 
 def apply(model: nn.Module, recipe: str, skip: str) -> nn.Module:
@@ -44,7 +44,6 @@ def apply(model: nn.Module, recipe: str, skip: str) -> nn.Module:
     model has one of that name; a head named otherwise (BART's ``classification_head``, say) is
     converted with the rest, and a note says so."""
     if recipe not in FLOAT_RECIPES:
-        check_linear_layers(model)
         has_head = any(name == skip for name, _ in model.named_modules())
         if not has_head:
             print(f"note: {type(model).__name__} has no module named {skip!r}: its classification head runs in "
