@@ -160,7 +160,7 @@ def _format(module: nn.Module) -> Optional[str]:
     bits = getattr(module, "bits", None)
     if bits is not None and type(module).__module__ == "intcore.nn.group_quantized":
         return f"Q-BERT {bits}-bit" + (" (integer)" if type(module).__name__.startswith("Integer") else " (QAT)")
-    if isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)):
+    if isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)) or is_transformers_conv1d(module):
         dtypes = {p.dtype for p in module.parameters(recurse=False)}
         return "float" + (f" ({', '.join(str(d).replace('torch.', '') for d in dtypes)})" if dtypes else "")
     return None

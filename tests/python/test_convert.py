@@ -141,6 +141,16 @@ def test_gpt2_conv1d_layers_are_converted(gpt2, recipe, kind, tolerance):
     assert stored.shape == (32, 96) and stored.grad is not None and stored.grad.shape == (32, 96)
 
 
+def test_gpt2_partly_converted_lists_its_float_conv1d_and_refuses_qdylora(gpt2):
+    model = intcore.convert(copy.deepcopy(gpt2), "int8", skip="transformer.h.1")
+    text = intcore.summary(model)
+    assert "transformer.h.1.attn.c_attn" in text and "float (float32) 4" in text  # ~46% of parameters
+    assert model.transformer.h[0].attn.c_attn.training is False  # the eval model's flag carried over
+    with pytest.raises(ValueError, match=r"^wrap_qdylora: transformer.h.0.attn.c_attn is a transformers Conv1D"):
+        intcore.peft.wrap_qdylora(model, intcore.peft.QDyLoraConfig(r_max=4, target_modules=("c_attn",),
+                                                                    modules_to_save=("score",)))
+
+
 def test_conv1d_gradient_is_the_linear_gradient_transposed():
     from transformers.pytorch_utils import Conv1D
 

@@ -24,19 +24,27 @@ class _WeightStoredTransposed:
 
     @property
     def weight(self) -> torch.Tensor:
-        return self._parameters["weight"].T
+        # A new view at every access, not the Parameter: torch.nn.utils.parametrize and prune,
+        # which replace `weight`, do not apply to these modules.
+        stored = self._parameters.get("weight")
+        if stored is None:
+            raise AttributeError(f"{type(self).__name__} has no weight")
+        return stored.T
 
     @classmethod
     def _adopt(cls, conv: nn.Module):
         weight = getattr(conv, "weight", None)
         if not isinstance(weight, nn.Parameter) or weight.dim() != 2:
             raise TypeError(f"{cls.__name__}.from_conv1d: conv must be a transformers Conv1D, got {type(conv).__name__}")
+        # conv's state (training flag, hooks, parameters) carried over without re-initializing;
+        # the parameters go into _parameters directly, as the `weight` property makes
+        # register_parameter refuse the name.
         module = cls.__new__(cls)
-        nn.Module.__init__(module)
+        module.__dict__.update(conv.__dict__)
+        module.__dict__["_parameters"] = dict(conv._parameters)
+        module.__dict__["_buffers"] = dict(conv._buffers)
+        module.__dict__["_modules"] = dict(conv._modules)
         module.in_features, module.out_features = weight.shape
-        # Registered directly: the `weight` property makes register_parameter refuse the name.
-        module._parameters["weight"] = weight
-        module._parameters["bias"] = conv.bias
         return module
 
 

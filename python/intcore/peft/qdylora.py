@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from intcore.backends.portable.philox import random_words
+from intcore.convert import is_transformers_conv1d
+from intcore.nn.conv1d import FixedPointConv1D, Int4Conv1D
 from intcore.nn.dylora import MODES, DyLoraLinear
 from intcore.nn.int4_base import Int4BaseLinear
 from intcore.nn.nf4 import NF4Linear
@@ -160,6 +162,10 @@ def wrap_qdylora(model: nn.Module, config: QDyLoraConfig) -> nn.Module:
     if hasattr(model, "qdylora_config"):
         raise ValueError("wrap_qdylora: the model is wrapped already")
     adapters.check_module_names("wrap_qdylora", model, config.modules_to_save, "modules_to_save")
+    for name, module in model.named_modules():
+        if is_transformers_conv1d(module) or isinstance(module, (FixedPointConv1D, Int4Conv1D)):
+            raise ValueError(f"wrap_qdylora: {name} is a transformers Conv1D (GPT-2's linear layer, weight stored "
+                             f"[in, out]), which QDyLoRA does not adapt")
     # A module to save covers its children, as the adapter files' name matching does.
     linears = [(n, m) for n, m in model.named_modules()
                if isinstance(m, nn.Linear) and not any(s in n.split(".") for s in config.modules_to_save)]
