@@ -197,10 +197,12 @@ __global__ void scaled_direct_kernel(const int32_t* product, int64_t ldp, int64_
   out[i] = scaled_value(product[r * ldp + c], row.at(r), col.at(c), bias, c);
 }
 
+// The tensor-core GEMMs load and store 16 bytes at a time.
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 bool aligned_int8(const IntMatrix& m) {
   return !m.packed_int4 && m.values.dtype() == DType::kInt8 && m.values.stride(1) == 1 &&
-         m.values.stride(0) == m.k && m.k % 16 == 0 && m.k < (int64_t{1} << 17) &&
-         reinterpret_cast<uintptr_t>(m.values.data()) % 16 == 0;
+         m.values.stride(0) == m.k && m.k % 16 == 0 && m.k < (int64_t{1} << 17) && aligned16(m.values.data());
 }
 
 // The exact product into an int64 accumulator [m, n] (the general path).
@@ -255,7 +257,6 @@ void int8_gemm(const Int8GemmArgs& args, cudaStream_t s) {
   // Both kernels load and store 16 bytes at a time; CUTLASS's own checks miss misaligned
   // addresses (sm80 counts alignment in elements, sm90's TMA descriptor fails silently and its
   // kernel waits forever), so every caller passes aligned operands and this says so.
-  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (!aligned16(args.a) || !aligned16(args.b) || !aligned16(args.c)) {
     throw std::logic_error("intcore CUDA: int8_gemm needs 16-byte aligned operands (an engine bug)");
   }
@@ -284,8 +285,7 @@ void gemm_exact(const IntMatrix& a, const IntMatrix& b, const TensorView& c) {
   }
   // Straight into the caller's C only where the GEMMs' epilogues may store 16 bytes at a time:
   // C's address 16-byte aligned (a view starting mid-buffer goes through the accumulator).
-  if (c.dtype() == DType::kInt32 && aligned_int8(a) && aligned_int8(b) && n % 4 == 0 &&
-      reinterpret_cast<uintptr_t>(c.data()) % 16 == 0) {
+  if (c.dtype() == DType::kInt32 && aligned_int8(a) && aligned_int8(b) && n % 4 == 0 && aligned16(c.data())) {
     int8_gemm({m, n, a.k, static_cast<const int8_t*>(a.values.data()), a.k,
                static_cast<const int8_t*>(b.values.data()), b.k, static_cast<int32_t*>(c.data()), n},
               stream());

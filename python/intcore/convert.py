@@ -56,7 +56,8 @@ def _converted_modules() -> tuple:
 
 
 def _first_converted(model: nn.Module) -> Optional[tuple[str, nn.Module]]:
-    return next(((n, m) for n, m in model.named_modules() if isinstance(m, _converted_modules())), None)
+    converted = _converted_modules()
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, converted)), None)
 
 
 def _nothing_to_convert(model: nn.Module) -> ValueError:

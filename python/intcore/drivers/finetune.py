@@ -95,15 +95,22 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
+@contextlib.contextmanager
+def model_directory_errors(path: Path):
+    """Hugging Face's errors on reading a model directory, as one line naming --model."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        raise DriverError(f"--model {path} is not a Hugging Face model directory ({str(e).splitlines()[0]})") from None
+
+
 def _load_model(path: Path, num_labels: int, device: torch.device):
     import transformers
 
     transformers.logging.set_verbosity_error()  # the classifier head is new by design
     transformers.utils.logging.disable_progress_bar()
-    try:
+    with model_directory_errors(path):
         model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
-    except (OSError, ValueError) as e:
-        raise DriverError(f"--model {path} is not a Hugging Face model directory ({str(e).splitlines()[0]})") from None
     return model.to(device)
 
 

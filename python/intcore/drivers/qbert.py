@@ -95,12 +95,9 @@ def _check_model(model_path: Path, num_labels: int) -> None:
     blocks. Built from its config on the meta device: no weights read, no memory taken."""
     import transformers
 
-    try:
+    with finetune.model_directory_errors(model_path), torch.device("meta"):
         config = transformers.AutoConfig.from_pretrained(model_path, num_labels=num_labels)
-        with torch.device("meta"):
-            model = transformers.AutoModelForSequenceClassification.from_config(config)
-    except (OSError, ValueError) as e:
-        raise DriverError(f"--model {model_path} is not a Hugging Face model directory ({str(e).splitlines()[0]})") from None
+        model = transformers.AutoModelForSequenceClassification.from_config(config)
     recipe_setup.check_linear_layers(model, "Q-BERT")
     try:
         qbert.find_blocks(model)

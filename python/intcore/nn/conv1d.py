@@ -14,6 +14,7 @@ from torch import nn
 
 from intcore.fixed_point import FixedPointConfig
 from intcore.int4_training import Int4Config
+from intcore.nn.adopt import adopt
 from intcore.nn.fixed_point import FixedPointLinear
 from intcore.nn.linear import Int4Linear
 
@@ -36,14 +37,9 @@ class _WeightStoredTransposed:
         weight = getattr(conv, "weight", None)
         if not isinstance(weight, nn.Parameter) or weight.dim() != 2:
             raise TypeError(f"{cls.__name__}.from_conv1d: conv must be a transformers Conv1D, got {type(conv).__name__}")
-        # conv's state (training flag, hooks, parameters) carried over without re-initializing;
-        # the parameters go into _parameters directly, as the `weight` property makes
-        # register_parameter refuse the name.
-        module = cls.__new__(cls)
-        module.__dict__.update(conv.__dict__)
-        module.__dict__["_parameters"] = dict(conv._parameters)
-        module.__dict__["_buffers"] = dict(conv._buffers)
-        module.__dict__["_modules"] = dict(conv._modules)
+        # adopt keeps the parameters in _parameters, where they must be: the `weight` property
+        # makes register_parameter refuse the name.
+        module = adopt(cls, conv)
         module.in_features, module.out_features = weight.shape
         return module
 

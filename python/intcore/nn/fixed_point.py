@@ -11,17 +11,14 @@ from torch import nn
 
 from intcore import fixed_point
 from intcore.fixed_point import DEFAULT_CONFIG, FixedPointConfig
+from intcore.nn.adopt import adopt
 
 
 def _adopt(cls, source: nn.Module, config: FixedPointConfig):
-    """An instance of cls carrying source's attributes and parameters, without re-initializing."""
+    """source as an instance of cls (see intcore.nn.adopt) computing with ``config``."""
     if not isinstance(config, FixedPointConfig):
         raise TypeError(f"config must be a FixedPointConfig, got {type(config).__name__}")
-    module = cls.__new__(cls)
-    module.__dict__.update(source.__dict__)
-    module.__dict__["_parameters"] = dict(source._parameters)
-    module.__dict__["_buffers"] = dict(source._buffers)
-    module.__dict__["_modules"] = dict(source._modules)
+    module = adopt(cls, source)
     module.config = config
     return module
 
