@@ -38,12 +38,6 @@ RsqrtMode parse_rsqrt(const std::string& rsqrt) {
               bindings::BindingCall::prefix() + "rsqrt must be 'integer' or 'float', got '" + rsqrt + "'");
 }
 
-CpuKernel parse_cpu_kernel(const std::string& name) {
-  for (CpuKernel k : {CpuKernel::kGeneric, CpuKernel::kAvx512Vnni}) {
-    if (name == cpu_kernel_name(k)) return k;
-  }
-  throw Error(ErrorKind::kValue, "unknown CPU kernel '" + name + "' (known: generic, avx512_vnni)");
-}
 
 // An optional array argument: None -> no view.
 struct OptionalView {
@@ -125,8 +119,13 @@ PYBIND11_MODULE(_C, m) {
     for (CpuKernel k : supported_cpu_kernels()) names.emplace_back(cpu_kernel_name(k));
     return names;
   });
+  m.def("all_cpu_kernels", [] {
+    std::vector<std::string> names;
+    for (CpuKernel k : all_cpu_kernels()) names.emplace_back(cpu_kernel_name(k));
+    return names;
+  });
   m.def("cpu_kernel", [] { return std::string(cpu_kernel_name(active_cpu_kernel())); });
-  m.def("set_cpu_kernel", [](const std::string& name) { set_cpu_kernel(parse_cpu_kernel(name)); }, py::arg("name"));
+  m.def("set_cpu_kernel", [](const std::string& name) { set_cpu_kernel(parse_cpu_kernel("set_cpu_kernel", name)); }, py::arg("name"));
 
   m.def(
       "set_cuda_gemm_kernel",

@@ -17,4 +17,12 @@ cmake -S . -B build/cpp-tests "${generator[@]}" -DINTCORE_BUILD_TESTS=ON -DINTCO
 cmake --build build/cpp-tests --parallel
 ctest --test-dir build/cpp-tests --output-on-failure --parallel 2
 
+# The engine on aarch64 under qemu-user (about 90 s), where the cross compiler and qemu are
+# installed (.ci/run installs them; INTCORE_SKIP_AARCH64=1 skips it).
+if [ "${INTCORE_SKIP_AARCH64:-0}" != 1 ] && command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then
+  tests/cross_aarch64.sh
+else
+  echo "tests/run.sh: skipping the aarch64 engine tests (needs g++-aarch64-linux-gnu and qemu-user, or INTCORE_SKIP_AARCH64=1 is set)"
+fi
+
 python -m pytest tests/python -q "$@"

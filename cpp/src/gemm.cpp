@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/isa_clones.h"
 #include "float_types.h"
 #include "gemm_epilogue.h"
 #include "gemm_kernels.h"
@@ -48,7 +49,7 @@ void column_start(const int32_t* col_sums, uint32_t off_a, uint32_t off_b, uint3
 // tile (= when first, else +=) (acc + off_b sum a') 2^shift: the row term of the offsets, then
 // the limb's place. Cloned per ISA: the engine's baseline is x86-64-v2, and this runs once per
 // tile and limb pair.
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void merge_tile(
+INTCORE_ISA_CLONES void merge_tile(
     const int32_t* acc, const int32_t* row_sums, uint32_t off_b, int shift, bool first, int64_t* tile) {
   for (int i = 0; i < kMR; ++i) {
     const uint32_t row_term = off_b * static_cast<uint32_t>(row_sums[i]);
@@ -62,7 +63,7 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void merge_t
 
 // dst[j] = float(tile[j] rs cs[j]) (+ bias[j]): the scaled epilogue of one tile row, cloned per ISA.
 template <typename T>
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void scale_tile_row(
+INTCORE_ISA_CLONES void scale_tile_row(
     const T* tile, int64_t cols, double rs, const double* cs, const float* bias, float* dst) {
   for (int64_t j = 0; j < cols; ++j) {
     const float v = static_cast<float>(static_cast<double>(tile[j]) * rs * cs[j]);
@@ -135,7 +136,7 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
 
 // dst[j] = tile[j] as Out (int32 when the caller has checked it cannot overflow), cloned per ISA.
 template <typename T, typename Out>
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void store_tile_row(const T* tile,
+INTCORE_ISA_CLONES void store_tile_row(const T* tile,
                                                                                        int64_t cols, Out* dst) {
   for (int64_t j = 0; j < cols; ++j) dst[j] = static_cast<Out>(tile[j]);
 }

@@ -20,10 +20,18 @@ constexpr int kNR = 64;
 using MicroKernel = void (*)(const uint8_t* a, const int8_t* b, int64_t k4, const int32_t* start, int32_t* c,
                              int64_t ldc, bool stream);
 
-void microkernel_generic(const uint8_t* a, const int8_t* b, int64_t k4, const int32_t* start, int32_t* c,
-                         int64_t ldc, bool stream);
-void microkernel_avx512_vnni(const uint8_t* a, const int8_t* b, int64_t k4, const int32_t* start, int32_t* c,
-                             int64_t ldc, bool stream);
+// One per CPU kernel set (intcore/cpu_kernel.h), in cpu/<isa>/gemm_kernel.cpp. Each is defined
+// in every build; on another architecture it forwards to the generic kernel, which
+// cpu_kernel.cpp then never replaces with it.
+#define INTCORE_MICROKERNEL(name)                                                                          \
+  void name(const uint8_t* a, const int8_t* b, int64_t k4, const int32_t* start, int32_t* c, int64_t ldc, \
+            bool stream)
+INTCORE_MICROKERNEL(microkernel_generic);
+INTCORE_MICROKERNEL(microkernel_avx2);
+INTCORE_MICROKERNEL(microkernel_avx_vnni);
+INTCORE_MICROKERNEL(microkernel_avx512_vnni);
+INTCORE_MICROKERNEL(microkernel_neon_dot);
+INTCORE_MICROKERNEL(microkernel_neon_i8mm);
 
 MicroKernel active_microkernel();
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cpu/isa_clones.h"
 #include "gemm_kernels.h"
 #include "intcore/cpu_kernel.h"
 #include "parallel.h"
@@ -39,7 +40,7 @@ inline int32_t byte_value(uint8_t b, bool a_side) {
 // Stores one limb of a row's k values as bytes, the tail of the last group of four zero.
 // Cloned per ISA so that the unit-stride loop is vectorized.
 template <typename T>
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void row_limb_bytes(
+INTCORE_ISA_CLONES void row_limb_bytes(
     const T* src, int64_t cs, int64_t k, int64_t k_padded, bool high, uint8_t flip, uint8_t* out) {
   if (cs == 1) {
     for (int64_t t = 0; t < k; ++t) out[t] = limb_byte(src[t], high, flip);
@@ -50,7 +51,7 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void row_lim
 }
 
 // Sum of stored bytes as the kernel reads them: unsigned on the A side, signed on the B side.
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) int32_t byte_sum(const uint8_t* bytes, int64_t n,
+INTCORE_ISA_CLONES int32_t byte_sum(const uint8_t* bytes, int64_t n,
                                                                                      PackSide side) {
   int32_t sum = 0;
   if (side == PackSide::kA) {
@@ -88,7 +89,7 @@ uint8_t* panel_memory(PackSide side, size_t limb, size_t size, std::vector<uint8
 // read side by side, and each row gets its limb word and its byte sum in one pass. Cloned per
 // ISA; with rs == 1 the loop is vectorized.
 template <typename T, bool kHigh, bool kUnsigned>
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void column_group_words(
+INTCORE_ISA_CLONES void column_group_words(
     const T* c0, const T* c1, const T* c2, const T* c3, int64_t rs, int64_t count, uint8_t flip, uint32_t* words,
     int32_t* sums) {
   auto run = [&](int64_t stride) {

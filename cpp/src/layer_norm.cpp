@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/isa_clones.h"
 #include "fixed_point_rows.h"
 #include "float_types.h"
 #include "parallel.h"
@@ -63,7 +64,7 @@ inline int64_t shift_round64(int64_t v, int shift, Rounding rounding, uint32_t b
 // dx_i = t_i m 2^row_exponent. For s in 1..48, sum_gx = hi 2^s + lo splits the product into
 // xhat_i hi, an integer, and xhat_i lo (< 2^63), whose low s bits decide the rounding: all in
 // 64-bit arithmetic, which vectorizes (cloned per ISA; the engine's baseline is x86-64-v2).
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void backward_row_split(
+INTCORE_ISA_CLONES void backward_row_split(
     const int64_t* prod, const int16_t* xr, int64_t n, int s, int64_t sum_g, int64_t sum_gx, double m,
     double row_step, float* out) {
   const uint64_t mask = (uint64_t{1} << s) - 1, half = uint64_t{1} << (s - 1);
@@ -85,7 +86,7 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void backwar
 
 // One row of xhat's codes in 64-bit arithmetic: clamp(shift_round((n q_i - s1) m, shift)), for
 // rows where (n q - s1) m fits int64 and 1 <= shift <= 62 (cloned per ISA, see below).
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void xhat_row64(
+INTCORE_ISA_CLONES void xhat_row64(
     const int32_t* q, int64_t n, int64_t s1, int64_t m, int shift, Rounding rounding, const uint32_t* words, int bits,
     int16_t* xhat) {
   const int64_t qmax = (int64_t{1} << (bits - 1)) - 1;
@@ -97,7 +98,7 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void xhat_ro
 
 // y_i = gamma_i xhat_i 2^(e_xhat + e_gamma) (or xhat_i 2^e_xhat) + beta_i 2^e_beta, in double,
 // rounded once to float.
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void affine_row(
+INTCORE_ISA_CLONES void affine_row(
     const int16_t* xhat, int64_t n, const int32_t* gamma, double gamma_step, double xhat_step, const int32_t* beta,
     double beta_step, float* out) {
   for (int64_t i = 0; i < n; ++i) {
@@ -110,7 +111,7 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void affine_
 
 // Row statistics of the quantized input: sum q and sum q^2 (|q| < 2^15 and N <= 2^16, so both
 // fit int64), cloned per ISA like the loops below.
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void row_moments(const int32_t* q, int64_t n,
+INTCORE_ISA_CLONES void row_moments(const int32_t* q, int64_t n,
                                                                                     int64_t* s1, int64_t* s2) {
   int64_t a = 0, b = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -122,7 +123,7 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void row_mom
 }
 
 // max_i |n q_i - s1|.
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) int64_t centered_abs_max(const int32_t* q,
+INTCORE_ISA_CLONES int64_t centered_abs_max(const int32_t* q,
                                                                                             int64_t n, int64_t s1) {
   int64_t m = 0;
   for (int64_t i = 0; i < n; ++i) m = std::max(m, std::abs(n * q[i] - s1));
@@ -130,7 +131,7 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) int64_t cent
 }
 
 // prod_i = g_i gamma_i (or g_i), with sum prod and sum prod xhat (< 2^61, see the backward).
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void row_products(
+INTCORE_ISA_CLONES void row_products(
     const int32_t* g, const int16_t* gamma, const int16_t* xhat, int64_t n, int64_t* prod, int64_t* sum_g,
     int64_t* sum_gx) {
   int64_t a = 0, b = 0;
@@ -144,7 +145,7 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void row_pro
 }
 
 // pg += g and pgx += g xhat, column by column, over `rows` rows of n.
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void add_columns(
+INTCORE_ISA_CLONES void add_columns(
     const int32_t* g, const int16_t* xhat, int64_t rows, int64_t n, int64_t* pg, int64_t* pgx) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < n; ++c) {

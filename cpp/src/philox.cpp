@@ -1,92 +1,35 @@
 #include "intcore/philox.h"
 
 #include "intcore/cpu_kernel.h"
+#include "philox_blocks.h"
 
 #include <algorithm>
 #include <cstring>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-// GCC 12 reports the intrinsics' own placeholder operands as uninitialized (GCC bug 105593).
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 namespace intcore {
 
-namespace {
-
-constexpr int64_t kBlocks = 16;
-
-// Blocks b0 .. b0 + 15 of the stream, word w of block j at out[4 j + w].
-void sixteen_blocks_scalar(const RandomStream& stream, uint64_t b0, uint32_t* out) {
-  for (int64_t j = 0; j < kBlocks; ++j) {
+// The portable form: one block at a time.
+void sixteen_blocks_generic(const RandomStream& stream, uint64_t b0, uint32_t* out) {
+  for (int64_t j = 0; j < kPhiloxBulkBlocks; ++j) {
     const Philox4x32 r = stream.block(b0 + static_cast<uint64_t>(j));
     for (int w = 0; w < 4; ++w) out[4 * j + w] = r.v[w];
   }
 }
 
-#if defined(__x86_64__) || defined(_M_X64)
-// The same with one block per 32-bit lane of a zmm register: philox's 32 x 32 -> 64-bit
-// products as a low half (vpmulld) and a high half from the even and odd lanes' 64-bit
-// products (vpmuludq). The compiler does not vectorize the scalar form's 64-bit products.
-__attribute__((target("avx512f"))) __m512i mulhi_epu32(__m512i a, __m512i m) {
-  const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(a, m), 32);
-  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-  return _mm512_mask_blend_epi32(0xAAAA, even, odd);
-}
-
-__attribute__((target("avx512f"))) void sixteen_blocks_avx512(const RandomStream& stream, uint64_t b0, uint32_t* out) {
-  alignas(64) uint32_t index_lo[kBlocks], index_hi[kBlocks];
-  for (int64_t j = 0; j < kBlocks; ++j) {
-    const uint64_t index = b0 + static_cast<uint64_t>(j);
-    index_lo[j] = static_cast<uint32_t>(index);
-    index_hi[j] = static_cast<uint32_t>(index >> 32);
-  }
-  __m512i c0 = _mm512_load_si512(index_lo), c1 = _mm512_load_si512(index_hi);
-  __m512i c2 = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(stream.offset)));
-  __m512i c3 = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(stream.offset >> 32)));
-  const __m512i mul0 = _mm512_set1_epi32(static_cast<int32_t>(0xD2511F53u));
-  const __m512i mul1 = _mm512_set1_epi32(static_cast<int32_t>(0xCD9E8D57u));
-  uint32_t key0 = static_cast<uint32_t>(stream.seed), key1 = static_cast<uint32_t>(stream.seed >> 32);
-  for (int round = 0; round < 10; ++round) {
-    const __m512i hi0 = mulhi_epu32(c0, mul0), lo0 = _mm512_mullo_epi32(c0, mul0);
-    const __m512i hi1 = mulhi_epu32(c2, mul1), lo1 = _mm512_mullo_epi32(c2, mul1);
-    c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(static_cast<int32_t>(key0)));
-    c1 = lo1;
-    c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(static_cast<int32_t>(key1)));
-    c3 = lo0;
-    key0 += 0x9E3779B9u;
-    key1 += 0xBB67AE85u;
-  }
-  alignas(64) uint32_t words[4][kBlocks];
-  _mm512_store_si512(words[0], c0);
-  _mm512_store_si512(words[1], c1);
-  _mm512_store_si512(words[2], c2);
-  _mm512_store_si512(words[3], c3);
-  for (int64_t j = 0; j < kBlocks; ++j)
-    for (int w = 0; w < 4; ++w) out[4 * j + w] = words[w][j];
-}
-#endif
-
-}  // namespace
-
 // Blocks are generated sixteen at a time into a buffer, then the requested words copied out.
 void stream_words(const RandomStream& stream, uint64_t first, int64_t count, uint32_t* out) {
   if (count <= 0) return;
-  // The AVX-512 form runs under the avx512_vnni CPU kernel (whose CPUs have AVX-512F), so the
-  // tests that switch kernels check both forms against each other.
-#if defined(__x86_64__) || defined(_M_X64)
-  const auto sixteen_blocks =
-      active_cpu_kernel() == CpuKernel::kAvx512Vnni ? sixteen_blocks_avx512 : sixteen_blocks_scalar;
-#else
-  const auto sixteen_blocks = sixteen_blocks_scalar;
-#endif
-  uint32_t buffer[kBlocks * 4];
+  // Each CPU kernel set with wide 32-bit lanes has its form; the tests that switch sets check
+  // them against each other.
+  const CpuKernel set = active_cpu_kernel();
+  const auto sixteen_blocks = set == CpuKernel::kAvx512Vnni                           ? sixteen_blocks_avx512
+                              : set == CpuKernel::kAvx2 || set == CpuKernel::kAvxVnni ? sixteen_blocks_avx2
+                                                                                       : sixteen_blocks_generic;
+  uint32_t buffer[kPhiloxBulkBlocks * 4];
   const uint64_t first_block = first >> 2, end_block = ((first + count - 1) >> 2) + 1;
   int64_t written = 0;
-  for (uint64_t b0 = first_block; b0 < end_block; b0 += kBlocks) {
-    const int64_t blocks = std::min<int64_t>(kBlocks, static_cast<int64_t>(end_block - b0));
+  for (uint64_t b0 = first_block; b0 < end_block; b0 += kPhiloxBulkBlocks) {
+    const int64_t blocks = std::min<int64_t>(kPhiloxBulkBlocks, static_cast<int64_t>(end_block - b0));
     sixteen_blocks(stream, b0, buffer);  // a few blocks past the end are computed and dropped
     const int64_t skip = b0 == first_block ? static_cast<int64_t>(first & 3) : 0;
     const int64_t take = std::min<int64_t>(blocks * 4 - skip, count - written);

@@ -9,12 +9,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/isa_clones.h"
 #include "fixed_point_rows.h"
 #include "float_types.h"
 #include "intcore/cpu_kernel.h"
 #include "intcore/quantize.h"
 #include "parallel.h"
-#include "transpose16_avx512.h"
+#include "cpu/avx512/transpose16.h"
 #include "cuda_dispatch.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -137,7 +138,7 @@ void check_scale_vector(const std::string& fn, const TensorView& scale, DType dt
 // x_i 2^-e formed in double and rounded by nearest_code or stochastic_code (words: the run's
 // stream words, or null for nearest), narrowed and stored in the same pass.
 template <typename Q>
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void fixed_point_run(
+INTCORE_ISA_CLONES void fixed_point_run(
     const float* x, int64_t n, double inv_step, int32_t qmax_int, const uint32_t* words, Q* out) {
   const double qmax = qmax_int;
   if (words == nullptr) {
@@ -217,7 +218,7 @@ inline uint32_t magnitude_bits(float v) {
 }
 
 template <typename T>
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) uint32_t contiguous_max_bits(const T* src,
+INTCORE_ISA_CLONES uint32_t contiguous_max_bits(const T* src,
                                                                                                 int64_t n) {
   uint32_t m = 0;
   for (int64_t c = 0; c < n; ++c) {
@@ -231,7 +232,7 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) uint32_t con
 // (consecutive rows, unit stride): the view's rows are updated side by side, so the column is
 // read along memory with no transposing tile.
 template <typename T>
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void column_max_bits(const T* src, int64_t n,
+INTCORE_ISA_CLONES void column_max_bits(const T* src, int64_t n,
                                                                                         uint32_t* max_bits) {
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t b = magnitude_bits(to_float(src[i]));
@@ -367,7 +368,7 @@ namespace {
 // One row's mantissas times 2^-shift (scale), rounded to nearest: cloned per ISA, so that it runs
 // in vector registers where the CPU has them (the engine's baseline is SSE only).
 template <typename Q>
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void aligned_row(const Q* in, int64_t n,
+INTCORE_ISA_CLONES void aligned_row(const Q* in, int64_t n,
                                                                                       double scale, Q* out) {
   for (int64_t c = 0; c < n; ++c) out[c] = static_cast<Q>(std::nearbyint(static_cast<double>(in[c]) * scale));
 }
@@ -436,7 +437,7 @@ void check_scaled_codes(const std::string& fn, const TensorView& x, const Tensor
 // float has.
 inline float nearest_code(float v, float qmax) { return std::clamp(std::nearbyint(v), -qmax, qmax); }
 
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void scaled_run(
+INTCORE_ISA_CLONES void scaled_run(
     const float* x, int64_t n, float scale, int32_t qmax_int, const uint32_t* words, int8_t* out) {
   if (!(scale > 0.0f)) {
     std::fill(out, out + n, int8_t{0});

@@ -5,6 +5,9 @@ Ops (``torch.ops.intcore.*``) are declared in ``intcore._ops``, their kernels li
 """
 
 from intcore import _C, _ops, backends, _autograd  # noqa: F401  (registers ops, kernels, autograd)
+from intcore import cpu_kernels
+
+cpu_kernels.check_forced_kernel()
 from intcore import memory, nn, peft, recipes
 from intcore.backends.dispatch import kernel_table, portable_kernels
 from intcore.convert import convert, summary

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import torch
 
 import intcore
-from intcore import _C, self_check
+from intcore import _C, cpu_kernels, self_check
 from intcore.backends import dispatch
 
 
@@ -34,8 +34,7 @@ def _report_environment() -> None:
     info = _C.build_info()
     print(f"intcore {intcore.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
           f"{platform.system()} {platform.machine()}")
-    kernels = ", ".join(k + (" (active)" if k == _C.cpu_kernel() else "") for k in _C.supported_cpu_kernels())
-    print(f"build: {info['compiler']}; CPU GEMM kernels: {kernels}")
+    print(f"build: {info['compiler']}")
     if _C.built_with_cuda:
         print(f"       CUDA backend for architectures {info['cuda_architectures']}, CUTLASS {info['cutlass']}")
     else:
@@ -53,6 +52,8 @@ def _report_environment() -> None:
         print("intcore CUDA kernels: available")
     else:
         print(f"intcore CUDA kernels: unavailable ({intcore.cuda_unavailable_reason()})")
+    for line in cpu_kernels.report():
+        print(line)
     if dispatch.portable_forced():
         print("INTCORE_BACKEND=portable: every op runs its portable kernel")
     for device, ops in dispatch.kernel_table(forced=False).items():

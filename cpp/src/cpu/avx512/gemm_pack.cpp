@@ -10,7 +10,7 @@
 
 #include <algorithm>
 
-#include "transpose16_avx512.h"
+#include "cpu/avx512/transpose16.h"
 
 // GCC 12 reports the intrinsics' own placeholder operands as uninitialized (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wuninitialized"

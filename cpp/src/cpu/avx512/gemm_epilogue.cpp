@@ -1,6 +1,5 @@
 // Streamed output (gemm_epilogue.h): the scaled epilogue of a full tile row in the order of
-// operations of scale_tile_row (gemm.cpp), so the floats are the same, and the fence after
-// streamed stores.
+// operations of scale_tile_row (gemm.cpp), so the floats are the same.
 #include "gemm_epilogue.h"
 
 #include "gemm_kernels.h"
@@ -29,15 +28,12 @@ __attribute__((target("avx512f"))) void scale_row_stream_avx512(const int32_t* t
   }
 }
 
-void stream_fence() { _mm_sfence(); }
-
 }  // namespace intcore
 
 #else
 
 namespace intcore {
 void scale_row_stream_avx512(const int32_t*, double, const double*, const float*, float*) {}  // never selected
-void stream_fence() {}
 }  // namespace intcore
 
 #endif
