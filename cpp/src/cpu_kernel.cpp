@@ -128,4 +128,8 @@ MicroKernel active_microkernel() {
   }
 }
 
+Int16MicroKernel active_int16_microkernel() {
+  return active_cpu_kernel() == CpuKernel::kAvx2 ? microkernel_avx2_int16 : nullptr;
+}
+
 }  // namespace intcore

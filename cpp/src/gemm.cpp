@@ -61,6 +61,19 @@ INTCORE_ISA_CLONES void merge_tile(
   }
 }
 
+// tile (= when first, else +=) (acc + off_b sum a) 2^shift in int64: merge_tile for a whole
+// int16 A, whose products and row sums need not fit int32.
+INTCORE_ISA_CLONES void merge_tile64(const int64_t* acc, const int32_t* row_sums, int64_t off_b, int shift, bool first,
+                                     int64_t* tile) {
+  for (int i = 0; i < kMR; ++i) {
+    const int64_t row_term = off_b * row_sums[i];
+    for (int j = 0; j < kNR; ++j) {
+      const int64_t v = (acc[i * kNR + j] + row_term) * (int64_t{1} << shift);
+      tile[i * kNR + j] = first ? v : tile[i * kNR + j] + v;
+    }
+  }
+}
+
 // dst[j] = float(tile[j] rs cs[j]) (+ bias[j]): the scaled epilogue of one tile row, cloned per ISA.
 template <typename T>
 INTCORE_ISA_CLONES void scale_tile_row(
@@ -76,14 +89,18 @@ INTCORE_ISA_CLONES void scale_tile_row(
 // leaves the kernel exact in int32: the column start undoes the A offset. Such tiles go to C
 // directly when the epilogue can take them (a full tile of an int32 result), else to the
 // epilogue as int32. Other pairs sum every (chunk, A limb, B limb) product into an int64 tile.
+// `int16_kernel` is the set's Int16MicroKernel that A was packed for when A is an int16 kept whole
+// (chosen once by the caller, with the packing).
 template <class Epilogue>
-void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epilogue) {
+void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epilogue, Int16MicroKernel int16_kernel) {
   const MicroKernel kernel = active_microkernel();
   const int64_t m_blocks = (a.panels + kPanelsPerBlock - 1) / kPanelsPerBlock;
   const int64_t items = m_blocks * b.panels;
   const int64_t cost = kPanelsPerBlock * kMR * kNR * (a.k + 1) *
                        static_cast<int64_t>(a.limbs.size() * b.limbs.size());
-  const bool single = a.limbs.size() == 1 && b.limbs.size() == 1 && a.chunks() == 1 && b.limbs[0].offset == 0;
+  const bool whole_a = a.element_bytes == 2;
+  const bool single =
+      !whole_a && a.limbs.size() == 1 && b.limbs.size() == 1 && a.chunks() == 1 && b.limbs[0].offset == 0;
   parallel_for(items, cost, [&](int64_t begin, int64_t end) {
     alignas(64) int32_t acc[kMR * kNR];
     alignas(64) int64_t tile[kMR * kNR];
@@ -107,6 +124,24 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
           int32_t* c = epilogue.direct(mp * kMR, nb * kNR, &ldc);
           kernel(a.panel(0, mp, 0), b_panel, a.k4, starts.data(), c ? c : acc, ldc, c != nullptr && epilogue.stream);
           if (!c) epilogue(acc, mp * kMR, nb * kNR);
+        }
+        continue;
+      }
+      if (whole_a) {  // one product per B limb; no column starts (A has no offset)
+        alignas(64) int64_t acc64[kMR * kNR];
+        for (int64_t mp = mb * kPanelsPerBlock; mp < mp_end; ++mp) {
+          bool first = true;
+          for (int64_t chunk = 0; chunk < a.chunks(); ++chunk) {
+            const int64_t k4 = std::min(kChunkK4, a.k4 - chunk * kChunkK4);
+            const int32_t* row_sums = a.sums(0, chunk) + mp * kMR;
+            for (size_t lb = 0; lb < b.limbs.size(); ++lb) {
+              int16_kernel(reinterpret_cast<const int16_t*>(a.panel(0, mp, chunk)),
+                           reinterpret_cast<const int8_t*>(b.panel(static_cast<int>(lb), nb, chunk)), k4, acc64);
+              merge_tile64(acc64, row_sums, b.limbs[lb].offset, b.limbs[lb].shift, first, tile);
+              first = false;
+            }
+          }
+          epilogue(tile, mp * kMR, nb * kNR);
         }
         continue;
       }
@@ -282,10 +317,13 @@ void gemm_exact(const IntMatrix& a, const IntMatrix& b, const TensorView& c) {
   }
   if (m == 0 || n == 0) return;
   advise_huge_pages(c.data(), static_cast<size_t>(m * n) * dtype_size(c.dtype()));
-  const PackedMatrix pa = pack_operand(a, PackSide::kA), pb = pack_operand(b, PackSide::kB);
+  const Int16MicroKernel int16_kernel = active_int16_microkernel();
+  const PackedMatrix pa = pack_operand(a, PackSide::kA, int16_kernel != nullptr);
+  const PackedMatrix pb = pack_operand(b, PackSide::kB);
   if (c.dtype() == DType::kInt32) {
-    run_gemm(pa, pb, ExactEpilogue<int32_t>{static_cast<int32_t*>(c.data()), m, n, streams(c.data(), m, n)});
-  } else run_gemm(pa, pb, ExactEpilogue<int64_t>{static_cast<int64_t*>(c.data()), m, n});
+    run_gemm(pa, pb, ExactEpilogue<int32_t>{static_cast<int32_t*>(c.data()), m, n, streams(c.data(), m, n)},
+             int16_kernel);
+  } else run_gemm(pa, pb, ExactEpilogue<int64_t>{static_cast<int64_t*>(c.data()), m, n}, int16_kernel);
 }
 
 void gemm_scaled(const IntMatrix& a, const TensorView& a_scale, const IntMatrix& b, const TensorView& b_scale,
@@ -320,7 +358,9 @@ void gemm_scaled(const IntMatrix& a, const TensorView& a_scale, const IntMatrix&
                           bias ? static_cast<const float*>(bias->data()) : nullptr};
   // Streamed like a large int32 C, where the AVX-512 kernel runs (the streamed epilogue is AVX-512).
   epilogue.stream = active_cpu_kernel() == CpuKernel::kAvx512Vnni && streams(out.data(), m, n);
-  run_gemm(pack_operand(a, PackSide::kA), pack_operand(b, PackSide::kB), epilogue);
+  const Int16MicroKernel int16_kernel = active_int16_microkernel();
+  run_gemm(pack_operand(a, PackSide::kA, int16_kernel != nullptr), pack_operand(b, PackSide::kB), epilogue,
+           int16_kernel);
 }
 
 }  // namespace intcore

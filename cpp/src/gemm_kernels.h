@@ -35,4 +35,14 @@ INTCORE_MICROKERNEL(microkernel_neon_i8mm);
 
 MicroKernel active_microkernel();
 
+// int16 A times one byte limb of B, exact in int64: c[i * kNR + j] = sum over k of a[i][k] b[j][k]
+// (a signed 16-bit, panels [k4][kMR][4] int16; b as above). Where a set multiplies 16-bit lanes
+// (AVX2's vpmaddwd), an int16 A then takes one product per B limb instead of one per limb
+// pair: half the instructions of two byte limbs. Sets whose byte products are fast (VNNI) have
+// none.
+using Int16MicroKernel = void (*)(const int16_t* a, const int8_t* b, int64_t k4, int64_t* c);
+void microkernel_avx2_int16(const int16_t* a, const int8_t* b, int64_t k4, int64_t* c);
+// The active set's, or nullptr where it has none (gemm.cpp then splits A into byte limbs).
+Int16MicroKernel active_int16_microkernel();
+
 }  // namespace intcore

@@ -225,9 +225,54 @@ void pack_panels(const TensorView& v, PackSide side, PackedMatrix& p, int64_t p0
   }
 }
 
+// The sum of n int16 values (a row's part in one K chunk), cloned per ISA to vectorize.
+INTCORE_ISA_CLONES int32_t int16_sum(const int16_t* v, int64_t n) {
+  int32_t sum = 0;
+  for (int64_t t = 0; t < n; ++t) sum += v[t];
+  return sum;
+}
+
+// Panels [p0, p1) of an int16 operand kept whole: each row's groups of four k as four int16
+// (zero past K), and each row's sum per K chunk. Contiguous rows copy 8 bytes per group; other
+// views (transposed) read element by element.
+void pack_whole_int16_panels(const TensorView& v, PackedMatrix& p, int64_t p0, int64_t p1) {
+  const int64_t R = p.panel_rows, rs = v.stride(0), cs = v.stride(1), padded_rows = p.panels * R;
+  const int64_t full = p.k / 4, chunk_k = kChunkK4 * 4;
+  const int16_t* base = static_cast<const int16_t*>(v.data());
+  PackedLimb& limb = p.limbs[0];
+  for (int64_t panel = p0; panel < p1; ++panel) {
+    int16_t* dst = reinterpret_cast<int16_t*>(limb.bytes) + panel * p.k4 * R * 4;
+    const int64_t first = panel * R, count = std::min<int64_t>(R, p.rows - first);
+    for (int64_t i = 0; i < count; ++i) {
+      const int16_t* row = base + (first + i) * rs;
+      int32_t* sums = limb.sums.data() + first + i;
+      if (cs == 1) {
+        for (int64_t g = 0; g < full; ++g) std::memcpy(dst + (g * R + i) * 4, row + 4 * g, 4 * sizeof(int16_t));
+        for (int64_t k0 = 0; k0 < p.k; k0 += chunk_k) {
+          sums[(k0 / chunk_k) * padded_rows] += int16_sum(row + k0, std::min(chunk_k, p.k - k0));
+        }
+      } else {
+        for (int64_t g = 0; g < full; ++g) {
+          int16_t* out = dst + (g * R + i) * 4;
+          for (int t = 0; t < 4; ++t) {
+            out[t] = row[(4 * g + t) * cs];
+            sums[(g / kChunkK4) * padded_rows] += out[t];
+          }
+        }
+      }
+      if (full == p.k4) continue;
+      int16_t* out = dst + (full * R + i) * 4;  // the last, partial group: zero past K
+      for (int64_t t = 0; t < 4; ++t) {
+        out[t] = 4 * full + t < p.k ? row[(4 * full + t) * cs] : 0;
+        if (cs != 1) sums[(full / kChunkK4) * padded_rows] += out[t];
+      }
+    }
+  }
+}
+
 }  // namespace
 
-PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
+PackedMatrix pack_operand(const IntMatrix& m, PackSide side, bool whole_int16) {
   PackedMatrix p;
   p.rows = m.rows();
   p.k = m.k;
@@ -235,18 +280,26 @@ PackedMatrix pack_operand(const IntMatrix& m, PackSide side) {
   p.panel_rows = side == PackSide::kA ? kMR : kNR;
   p.panels = (p.rows + p.panel_rows - 1) / p.panel_rows;
   const bool wide = !m.packed_int4 && m.values.dtype() == DType::kInt16;
-  // int8 / int4: one signed limb. int16: signed high byte (shift 8), unsigned low byte.
+  whole_int16 = whole_int16 && wide && side == PackSide::kA;
+  // int8 / int4: one signed limb. int16: signed high byte (shift 8), unsigned low byte; or,
+  // kept whole, one limb of int16 values (offset 0: the kernel reads them signed).
   struct LimbSpec { bool is_signed; int shift; };
-  const std::vector<LimbSpec> specs =
-      wide ? std::vector<LimbSpec>{{true, 8}, {false, 0}} : std::vector<LimbSpec>{{true, 0}};
+  const std::vector<LimbSpec> specs = wide && !whole_int16 ? std::vector<LimbSpec>{{true, 8}, {false, 0}}
+                                                           : std::vector<LimbSpec>{{true, 0}};
+  p.element_bytes = whole_int16 ? 2 : 1;
   const int64_t R = p.panel_rows, chunks = p.chunks(), padded_rows = p.panels * R;
   for (const LimbSpec& s : specs) {
     PackedLimb limb;
     limb.shift = s.shift;
-    limb.offset = (side == PackSide::kA) == s.is_signed ? 128 : 0;
-    limb.bytes = panel_memory(side, p.limbs.size(), static_cast<size_t>(p.panels * p.k4 * R * 4), limb.owned);
+    limb.offset = (side == PackSide::kA) == s.is_signed && !whole_int16 ? 128 : 0;
+    limb.bytes = panel_memory(side, p.limbs.size(), static_cast<size_t>(p.panels * p.k4 * R * 4 * p.element_bytes),
+                              limb.owned);
     limb.sums.assign(static_cast<size_t>(chunks * padded_rows), 0);
     p.limbs.push_back(std::move(limb));
+  }
+  if (whole_int16) {
+    parallel_for(p.panels, R * p.k, [&](int64_t p0, int64_t p1) { pack_whole_int16_panels(m.values, p, p0, p1); });
+    return p;
   }
 
   if (!m.packed_int4) {

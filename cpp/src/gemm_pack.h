@@ -44,11 +44,14 @@ struct PackedMatrix {
   int64_t k4 = 0;       // ceil(k / 4)
   int64_t panels = 0;   // ceil(rows / R)
   int panel_rows = 0;   // R: kMR on the A side, kNR on the B side
+  // 2 where an int16 A operand is kept whole, one limb of int16 values (pack_operand's
+  // whole_int16, for a set with an Int16MicroKernel); 1 for byte limbs.
+  int element_bytes = 1;
   std::vector<PackedLimb> limbs;
 
   int64_t chunks() const { return k4 == 0 ? 1 : (k4 + kChunkK4 - 1) / kChunkK4; }
   const uint8_t* panel(int limb, int64_t p, int64_t chunk) const {
-    return limbs[limb].bytes + (p * k4 + chunk * kChunkK4) * panel_rows * 4;
+    return limbs[limb].bytes + (p * k4 + chunk * kChunkK4) * panel_rows * 4 * element_bytes;
   }
   const int32_t* sums(int limb, int64_t chunk) const {
     return limbs[limb].sums.data() + chunk * panels * panel_rows;
@@ -56,7 +59,9 @@ struct PackedMatrix {
 };
 
 enum class PackSide { kA, kB };
-PackedMatrix pack_operand(const IntMatrix& m, PackSide side);
+// With whole_int16 (an int16 operand on the A side only) the values are stored whole as int16,
+// one limb of offset 0, with their sums per chunk; otherwise split into byte limbs.
+PackedMatrix pack_operand(const IntMatrix& m, PackSide side, bool whole_int16 = false);
 
 // One panel's int8 rows (contiguous, `rs` apart, starting at operand row `first`) into `limb`,
 // stored bytes v ^ flip read unsigned or signed: the AVX-512 form of the row packer, chosen by

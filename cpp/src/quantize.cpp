@@ -15,15 +15,8 @@
 #include "intcore/cpu_kernel.h"
 #include "intcore/quantize.h"
 #include "parallel.h"
-#include "cpu/avx512/transpose16.h"
+#include "transpose_floats.h"
 #include "cuda_dispatch.h"
-
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-// GCC 12 reports the intrinsics' own placeholder operands as uninitialized (GCC bug 105593).
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 
 namespace intcore {
 namespace {
@@ -35,36 +28,26 @@ struct Tile {
   float values[kTile][kTile];  // values[r - r0][c - c0]
 };
 
-// dst[r * kTile + c] = src[r + c * cs] for a 16 x 16 block: sixteen 16-float columns of a
-// transposed view, read along memory and transposed in registers.
-#if defined(__x86_64__) || defined(_M_X64)
-__attribute__((target("avx512f"))) void transpose16_floats(const float* src, int64_t cs, float* dst) {
-  __m512i w[16];
-  for (int c = 0; c < 16; ++c) w[c] = _mm512_castps_si512(_mm512_loadu_ps(src + c * cs));
-  transpose16_avx512(w);
-  for (int r = 0; r < 16; ++r) _mm512_storeu_ps(dst + r * kTile, _mm512_castsi512_ps(w[r]));
-}
-#endif
-
 // Loads the tile of a float32 view whose rows are adjacent in memory (rs == 1, a transposed
-// matrix): 16 x 16 blocks in registers under the AVX-512 CPU kernel, the edges one by one.
+// matrix): square blocks transposed in registers under a CPU kernel set with AVX2 or AVX-512
+// (transpose_floats.h), the edges one by one. False under the other sets.
 bool load_transposed_float_tile(const float* base, int64_t cs, Tile& tile) {
-#if defined(__x86_64__) || defined(_M_X64)
-  if (active_cpu_kernel() != CpuKernel::kAvx512Vnni) return false;
+  const CpuKernel set = active_cpu_kernel();
+  const int64_t block = set == CpuKernel::kAvx512Vnni                           ? 16
+                        : set == CpuKernel::kAvx2 || set == CpuKernel::kAvxVnni ? 8
+                                                                                 : 0;
+  if (block == 0) return false;
+  const auto transpose = block == 16 ? transpose16_floats_avx512 : transpose8_floats_avx2;
   const int64_t nr = tile.r1 - tile.r0, nc = tile.c1 - tile.c0;
-  const int64_t full_r = nr / 16 * 16, full_c = nc / 16 * 16;
-  for (int64_t c = 0; c < full_c; c += 16)
-    for (int64_t r = 0; r < full_r; r += 16)
-      transpose16_floats(base + (tile.r0 + r) + (tile.c0 + c) * cs, cs, &tile.values[r][c]);
+  const int64_t full_r = nr / block * block, full_c = nc / block * block;
+  for (int64_t c = 0; c < full_c; c += block)
+    for (int64_t r = 0; r < full_r; r += block)
+      transpose(base + (tile.r0 + r) + (tile.c0 + c) * cs, cs, &tile.values[r][c], kTile);
   for (int64_t c = 0; c < nc; ++c) {
     const float* src = base + tile.r0 + (tile.c0 + c) * cs;
     for (int64_t r = c < full_c ? full_r : 0; r < nr; ++r) tile.values[r][c] = src[r];
   }
   return true;
-#else
-  (void)base, (void)cs, (void)tile;
-  return false;
-#endif
 }
 
 // Loads x[r0:r1, c0:c1] into tile.values, reading memory in its contiguous order.

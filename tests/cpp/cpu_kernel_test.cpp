@@ -82,6 +82,45 @@ TEST(CpuKernel, MicroKernelsExactAtExtremeBytesAndLargestK) {
   }
 }
 
+// The int16 micro-kernels (sets that have one) against a plain int64 loop: random int16 A and
+// byte B panels, and the extremes at the largest K, whose sums (2^37) only int64 holds.
+std::vector<int64_t> int16_reference(const std::vector<int16_t>& a, const std::vector<int8_t>& b, int64_t k4) {
+  std::vector<int64_t> c(kMR * kNR, 0);
+  for (int64_t g = 0; g < k4; ++g)
+    for (int i = 0; i < kMR; ++i)
+      for (int j = 0; j < kNR; ++j)
+        for (int t = 0; t < 4; ++t) c[i * kNR + j] += int64_t{a[(g * kMR + i) * 4 + t]} * b[(g * kNR + j) * 4 + t];
+  return c;
+}
+
+TEST(CpuKernel, Int16MicroKernelsExactInInt64) {
+  int sets = 0;
+  for_each_cpu_kernel([&](CpuKernel) {
+    const Int16MicroKernel kernel = active_int16_microkernel();
+    if (kernel == nullptr) return;
+    ++sets;
+    std::mt19937 rng(3);
+    for (int64_t k4 : {0, 1, 2, 63, 64, 65, 300}) {
+      std::vector<int16_t> a(static_cast<size_t>(k4 * kMR * 4));
+      for (auto& v : a) v = static_cast<int16_t>(rng());
+      const Panels p = random_panels(k4, static_cast<uint32_t>(k4 + 7));
+      std::vector<int64_t> c(kMR * kNR, -1);
+      kernel(a.data(), p.b.data(), k4, c.data());
+      EXPECT_EQ(c, int16_reference(a, p.b, k4)) << "k4 " << k4;
+    }
+    for (int8_t b_value : {int8_t{-128}, int8_t{127}}) {
+      const std::vector<int16_t> a(static_cast<size_t>(kChunkK4 * kMR * 4), int16_t{-32768});
+      const std::vector<int8_t> b(static_cast<size_t>(kChunkK4 * kNR * 4), b_value);
+      std::vector<int64_t> c(kMR * kNR, -1);
+      kernel(a.data(), b.data(), kChunkK4, c.data());
+      EXPECT_EQ(c, std::vector<int64_t>(kMR * kNR, int64_t{-32768} * b_value * 4 * kChunkK4));
+    }
+  });
+#if defined(__x86_64__)
+  if (cpu_kernel_supported(CpuKernel::kAvx2)) EXPECT_GE(sets, 1);
+#endif
+}
+
 // INTCORE_EXPECT_CPU_KERNELS (comma-separated, set by tests/cross_aarch64.sh for each emulated
 // CPU) must equal the sets found: proof that the sweeps here really ran those kernels.
 TEST(CpuKernel, SupportedSetsAreTheExpectedOnes) {

@@ -92,8 +92,9 @@ TEST(FixedPoint, StochasticIsReproducibleAndSeedDependent) {
 }
 
 TEST(FixedPoint, TransposedViewEqualsMaterializedTranspose) {
-  // A transposed float view is read by columns (absmax) and by 16 x 16 register transposes
-  // (rounding, AVX-512 kernel), with edge blocks of every size; NaN in it is still refused.
+  // A transposed float view is read by columns (absmax) and by register transposes (rounding:
+  // 16 x 16 under avx512_vnni, 8 x 8 under avx2 and avx_vnni), with edge blocks of every size;
+  // NaN in it is still refused.
   for_each_cpu_kernel([](CpuKernel) {
     auto x = random_floats(70, 130, 3);
     Array<float> xt(130, 70);

@@ -1,4 +1,4 @@
-// AVX2 micro-kernel, exact for every byte: products in 16-bit lanes (vpmaddwd), no saturation.
+// AVX2 micro-kernels, exact for every input: products in 16-bit lanes (vpmaddwd), no saturation.
 //
 // AVX2 has no vpdpbusd. Its byte multiply, vpmaddubsw, adds two u8 x s8 products into a
 // saturating int16, which an A byte above 127 can overflow (2 * 255 * 128 > 32767); the usual
@@ -6,12 +6,18 @@
 // a sign instruction per product vector, which is what it saves. So both operands are widened to
 // 16 bits and vpmaddwd forms a0 b0 + a1 b1 in int32: 16 multiply-adds per instruction, exact.
 //
-// Layout: the A panel is widened once per call into int16 ([k4][kMR][4]), so a row's group of
-// four k is one 8-byte broadcast. The 64 columns are walked eight at a time: two B vectors of
-// four columns x four k (vpmovsxbw from 16 bytes each), six broadcast rows, twelve accumulators
-// whose int32 lanes hold (column, k pair) sums; a horizontal add per row folds the pairs at
-// the end. K goes in blocks of kBlockK4 groups, so the block of B that the eight column passes
-// read again stays in L1 (16 KiB); the accumulators wait in `part` between blocks.
+// Layout: A is int16 in the kernel ([k4][kMR][4]: widened once per call from the byte panel, or
+// packed so by the driver for int16 operands), so a row's group of four k is one 8-byte
+// broadcast. The 64 columns are walked eight at a time: two B vectors of four columns x four k
+// (vpmovsxbw from 16 bytes each), six broadcast rows, twelve accumulators whose int32 lanes hold
+// (column, k pair) sums; a horizontal add per row folds the pairs at the end. K goes in blocks
+// of kBlockK4 groups, so the block of B that the eight column passes read again stays in L1
+// (16 KiB); the accumulators wait in `part` between blocks.
+//
+// 16-bit A (microkernel_avx2_int16): the same passes with the int16 values themselves against
+// one byte limb of B, so an int16 x int16 product takes two byte-limb products instead of the
+// four of the byte kernels (half the instructions). A lane then gains up to 2 * 2^15 * 2^7 per
+// group, so each block's int32 sums (at most 2 * 64 * 2^23 = 2^30) are moved into int64.
 #include "gemm_kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -98,6 +104,29 @@ __attribute__((target("avx2"))) void microkernel_avx2(const uint8_t* a, const in
   }
 }
 
+__attribute__((target("avx2"))) void microkernel_avx2_int16(const int16_t* a, const int8_t* b, int64_t k4,
+                                                            int64_t* c) {
+  for (int i = 0; i < kMR * kNR; ++i) c[i] = 0;
+  for (int64_t k0 = 0; k0 < k4; k0 += kBlockK4) {
+    const int64_t len = std::min(kBlockK4, k4 - k0);
+    for (int p = 0; p < kNR / kCols; ++p) {
+      __m256i acc[kMR][2];
+#pragma GCC unroll 6
+      for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+      column_pass(a + k0 * kMR * 4, b + (k0 * kNR + p * kCols) * 4, len, acc);
+      for (int i = 0; i < kMR; ++i) {
+        const __m256i sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][0], acc[i][1]), 0xD8);
+        int64_t* dst = c + i * kNR + p * kCols;
+        const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(sums));
+        const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(sums, 1));
+        __m256i* d = reinterpret_cast<__m256i*>(dst);
+        _mm256_storeu_si256(d, _mm256_add_epi64(_mm256_loadu_si256(d), lo));
+        _mm256_storeu_si256(d + 1, _mm256_add_epi64(_mm256_loadu_si256(d + 1), hi));
+      }
+    }
+  }
+}
+
 }  // namespace intcore
 
 #else  // not x86-64: cpu_kernel.cpp never selects this kernel
@@ -107,6 +136,7 @@ void microkernel_avx2(const uint8_t* a, const int8_t* b, int64_t k4, const int32
                       bool stream) {
   microkernel_generic(a, b, k4, start, c, ldc, stream);
 }
+void microkernel_avx2_int16(const int16_t*, const int8_t*, int64_t, int64_t*) {}  // never selected
 }  // namespace intcore
 
 #endif
