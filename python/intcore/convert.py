@@ -27,6 +27,9 @@ def _skip_predicate(model: nn.Module, skip: Skip) -> Callable[[str, nn.Module], 
         return lambda name, module: False
     if callable(skip):
         return skip
+    if not isinstance(skip, Iterable):
+        raise TypeError(f"convert: skip must be a module name pattern, a list of them or a callable, got "
+                        f"{type(skip).__name__} {skip!r}")
     patterns = [skip] if isinstance(skip, str) else list(skip)
     for p in patterns:
         if not isinstance(p, str):

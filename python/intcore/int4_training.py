@@ -54,8 +54,7 @@ class Int4Config:
             raise ValueError(f"Int4Config.recipe must be 'hq-lss' or 'absmax', got {self.recipe!r}")
         if self.block_size != "auto" and not _is_power_of_two(self.block_size):
             raise ValueError(f"Int4Config.block_size must be a power of two or 'auto', got {self.block_size!r}")
-        if not 0 < self.budget <= 1:
-            raise ValueError(f"Int4Config.budget must be in (0, 1], got {self.budget!r}")
+        _check_budget("Int4Config.budget", self.budget)
         if self.scale not in ("absmax", "lsq"):
             raise ValueError(f"Int4Config.scale must be 'absmax' or 'lsq', got {self.scale!r}")
         if self.scale == "lsq" and self.recipe != "hq-lss":
@@ -89,6 +88,12 @@ def default_granularity(scale: str) -> str:
 
 def _is_power_of_two(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 32768 and v & (v - 1) == 0
+
+
+def _check_budget(name: str, budget) -> None:
+    """budget must be a real number in (0, 1] (None or a string compared with ints otherwise)."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1], got {budget!r}")
 
 
 @_checks.public("hadamard")
@@ -193,6 +198,7 @@ def int4_linear(
     the default with learned steps); see :class:`Int4Config`. recipe "absmax": per-row absmax
     int4 codes, no transform, no sampling.
     """
+    _check_budget("budget", budget)
     if granularity is None:
         learned = recipe == "hq-lss" and x_step is not None
         granularity = default_granularity("lsq" if learned else "absmax")

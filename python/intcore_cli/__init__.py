@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 
 # name -> ("module:function" that runs it with the remaining arguments, one-line summary)
 COMMANDS = {
-    "finetune": ("intcore.drivers.finetune:cli", "fine-tune a BERT classifier with integer recipes"),
+    "finetune": ("intcore.drivers.finetune:cli",
+                 "fine-tune a classifier (BERT, RoBERTa, ELECTRA, DistilBERT, GPT-2) with integer recipes"),
     "evaluate": ("intcore.drivers.evaluate:cli", "accuracy and F1 of a fine-tuned run's models on a labelled file"),
     "predict": ("intcore.drivers.predict:cli", "labels and probabilities from a fine-tuned run's models"),
     "train-lm": ("intcore.drivers.train_lm:cli", "train a GPT-style language model from scratch"),

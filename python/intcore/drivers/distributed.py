@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from intcore.drivers.errors import DriverError
+
 
 @dataclass(frozen=True)
 class World:
@@ -39,10 +41,25 @@ def init(device: str) -> World:
     return world
 
 
+def parse_device(name: str) -> torch.device:
+    """--device as a torch.device, or a one-line DriverError where this PyTorch cannot use it
+    (before any data or model is loaded)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise DriverError(f"--device {name}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = ("this PyTorch is a CPU build" if torch.version.cuda is None
+               else "PyTorch sees no CUDA device here")
+        raise DriverError(f"--device {name}: {why} (torch {torch.__version__}); use --device cpu")
+    return device
+
+
 def device_for(world: World, device: str) -> torch.device:
-    if device.startswith("cuda") and world.distributed:
+    parsed = parse_device(device)
+    if parsed.type == "cuda" and world.distributed:
         return torch.device("cuda", world.local_rank)
-    return torch.device(device)
+    return parsed
 
 
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:

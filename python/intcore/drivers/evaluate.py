@@ -16,8 +16,6 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-
 from intcore.drivers import classification_data, distributed, export, finetune, help_text, report
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.atomic_files import write_atomic
@@ -30,16 +28,6 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", help="comma-separated runs to use (default: every exported run)")
     p.add_argument("--text-column", default="text", help="--data's column of texts")
     p.add_argument("--device", default="cpu")
-
-
-def device_of(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise DriverError(f"--device {name}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DriverError(f"--device {name}: PyTorch sees no CUDA device here")
-    return device
 
 
 def runs_of(args: argparse.Namespace) -> Optional[list[str]]:
@@ -85,7 +73,7 @@ def label_indices(rows: list[dict], args: argparse.Namespace, labels: list[str],
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    device = device_of(args.device)
+    device = distributed.parse_device(args.device)
     models = export.find(args.run_dir, runs_of(args), "evaluate")
     if not Path(args.data).is_file():
         raise DriverError(f"--data {args.data}: no such file")

@@ -1,4 +1,5 @@
-"""`intcore finetune`: fine-tune a BERT classifier with integer recipes and compare them.
+"""`intcore finetune`: fine-tune a sequence classifier (BERT, RoBERTa, ELECTRA, DistilBERT, GPT-2)
+with integer recipes and compare them.
 
     intcore finetune                                  # MiniLM-L6 on Rotten Tomatoes, int16
     intcore finetune --recipes fp32,int16,int8        # several recipes, one table

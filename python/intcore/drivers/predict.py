@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from intcore.drivers import classification_data, evaluate, export, finetune, help_text, recipe_setup, report
+from intcore.drivers import classification_data, distributed, evaluate, export, finetune, help_text, recipe_setup, report
 from intcore.drivers.errors import DriverError, run_cli
 
 SHOWN_CHARACTERS = 60  # of each text in the table
@@ -70,7 +70,7 @@ def probabilities(model, tokenizer, record: export.Record, texts: list[str], bat
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    device = evaluate.device_of(args.device)
+    device = distributed.parse_device(args.device)
     models = export.find(args.run_dir, evaluate.runs_of(args), "predict")
     texts = texts_of(args)
     rows = []

@@ -6,17 +6,24 @@ from pathlib import Path
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    cells = [[h for h in headers]] + [[_fmt(v) for v in row] for row in rows]
+    """A text table; the floats of a column share one number of decimals (four below 10, one
+    fewer per digit before the point, at least one), so a column never mixes 12.6 and 7.2236."""
+    decimals = [_decimals([row[i] for row in rows]) for i in range(len(headers))]
+    cells = [list(headers)] + [[_fmt(v, d) for v, d in zip(row, decimals)] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)
+def _decimals(column: list) -> int:
+    floats = [abs(v) for v in column if isinstance(v, float) and v == v and abs(v) != float("inf")]
+    digits = len(str(int(max(floats)))) if floats else 1
+    return max(1, 5 - digits)
+
+
+def _fmt(v, decimals: int) -> str:
+    return f"{v:.{decimals}f}" if isinstance(v, float) else str(v)
 
 
 def _moving_average(values, alpha: float) -> list:

@@ -27,7 +27,8 @@ def previous_results(output: OutputDir, resume: bool) -> dict:
 
 def environment(world: distributed.World, device: torch.device) -> dict:
     return {"device": str(device), "world_size": world.size, "torch": torch.__version__,
-            "intcore": intcore.__version__, "threads": torch.get_num_threads()}
+            "intcore": intcore.__version__, "threads": torch.get_num_threads(),
+            "cpu": intcore.cpu_kernels.cpu_model(), "cpu_kernel": intcore._C.cpu_kernel()}
 
 
 def is_complete(results: dict, recipe: str) -> bool:
