@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import operator
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -30,7 +31,8 @@ class FixedPointConfig:
     weight_bits, activation_bits, grad_bits: mantissa widths (2..16) of weights, activations
         (layer inputs; for layer norm also xhat, gamma and beta) and gradients.
     rounding: "stochastic" (unbiased; the paper's default) or "nearest", for activations and
-        gradients. Weights always round to nearest.
+        gradients while training. Weights always round to nearest, and so does everything in
+        eval mode (``for_inference``): inference is deterministic and draws no random numbers.
     granularity: "per_tensor" (the paper's setting: one exponent per tensor, integer codes
         reused in the backward) or "per_row" (one exponent per row of each GEMM operand).
     rsqrt: layer norm's 1/sqrt(var + eps): "integer" (fixed-point Newton iteration) or
@@ -59,6 +61,11 @@ class FixedPointConfig:
     def uniform(cls, bits: int, **kwargs) -> "FixedPointConfig":
         return cls(weight_bits=bits, activation_bits=bits, grad_bits=bits, **kwargs)
 
+    def for_inference(self) -> "FixedPointConfig":
+        """This config as modules in eval mode use it: nearest rounding, so that the same input
+        gives the same output and no random numbers are drawn (see intcore.nn.fixed_point)."""
+        return self if self.rounding == "nearest" else dataclasses.replace(self, rounding="nearest")
+
     def describe(self) -> str:
         bits = {self.weight_bits, self.activation_bits, self.grad_bits}
         width = f"int{bits.pop()}" if len(bits) == 1 else (
@@ -70,6 +77,12 @@ class FixedPointConfig:
 
 
 DEFAULT_CONFIG = FixedPointConfig()
+
+
+def _forward_seed(config: FixedPointConfig) -> Tensor:
+    """The seed of a forward's stochastic rounding. With nearest rounding none is drawn, so that
+    PyTorch's generator is left as it was (the op reads no random bits then)."""
+    return draw_seed() if config.rounding == "stochastic" else torch.zeros((), dtype=torch.int64)
 
 
 @_checks.public("fixed_point_linear", renames={"w": "weight"})
@@ -88,7 +101,7 @@ def fixed_point_linear(
     bits = [config.activation_bits, config.weight_bits, config.grad_bits]
     y = ops.fixed_point_linear(
         _checks.as_rows(x), weight, bias, bits, config.rounding, config.granularity == "per_row",
-        draw_seed(x.device),
+        _forward_seed(config),
     )[0]
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
@@ -122,7 +135,7 @@ def fixed_point_layer_norm(
     _checks.check_same_device(x=x, weight=weight, bias=bias)
     y = ops.fixed_point_layer_norm(
         _checks.as_rows(x), weight, bias, config.activation_bits, config.grad_bits, float(eps), config.rounding,
-        config.rsqrt, config.granularity == "per_row", draw_seed(x.device),
+        config.rsqrt, config.granularity == "per_row", _forward_seed(config),
     )[0]
     return y.reshape(x.shape)
 

@@ -13,6 +13,8 @@ import sys
 from importlib import metadata
 from typing import Optional, Sequence
 
+from intcore_cli import reproducible
+
 # name -> ("module:function" that runs it with the remaining arguments, one-line summary)
 COMMANDS = {
     "finetune": ("intcore.drivers.finetune:cli",
@@ -44,5 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if command not in COMMANDS:
         print(f"intcore: error: unknown command {command!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    if reproducible.requested(rest):
+        reproducible.apply()  # before the driver's import loads torch
     module, function = COMMANDS[command][0].split(":")
     return getattr(importlib.import_module(module), function)(rest)

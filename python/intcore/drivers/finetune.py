@@ -31,9 +31,9 @@ from intcore.drivers import (checkpoint, classification_data, distributed, expor
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.outputs import OutputDir
 from intcore.drivers.progress import Progress
+from intcore_cli import reproducible
 
 DEFAULT_RECIPE = "int16"
-EVALUATION_SEED = 0
 PLOT_PANELS = [("epoch", "train_loss", "train loss"), ("epoch", "val_accuracy", "validation accuracy")]
 
 
@@ -61,9 +61,12 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="output directory (default: runs/<command>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(reproducible.FLAG, action="store_true", help=reproducible.HELP)
 
 
 def check_training_args(args: argparse.Namespace, command: str) -> None:
+    if args.reproducible and reproducible.missing():
+        raise DriverError(reproducible.missing())
     for name in ("epochs", "batch_size", "max_length", "evals_per_epoch", "checkpoint_every"):
         if getattr(args, name) < 1:
             raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
@@ -115,24 +118,11 @@ def _load_model(path: Path, num_labels: int, device: torch.device):
     return model.to(device)
 
 
-@contextlib.contextmanager
-def evaluation_rng(device: torch.device):
-    """The integer recipes round activations stochastically, in evaluation too. Inside this
-    block PyTorch's generator is forked and seeded with EVALUATION_SEED, so that an evaluation
-    is a function of the model and the batches (`intcore evaluate` reproduces a run's test
-    figures) and training takes the same steps however often it is validated."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(EVALUATION_SEED)
-        yield
-
-
 @torch.no_grad()
 def evaluate(model, batches, recipe: str, device: torch.device, world, num_labels: int) -> dict:
-    with evaluation_rng(device):
-        return _evaluate(model, batches, recipe, device, world, num_labels)
-
-
-def _evaluate(model, batches, recipe: str, device: torch.device, world, num_labels: int) -> dict:
+    """Loss, accuracy and F1 on batches, in eval mode: a function of the model and the batches
+    (every recipe rounds to nearest there and draws no random numbers, so training takes the
+    same steps however often it is validated, and `intcore evaluate` reproduces the figures)."""
     model.eval()
     loss_sum, counts = 0.0, torch.zeros(num_labels, num_labels, dtype=torch.float64)  # [true, predicted]
     for batch in batches[world.rank::world.size]:

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from intcore.drivers import classification_data, distributed, evaluate, export, finetune, help_text, recipe_setup, report
+from intcore.drivers import classification_data, distributed, evaluate, export, help_text, recipe_setup, report
 from intcore.drivers.errors import DriverError, run_cli
 
 SHOWN_CHARACTERS = 60  # of each text in the table
@@ -58,13 +58,12 @@ def probabilities(model, tokenizer, record: export.Record, texts: list[str], bat
                   device: torch.device) -> torch.Tensor:
     """[len(texts), labels] class probabilities, in the order of texts."""
     out = []
-    with finetune.evaluation_rng(device):
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=record.max_length,
-                              padding=True, return_tensors="pt").to(device)
-            with recipe_setup.forward_context(record.recipe, device):
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            out.append(logits.float().softmax(-1).cpu())
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=record.max_length,
+                          padding=True, return_tensors="pt").to(device)
+        with recipe_setup.forward_context(record.recipe, device):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out.append(logits.float().softmax(-1).cpu())
     return torch.cat(out)
 
 

@@ -8,6 +8,7 @@ import torch
 import intcore
 from intcore.drivers import checkpoint, distributed, errors, report
 from intcore.drivers.outputs import OutputDir
+from intcore_cli import reproducible
 
 
 def open_output(path: str, resume: bool, world: distributed.World) -> OutputDir:
@@ -28,7 +29,8 @@ def previous_results(output: OutputDir, resume: bool) -> dict:
 def environment(world: distributed.World, device: torch.device) -> dict:
     return {"device": str(device), "world_size": world.size, "torch": torch.__version__,
             "intcore": intcore.__version__, "threads": torch.get_num_threads(),
-            "cpu": intcore.cpu_kernels.cpu_model(), "cpu_kernel": intcore._C.cpu_kernel()}
+            "cpu": intcore.cpu_kernels.cpu_model(), "cpu_kernel": intcore._C.cpu_kernel(),
+            "reproducible": reproducible.active()}
 
 
 def is_complete(results: dict, recipe: str) -> bool:

@@ -26,6 +26,7 @@ from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.gpt import GPT, GPTConfig
 from intcore.drivers.outputs import OutputDir
 from intcore.drivers.progress import Progress
+from intcore_cli import reproducible
 
 DEFAULT_RECIPE = "int16"
 PLOT_PANELS = [("step", "train_loss", "train loss (nats/token)"), ("step", "val_loss", "validation loss (nats/token)")]
@@ -57,6 +58,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--output", help="output directory (default: runs/train-lm-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoints")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(reproducible.FLAG, action="store_true", help=reproducible.HELP)
     help_text.show_defaults(p)
     args = p.parse_args(argv)
     args.recipes = [r.strip() for r in (args.recipes or args.recipe).split(",") if r.strip()]
@@ -65,6 +67,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                  "checkpoint_every", "keep_checkpoints"):
         if getattr(args, name) < 1:
             raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.reproducible and reproducible.missing():
+        raise DriverError(reproducible.missing())
     if args.width % args.heads:
         raise DriverError(f"--width ({args.width}) must be a multiple of --heads ({args.heads})")
     if args.resume and not args.output:

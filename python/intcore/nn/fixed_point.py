@@ -2,6 +2,9 @@
 
 Each subclasses the module it replaces, so parameter names and state_dicts are unchanged and
 ``from_*`` constructors share the original parameters (no copy). ``config`` sets the widths.
+In eval mode they round to nearest (``FixedPointConfig.for_inference``): the same input gives
+the same output, with or without no_grad, and PyTorch's random generator is left alone; in
+training mode activations and gradients round as ``config`` says (stochastically by default).
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ def _adopt(cls, source: nn.Module, config: FixedPointConfig):
     return module
 
 
+def _config(module: nn.Module) -> FixedPointConfig:
+    """The config a forward uses: the module's while training, nearest rounding in eval mode."""
+    return module.config if module.training else module.config.for_inference()
+
+
 class FixedPointLinear(nn.Linear):
     """nn.Linear computed by :func:`intcore.fixed_point.fixed_point_linear`."""
 
@@ -38,7 +46,7 @@ class FixedPointLinear(nn.Linear):
         return _adopt(cls, linear, config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fixed_point.fixed_point_linear(x, self.weight, self.bias, self.config)
+        return fixed_point.fixed_point_linear(x, self.weight, self.bias, _config(self))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.config.describe()}"
@@ -63,7 +71,7 @@ class FixedPointLayerNorm(nn.LayerNorm):
         return _adopt(cls, norm, config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fixed_point.fixed_point_layer_norm(x, self.weight, self.bias, self.eps, self.config)
+        return fixed_point.fixed_point_layer_norm(x, self.weight, self.bias, self.eps, _config(self))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.config.describe()}"
@@ -98,7 +106,7 @@ class FixedPointEmbedding(nn.Embedding):
         return _adopt(cls, embedding, config)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return fixed_point.fixed_point_embedding(ids, self.weight, self.padding_idx, self.config)
+        return fixed_point.fixed_point_embedding(ids, self.weight, self.padding_idx, _config(self))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.config.describe()}"
