@@ -8,7 +8,9 @@ failed start created), and an interrupted one says whether --resume has anything
 
 from __future__ import annotations
 
+import shlex
 import sys
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 
@@ -18,6 +20,7 @@ class DriverError(Exception):
 
 _on_failure: list[Callable[[], None]] = []
 _interrupt_message: list[Callable[[], str]] = []
+_command_line: list = []  # [command, argv] of the command run_cli is running
 
 
 def on_failure(undo: Callable[[], None]) -> None:
@@ -28,6 +31,23 @@ def on_failure(undo: Callable[[], None]) -> None:
 def on_interrupt(message: Callable[[], str]) -> None:
     """What an interrupted command prints (the output directory knows whether it can resume)."""
     _interrupt_message[:] = [message]
+
+
+def resume_command(output: Path) -> str:
+    """The command that continues the running command's run in `output`: its own arguments,
+    with --output set to that directory and --resume added."""
+    if not _command_line:
+        return f"--resume --output {shlex.quote(str(output))}"
+    command, argv = _command_line
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--output":
+            skip = True
+        elif not (a == "--resume" or a.startswith("--output=")):
+            args.append(a)
+    return shlex.join(["intcore", command, *args, "--output", str(output), "--resume"])
 
 
 def _undo() -> None:
@@ -42,6 +62,7 @@ def run_cli(command: str, main: Callable[[Optional[Sequence[str]]], int],
             argv: Optional[Sequence[str]] = None) -> int:
     _on_failure.clear()
     _interrupt_message.clear()
+    _command_line[:] = [command, list(sys.argv[1:] if argv is None else argv)]
     try:
         return main(argv)
     except DriverError as e:
@@ -59,3 +80,4 @@ def run_cli(command: str, main: Callable[[Optional[Sequence[str]]], int],
     finally:
         _on_failure.clear()
         _interrupt_message.clear()
+        _command_line.clear()

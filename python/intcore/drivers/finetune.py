@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,7 +26,8 @@ import torch
 import intcore
 from intcore import assets
 from intcore.drivers import (checkpoint, classification_data, distributed, export, help_text, memory, methods,
-                             recipe_setup, report, session)
+                             outputs, recipe_setup, report, session)
+from intcore.drivers.checkpoint_triggers import CheckpointTriggers
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.outputs import OutputDir
 from intcore.drivers.progress import Progress
@@ -51,6 +51,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-examples", type=int, help="use only this many examples (before splitting)")
     p.add_argument("--evals-per-epoch", type=int, default=4, help="validation passes per epoch")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                   help="minutes of wall time between checkpoints, whatever the steps (Ctrl-C also saves one)")
     p.add_argument("--keep-checkpoints", type=int, default=0, metavar="N",
                    help="checkpoints (model and AdamW state, 12 bytes per parameter: 260 MiB for MiniLM-L6) kept "
                         "per run once it completes: the newest N; with 0 a run keeps only its exported model "
@@ -72,12 +74,11 @@ def check_training_args(args: argparse.Namespace, command: str) -> None:
             raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
     if not args.lr > 0:
         raise DriverError("--lr must be positive")
+    if not args.checkpoint_minutes > 0:
+        raise DriverError("--checkpoint-minutes must be positive")
     if args.keep_checkpoints < 0:
         raise DriverError("--keep-checkpoints must be 0 or more")
-    if args.resume and not args.output:
-        raise DriverError("--resume needs --output: the directory of the run to continue")
-    if args.output is None:
-        args.output = f"runs/{command}-{datetime.now():%Y%m%d-%H%M%S}"
+    outputs.resolve_resume(args, command)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -181,37 +182,42 @@ def train_recipe(args, recipe: str, model_path: Path, data, world, device, outpu
     per_epoch = max(1, steps // args.epochs)
     progress = Progress(world, not args.no_progress, steps, step, run)
     model.train()
-    while step < steps:
-        epoch, offset = divmod(step, per_epoch)
-        batches = classification_data.training_batches(data.train_ids, args.batch_size, args.seed + epoch, pad_id)
-        usable = len(batches) - len(batches) % world.size
-        mine = batches[world.rank:usable:world.size][:per_epoch]
-        for batch in mine[offset:]:
-            start = time.perf_counter()
-            batch = batch.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with recipe_setup.forward_context(recipe, device):
-                out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
-            out.loss.backward()
-            optimizer.step()
-            scheduler.step()
-            elapsed = time.perf_counter() - start
-            state["train_seconds"] += elapsed
-            state["step_seconds"].append(elapsed)
-            step += 1
-            row = {"step": step, "epoch": step / per_epoch, "train_loss": out.loss.item()}
-            progress.step(loss=f"{row['train_loss']:.3f}")
-            with progress.paused():
-                if evaluation_due(step, per_epoch, args.evals_per_epoch):
-                    val = evaluate(model, val_batches, recipe, device, world, num_labels)
-                    row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-                    progress.show(val_acc=f"{val['accuracy']:.3f}")
-                state["history"].append(row)
-                if step % args.checkpoint_every == 0 or step % per_epoch == 0 or step == steps:
-                    session.save(ckpt_dir, step, model, optimizer, scheduler, state, world, device,
-                                 keep=max(1, args.keep_checkpoints))
-            if step >= steps:
-                break
+    with CheckpointTriggers(world, device, args.checkpoint_every, args.checkpoint_minutes, run) as triggers:
+        while step < steps:
+            epoch, offset = divmod(step, per_epoch)
+            batches = classification_data.training_batches(data.train_ids, args.batch_size, args.seed + epoch, pad_id)
+            usable = len(batches) - len(batches) % world.size
+            mine = batches[world.rank:usable:world.size][:per_epoch]
+            for batch in mine[offset:]:
+                start = time.perf_counter()
+                batch = batch.to(device)
+                optimizer.zero_grad(set_to_none=True)
+                with recipe_setup.forward_context(recipe, device):
+                    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+                out.loss.backward()
+                optimizer.step()
+                scheduler.step()
+                elapsed = time.perf_counter() - start
+                state["train_seconds"] += elapsed
+                state["step_seconds"].append(elapsed)
+                step += 1
+                row = {"step": step, "epoch": step / per_epoch, "train_loss": out.loss.item()}
+                progress.step(loss=f"{row['train_loss']:.3f}")
+                with progress.paused():
+                    if evaluation_due(step, per_epoch, args.evals_per_epoch):
+                        val = evaluate(model, val_batches, recipe, device, world, num_labels)
+                        row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                        progress.show(val_acc=f"{val['accuracy']:.3f}")
+                    state["history"].append(row)
+                    save, stop = triggers.after_step(step, step % per_epoch == 0 or step == steps)
+                    if save:
+                        session.save(ckpt_dir, step, model, optimizer, scheduler, state, world, device,
+                                     keep=max(1, args.keep_checkpoints))
+                        triggers.saved()
+                if stop:
+                    raise KeyboardInterrupt  # saved above; run_cli says how to continue
+                if step >= steps:
+                    break
     progress.close()
     test_batches = classification_data.evaluation_batches(data.test_ids, args.batch_size * 2, pad_id)
     test = evaluate(model, test_batches, recipe, device, world, num_labels)

@@ -10,11 +10,46 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime
 from pathlib import Path
+from typing import Optional
 
 from intcore.atomic_files import write_atomic
 from intcore.drivers import errors
 from intcore.drivers.errors import DriverError
+
+
+# Where a run goes without --output: runs/<command>-<date>-<time>, relative to the working directory.
+DEFAULT_PARENT = Path("runs")
+
+
+def default_output(command: str) -> str:
+    return str(DEFAULT_PARENT / f"{command}-{datetime.now():%Y%m%d-%H%M%S}")
+
+
+def newest_run(command: str) -> Optional[Path]:
+    """The newest directory under DEFAULT_PARENT that `command` made (by its timestamped name)
+    and that --resume can continue, or None."""
+    if not DEFAULT_PARENT.is_dir():
+        return None
+    made = sorted((p for p in DEFAULT_PARENT.glob(f"{command}-*") if p.is_dir()), key=lambda p: p.name, reverse=True)
+    return next((p for p in made if OutputDir(p).resumable()), None)
+
+
+def resolve_resume(args, command: str) -> None:
+    """--output for the run: a plain --resume continues the newest run under runs/ (saying
+    which), a new run gets a timestamped directory there."""
+    if args.output is not None:
+        return
+    if not args.resume:
+        args.output = default_output(command)
+        return
+    newest = newest_run(command)
+    if newest is None:
+        raise DriverError(f"--resume: no run of `intcore {command}` under {DEFAULT_PARENT}/ to continue; pass "
+                          f"--output DIR, the directory of the run")
+    args.output = str(newest)
+    print(f"intcore {command}: --resume continues the newest run, {newest}", flush=True)
 
 
 def _remove_if_empty(directories: list) -> None:
@@ -59,8 +94,9 @@ class OutputDir:
 
     def interrupt_message(self) -> str:
         if self.resumable():
-            return f"interrupted; rerun with --resume (and --output {self.path}) to continue from the last checkpoint"
-        return ("interrupted before the first checkpoint, so there is nothing to resume; rerun the command "
+            return (f"interrupted; the run in {self.path} is saved. Continue it from its last checkpoint with:\n"
+                    f"  {errors.resume_command(self.path)}")
+        return ("interrupted before training started, so there is nothing to resume; rerun the command "
                 "(without --resume) to start again")
 
     @property

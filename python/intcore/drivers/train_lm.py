@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from datetime import datetime
 from typing import Optional, Sequence
 
 import torch
 
 import intcore
-from intcore.drivers import distributed, help_text, lm_data, memory, recipe_setup, session
+from intcore.drivers import distributed, help_text, lm_data, memory, outputs, recipe_setup, session
+from intcore.drivers.checkpoint_triggers import CheckpointTriggers
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.gpt import GPT, GPTConfig
 from intcore.drivers.outputs import OutputDir
@@ -50,6 +50,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=100, help="steps between validation passes")
     p.add_argument("--eval-batches", type=int, default=20, help="batches per validation pass")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                   help="minutes of wall time between checkpoints, whatever the steps (Ctrl-C also saves one)")
     p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",
                    help="newest checkpoints kept per recipe (model and AdamW state: 12 bytes per parameter); "
                         "the newest is what --resume and using the trained model need")
@@ -69,12 +71,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
             raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
     if args.reproducible and reproducible.missing():
         raise DriverError(reproducible.missing())
+    if not args.checkpoint_minutes > 0:
+        raise DriverError("--checkpoint-minutes must be positive")
     if args.width % args.heads:
         raise DriverError(f"--width ({args.width}) must be a multiple of --heads ({args.heads})")
-    if args.resume and not args.output:
-        raise DriverError("--resume needs --output: the directory of the run to continue")
-    if args.output is None:
-        args.output = f"runs/train-lm-{datetime.now():%Y%m%d-%H%M%S}"
+    outputs.resolve_resume(args, "train-lm")
     return args
 
 
@@ -108,31 +109,36 @@ def train_recipe(args, recipe: str, corpus, world, device, output: OutputDir) ->
     memory.reset_peak(device)
     progress = Progress(world, not args.no_progress, args.steps, step, recipe)
     model.train()
-    while step < args.steps:
-        # Windows depend only on (seed, rank, step), so a resumed run sees the same data.
-        x, y = lm_data.windows(corpus.train, args.batch_size, args.context,
-                               seed=(args.seed * 1_000_003 + world.rank) * 10_000_019 + step)
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with recipe_setup.forward_context(recipe, device):
-            _, loss = model(x.to(device), y.to(device))
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        state["train_seconds"] += time.perf_counter() - start
-        state["tokens"] += x.numel() * world.size
-        step += 1
-        row = {"step": step, "train_loss": loss.item()}
-        progress.step(loss=f"{row['train_loss']:.3f}")
-        with progress.paused():
-            if step % args.eval_every == 0 or step == args.steps:
-                row["val_loss"] = evaluate(model, corpus, args, recipe, device, world)
-                row["val_perplexity"] = math.exp(row["val_loss"])
-                progress.show(val=f"{row['val_loss']:.3f}")
-            state["history"].append(row)
-            if step % args.checkpoint_every == 0 or step == args.steps:
-                session.save(ckpt_dir, step, model, optimizer, scheduler, state, world, device,
-                             keep=args.keep_checkpoints)
+    with CheckpointTriggers(world, device, args.checkpoint_every, args.checkpoint_minutes, recipe) as triggers:
+        while step < args.steps:
+            # Windows depend only on (seed, rank, step), so a resumed run sees the same data.
+            x, y = lm_data.windows(corpus.train, args.batch_size, args.context,
+                                   seed=(args.seed * 1_000_003 + world.rank) * 10_000_019 + step)
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            with recipe_setup.forward_context(recipe, device):
+                _, loss = model(x.to(device), y.to(device))
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            state["train_seconds"] += time.perf_counter() - start
+            state["tokens"] += x.numel() * world.size
+            step += 1
+            row = {"step": step, "train_loss": loss.item()}
+            progress.step(loss=f"{row['train_loss']:.3f}")
+            with progress.paused():
+                if step % args.eval_every == 0 or step == args.steps:
+                    row["val_loss"] = evaluate(model, corpus, args, recipe, device, world)
+                    row["val_perplexity"] = math.exp(row["val_loss"])
+                    progress.show(val=f"{row['val_loss']:.3f}")
+                state["history"].append(row)
+                save, stop = triggers.after_step(step, step == args.steps)
+                if save:
+                    session.save(ckpt_dir, step, model, optimizer, scheduler, state, world, device,
+                                 keep=args.keep_checkpoints)
+                    triggers.saved()
+            if stop:
+                raise KeyboardInterrupt  # saved above; run_cli says how to continue
     progress.close()
     final_val = next(r["val_loss"] for r in reversed(state["history"]) if "val_loss" in r)
     train_tail = [r["train_loss"] for r in state["history"][-max(1, args.eval_every // 2):]]
