@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # Say what is missing before the engine's build, not after it.
 python -c "import pytest" 2>/dev/null ||
   { echo "tests/run.sh: pytest is missing: pip install 'pytest>=8' (what pip install '.[test]' adds)" >&2; exit 1; }
+python -c "import bitsandbytes" 2>/dev/null ||
+  { echo "tests/run.sh: bitsandbytes is missing (the NF4 parity tests need it): pip install 'bitsandbytes==0.50.2' (what pip install '.[test]' adds)" >&2; exit 1; }
 python -c "import intcore" 2>/dev/null ||
   { echo "tests/run.sh: intcore is not installed in $(command -v python): pip install '.[test]' first" >&2; exit 1; }
 

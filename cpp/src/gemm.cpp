@@ -63,8 +63,8 @@ INTCORE_ISA_CLONES void merge_tile(
 
 // tile (= when first, else +=) (acc + off_b sum a) 2^shift in int64: merge_tile for a whole
 // int16 A, whose products and row sums need not fit int32.
-INTCORE_ISA_CLONES void merge_tile64(const int64_t* acc, const int32_t* row_sums, int64_t off_b, int shift, bool first,
-                                     int64_t* tile) {
+INTCORE_ISA_CLONES void merge_tile64(const int64_t* acc, const int32_t* row_sums, int64_t off_b, int shift,
+                                     bool first, int64_t* tile) {
   for (int i = 0; i < kMR; ++i) {
     const int64_t row_term = off_b * row_sums[i];
     for (int j = 0; j < kNR; ++j) {
@@ -108,8 +108,9 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
     for (int64_t item = begin; item < end; ++item) {
       const int64_t nb = item / m_blocks, mb = item % m_blocks;
       const int64_t mp_end = std::min(a.panels, (mb + 1) * kPanelsPerBlock);
-      // The column starts depend on the B panel, the chunk and the limb pair, not on the A panel.
-      for (int64_t chunk = 0, at = 0; chunk < a.chunks(); ++chunk) {
+      // The column starts depend on the B panel, the chunk and the limb pair, not on the A panel
+      // (a whole int16 A has no offset, so it needs none).
+      for (int64_t chunk = 0, at = 0; chunk < a.chunks() && !whole_a; ++chunk) {
         const uint32_t k_real = static_cast<uint32_t>(std::min(kChunkK4 * 4, a.k - chunk * kChunkK4 * 4));
         for (size_t la = 0; la < a.limbs.size(); ++la)
           for (size_t lb = 0; lb < b.limbs.size(); ++lb, at += kNR) {
@@ -171,8 +172,7 @@ void run_gemm(const PackedMatrix& a, const PackedMatrix& b, const Epilogue& epil
 
 // dst[j] = tile[j] as Out (int32 when the caller has checked it cannot overflow), cloned per ISA.
 template <typename T, typename Out>
-INTCORE_ISA_CLONES void store_tile_row(const T* tile,
-                                                                                       int64_t cols, Out* dst) {
+INTCORE_ISA_CLONES void store_tile_row(const T* tile, int64_t cols, Out* dst) {
   for (int64_t j = 0; j < cols; ++j) dst[j] = static_cast<Out>(tile[j]);
 }
 

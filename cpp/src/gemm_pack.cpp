@@ -51,8 +51,7 @@ INTCORE_ISA_CLONES void row_limb_bytes(
 }
 
 // Sum of stored bytes as the kernel reads them: unsigned on the A side, signed on the B side.
-INTCORE_ISA_CLONES int32_t byte_sum(const uint8_t* bytes, int64_t n,
-                                                                                     PackSide side) {
+INTCORE_ISA_CLONES int32_t byte_sum(const uint8_t* bytes, int64_t n, PackSide side) {
   int32_t sum = 0;
   if (side == PackSide::kA) {
     for (int64_t i = 0; i < n; ++i) sum += bytes[i];
@@ -234,7 +233,7 @@ INTCORE_ISA_CLONES int32_t int16_sum(const int16_t* v, int64_t n) {
 
 // Panels [p0, p1) of an int16 operand kept whole: each row's groups of four k as four int16
 // (zero past K), and each row's sum per K chunk. Contiguous rows copy 8 bytes per group; other
-// views (transposed) read element by element.
+// views read k by k across the panel's rows; the partial last group is done row by row.
 void pack_whole_int16_panels(const TensorView& v, PackedMatrix& p, int64_t p0, int64_t p1) {
   const int64_t R = p.panel_rows, rs = v.stride(0), cs = v.stride(1), padded_rows = p.panels * R;
   const int64_t full = p.k / 4, chunk_k = kChunkK4 * 4;
@@ -243,28 +242,36 @@ void pack_whole_int16_panels(const TensorView& v, PackedMatrix& p, int64_t p0, i
   for (int64_t panel = p0; panel < p1; ++panel) {
     int16_t* dst = reinterpret_cast<int16_t*>(limb.bytes) + panel * p.k4 * R * 4;
     const int64_t first = panel * R, count = std::min<int64_t>(R, p.rows - first);
-    for (int64_t i = 0; i < count; ++i) {
-      const int16_t* row = base + (first + i) * rs;
-      int32_t* sums = limb.sums.data() + first + i;
-      if (cs == 1) {
+    if (cs == 1) {
+      for (int64_t i = 0; i < count; ++i) {
+        const int16_t* row = base + (first + i) * rs;
         for (int64_t g = 0; g < full; ++g) std::memcpy(dst + (g * R + i) * 4, row + 4 * g, 4 * sizeof(int16_t));
-        for (int64_t k0 = 0; k0 < p.k; k0 += chunk_k) {
-          sums[(k0 / chunk_k) * padded_rows] += int16_sum(row + k0, std::min(chunk_k, p.k - k0));
+        for (int64_t k0 = 0; k0 < p.k; k0 += chunk_k) {  // every real k, the partial group's too
+          limb.sums[(k0 / chunk_k) * padded_rows + first + i] += int16_sum(row + k0, std::min(chunk_k, p.k - k0));
         }
-      } else {
-        for (int64_t g = 0; g < full; ++g) {
-          int16_t* out = dst + (g * R + i) * 4;
-          for (int t = 0; t < 4; ++t) {
-            out[t] = row[(4 * g + t) * cs];
-            sums[(g / kChunkK4) * padded_rows] += out[t];
+      }
+    } else {
+      // Other views (a transposed operand): k by k across the panel's rows, which a transposed
+      // view holds side by side in memory.
+      for (int64_t g = 0; g < full; ++g) {
+        int32_t* sums = limb.sums.data() + (g / kChunkK4) * padded_rows + first;
+        for (int64_t t = 0; t < 4; ++t) {
+          const int16_t* column = base + (4 * g + t) * cs + first * rs;
+          for (int64_t i = 0; i < count; ++i) {
+            dst[(g * R + i) * 4 + t] = column[i * rs];
+            sums[i] += column[i * rs];
           }
         }
       }
-      if (full == p.k4) continue;
-      int16_t* out = dst + (full * R + i) * 4;  // the last, partial group: zero past K
+    }
+    if (full == p.k4) continue;
+    // The last, partial group, zero past K (its values are already in the sums of contiguous rows).
+    int32_t* sums = limb.sums.data() + (full / kChunkK4) * padded_rows + first;
+    for (int64_t i = 0; i < count; ++i) {
+      int16_t* out = dst + (full * R + i) * 4;
       for (int64_t t = 0; t < 4; ++t) {
-        out[t] = 4 * full + t < p.k ? row[(4 * full + t) * cs] : 0;
-        if (cs != 1) sums[(full / kChunkK4) * padded_rows] += out[t];
+        out[t] = 4 * full + t < p.k ? base[(first + i) * rs + (4 * full + t) * cs] : 0;
+        if (cs != 1) sums[i] += out[t];
       }
     }
   }

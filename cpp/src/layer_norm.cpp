@@ -111,8 +111,7 @@ INTCORE_ISA_CLONES void affine_row(
 
 // Row statistics of the quantized input: sum q and sum q^2 (|q| < 2^15 and N <= 2^16, so both
 // fit int64), cloned per ISA like the loops below.
-INTCORE_ISA_CLONES void row_moments(const int32_t* q, int64_t n,
-                                                                                    int64_t* s1, int64_t* s2) {
+INTCORE_ISA_CLONES void row_moments(const int32_t* q, int64_t n, int64_t* s1, int64_t* s2) {
   int64_t a = 0, b = 0;
   for (int64_t i = 0; i < n; ++i) {
     a += q[i];
@@ -123,8 +122,7 @@ INTCORE_ISA_CLONES void row_moments(const int32_t* q, int64_t n,
 }
 
 // max_i |n q_i - s1|.
-INTCORE_ISA_CLONES int64_t centered_abs_max(const int32_t* q,
-                                                                                            int64_t n, int64_t s1) {
+INTCORE_ISA_CLONES int64_t centered_abs_max(const int32_t* q, int64_t n, int64_t s1) {
   int64_t m = 0;
   for (int64_t i = 0; i < n; ++i) m = std::max(m, std::abs(n * q[i] - s1));
   return m;

@@ -201,8 +201,7 @@ inline uint32_t magnitude_bits(float v) {
 }
 
 template <typename T>
-INTCORE_ISA_CLONES uint32_t contiguous_max_bits(const T* src,
-                                                                                                int64_t n) {
+INTCORE_ISA_CLONES uint32_t contiguous_max_bits(const T* src, int64_t n) {
   uint32_t m = 0;
   for (int64_t c = 0; c < n; ++c) {
     const uint32_t b = magnitude_bits(to_float(src[c]));
@@ -215,8 +214,7 @@ INTCORE_ISA_CLONES uint32_t contiguous_max_bits(const T* src,
 // (consecutive rows, unit stride): the view's rows are updated side by side, so the column is
 // read along memory with no transposing tile.
 template <typename T>
-INTCORE_ISA_CLONES void column_max_bits(const T* src, int64_t n,
-                                                                                        uint32_t* max_bits) {
+INTCORE_ISA_CLONES void column_max_bits(const T* src, int64_t n, uint32_t* max_bits) {
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t b = magnitude_bits(to_float(src[i]));
     max_bits[i] = b > max_bits[i] ? b : max_bits[i];
@@ -351,8 +349,7 @@ namespace {
 // One row's mantissas times 2^-shift (scale), rounded to nearest: cloned per ISA, so that it runs
 // in vector registers where the CPU has them (the engine's baseline is SSE only).
 template <typename Q>
-INTCORE_ISA_CLONES void aligned_row(const Q* in, int64_t n,
-                                                                                      double scale, Q* out) {
+INTCORE_ISA_CLONES void aligned_row(const Q* in, int64_t n, double scale, Q* out) {
   for (int64_t c = 0; c < n; ++c) out[c] = static_cast<Q>(std::nearbyint(static_cast<double>(in[c]) * scale));
 }
 }  // namespace

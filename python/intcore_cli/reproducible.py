@@ -34,7 +34,8 @@ HELP = ("the same bits on any x86-64 CPU: pins PyTorch's float kernels (MKL, one
 
 
 def requested(argv) -> bool:
-    return FLAG in argv
+    """Whether argv asks for it, spelled out or abbreviated as argparse allows (--repro)."""
+    return any(len(a) > len("--rep") and FLAG.startswith(a) for a in argv)
 
 
 def active() -> bool:

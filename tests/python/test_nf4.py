@@ -135,7 +135,7 @@ def _bnb_reference(w: torch.Tensor):
     scales, dequantized weight. The 8-bit step runs bitsandbytes' reference (pure torch) kernel:
     its native CPU kernel (0.50) looks values up in a 65,536-entry table instead of comparing with
     the midpoints, which moves about 0.2% of MiniLM's absmax codes by one step."""
-    F = pytest.importorskip("bitsandbytes.functional")
+    import bitsandbytes.functional as F  # a test dependency (pyproject [test]): checked on every run
     packed, state = F.quantize_4bit(w, blocksize=64, compress_statistics=False, quant_type="nf4")
     offset = state.absmax.mean()
     reference_kernel = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
@@ -147,7 +147,7 @@ def _bnb_reference(w: torch.Tensor):
 
 @pytest.mark.parametrize("shape, scale", [((384, 384), 0.04), ((96, 1536), 1.0), ((64, 64), 3e-3), ((5, 64 * 3), 0.2)])
 def test_bit_identical_to_bitsandbytes(shape, scale):
-    F = pytest.importorskip("bitsandbytes.functional")
+    import bitsandbytes.functional as F  # a test dependency (pyproject [test]): checked on every run
     assert torch.equal(nf4.dynamic_map(), F.create_dynamic_map())
     w = torch.randn(shape) * scale
     w[0, :64] = torch.round(w[0, :64] * 4) / 4  # values on NF4 midpoints and ties

@@ -7,8 +7,10 @@
 //   avx2         x86-64 with AVX2 (Intel Haswell and later, AMD Zen 1 and later)
 //   avx_vnni     x86-64 with AVX-VNNI, 256-bit vpdpbusd (Intel Alder Lake and later, AMD Zen 5)
 //   avx512_vnni  x86-64 with AVX-512 F/BW/VNNI (Intel Cascade Lake and later, AMD Zen 4 and later)
-//   neon_dot     aarch64 with the dot-product extension (udot; Arm v8.2+: Graviton 2+, Ampere, Apple)
-//   neon_i8mm    aarch64 with I8MM as well (mixed-sign sudot; Arm v8.6+: Graviton 3+, Apple M2+)
+//   neon_dot     Linux on aarch64 with the dot-product extension (udot; Arm v8.2+: Graviton 2+, Ampere,
+//                Apple silicon under Linux)
+//   neon_i8mm    the same with I8MM (mixed-sign sudot; Arm v8.6+: Graviton 3+, Apple M2+ under Linux)
+// (The sets are found from Linux's HWCAP bits; other aarch64 systems run generic.)
 #pragma once
 
 #include <string>

@@ -39,9 +39,16 @@ class CheckpointTriggers:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        if exc_type is None and self.stop_requested:
-            raise KeyboardInterrupt  # asked to stop after the last step: the checkpoint is saved
+            # None: a handler installed outside Python, which cannot be put back; the default is.
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if exc_type is not None:
+            return
+        # Asked to stop during the last step (its checkpoint is saved): stop, on every rank alike.
+        stop = [float(self.stop_requested)]
+        if self.world.distributed:
+            stop = distributed.sum_across(self.world, stop, self.device)
+        if stop[0] > 0:
+            raise KeyboardInterrupt
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_requested:

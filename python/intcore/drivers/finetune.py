@@ -1,7 +1,7 @@
 """`intcore finetune`: fine-tune a sequence classifier (BERT, RoBERTa, ELECTRA, DistilBERT, GPT-2)
 with integer recipes and compare them.
 
-    intcore finetune                                  # MiniLM-L6 on Rotten Tomatoes, int16
+    intcore finetune                                  # MiniLM-L6 on Rotten Tomatoes, int8
     intcore finetune --recipes fp32,int16,int8        # several recipes, one table
     intcore finetune --method <name>                  # a parameter-efficient method (see --help)
     intcore finetune --method meft1 --memory-report   # what one training step holds; no training
@@ -33,7 +33,9 @@ from intcore.drivers.outputs import OutputDir
 from intcore.drivers.progress import Progress
 from intcore_cli import reproducible
 
-DEFAULT_RECIPE = "int16"
+# int8 (an exponent per row): fp32's accuracy, and the fastest integer recipe on every CPU kernel
+# set (1.30x fp32's training time under AVX2, about fp32's under AVX-512; int16 1.84x and 1.2-1.3x).
+DEFAULT_RECIPE = "int8"
 PLOT_PANELS = [("epoch", "train_loss", "train loss"), ("epoch", "val_accuracy", "validation accuracy")]
 
 

@@ -3,7 +3,9 @@
 // kernel (u8 x s8, four products summed into each int32 lane, no saturation), so no widening:
 // a row's group of four A bytes is one 4-byte broadcast. With 16 ymm registers the 64 columns
 // go sixteen at a time: two B vectors, six broadcast rows, twelve accumulators. K goes in blocks
-// of kBlockK4 groups so that the B block the four passes read again stays in L1 (16 KiB).
+// of kBlockK4 groups so that the B block the four passes read again stays in L1 (16 KiB). No CPU
+// of ours has exposed AVX-VNNI, and qemu 7.2 does not emulate it: this kernel has only been
+// compiled; the tests run it wherever a CPU has the flag.
 #include "gemm_kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -39,6 +41,26 @@ __attribute__((target("avx2,avxvnni"), always_inline)) inline void column_pass(c
   }
 }
 
+// One K block of all four column passes, part[p] += the block's sums. Not inlined: inlined into
+// the kernel, GCC 12 kept copies of the accumulators on the stack inside the loop.
+__attribute__((target("avx2,avxvnni"), noinline)) void block_passes(const uint8_t* a, const int8_t* b, int64_t len,
+                                                                    __m256i (*part)[kMR][2]) {
+  for (int p = 0; p < kNR / kCols; ++p) {
+    __m256i acc[kMR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < kMR; ++i) {
+      acc[i][0] = part[p][i][0];
+      acc[i][1] = part[p][i][1];
+    }
+    column_pass(a, b + p * kCols * 4, len, acc);
+#pragma GCC unroll 6
+    for (int i = 0; i < kMR; ++i) {
+      part[p][i][0] = acc[i][0];
+      part[p][i][1] = acc[i][1];
+    }
+  }
+}
+
 }  // namespace
 
 __attribute__((target("avx2,avxvnni"))) void microkernel_avx_vnni(const uint8_t* a, const int8_t* b, int64_t k4,
@@ -54,21 +76,7 @@ __attribute__((target("avx2,avxvnni"))) void microkernel_avx_vnni(const uint8_t*
     }
   }
   for (int64_t k0 = 0; k0 < k4; k0 += kBlockK4) {
-    const int64_t len = std::min(kBlockK4, k4 - k0);
-    for (int p = 0; p < kNR / kCols; ++p) {
-      __m256i acc[kMR][2];
-#pragma GCC unroll 6
-      for (int i = 0; i < kMR; ++i) {
-        acc[i][0] = part[p][i][0];
-        acc[i][1] = part[p][i][1];
-      }
-      column_pass(a + k0 * kMR * 4, b + (k0 * kNR + p * kCols) * 4, len, acc);
-#pragma GCC unroll 6
-      for (int i = 0; i < kMR; ++i) {
-        part[p][i][0] = acc[i][0];
-        part[p][i][1] = acc[i][1];
-      }
-    }
+    block_passes(a + k0 * kMR * 4, b + k0 * kNR * 4, std::min(kBlockK4, k4 - k0), part);
   }
   for (int p = 0; p < kNR / kCols; ++p) {
     for (int i = 0; i < kMR; ++i) {
