@@ -62,3 +62,10 @@ def test_summary_columns_share_their_decimals():
     lines = text.splitlines()
     assert lines[2].split() == ["int16", "0.8453", "12.600", "1858.4"]
     assert lines[3].split() == ["fp32", "0.8414", "7.224", "123.0"]
+
+
+def test_help_lists_the_classifiers_finetune_takes():
+    import intcore_cli
+
+    line = next(line for line in intcore_cli.usage().splitlines() if line.strip().startswith("finetune"))
+    assert "BERT classifier" not in line and all(m in line for m in ("BERT", "RoBERTa", "GPT-2"))
