@@ -188,7 +188,7 @@ def test_interrupted_run_says_whether_it_can_resume(tiny_corpus, tmp_path, capsy
     monkeypatch.setattr(train_lm, "train_recipe", interrupted_at_once)
     out = tmp_path / "early"
     code, err = run(lm_args(tiny_corpus, out), capsys)
-    assert code == 130 and "before the first checkpoint" in err and "rerun with --resume" not in err
+    assert code == 130 and "before training started" in err and "Continue it" not in err
     assert not out.exists()  # nothing was written, so nothing is left
 
     def interrupted_after_a_checkpoint(args, recipe, corpus, world, device, output):
@@ -199,7 +199,7 @@ def test_interrupted_run_says_whether_it_can_resume(tiny_corpus, tmp_path, capsy
     monkeypatch.setattr(train_lm, "train_recipe", interrupted_after_a_checkpoint)
     out = tmp_path / "late"
     code, err = run(lm_args(tiny_corpus, out), capsys)
-    assert code == 130 and "rerun with --resume" in err
+    assert code == 130 and "Continue it from its last checkpoint with:" in err and f"--output {out} --resume" in err
     monkeypatch.setattr(train_lm, "train_recipe", train)
     code, err = run(lm_args(tiny_corpus, out, "--resume"), capsys)
     assert code == 0, err
