@@ -21,7 +21,7 @@ def check_forced_kernel() -> None:
     """Raise if INTCORE_CPU_KERNEL names a set that is unknown or that this CPU cannot run (the
     engine then runs its best set, which is not what was asked for)."""
     forced = os.environ.get(ENV)
-    if forced is None or forced == _C.cpu_kernel():
+    if not forced or forced == _C.cpu_kernel():  # unset or empty: the best set
         return
     known = _C.all_cpu_kernels()
     if forced not in known:

@@ -26,6 +26,15 @@ def test_forced_kernel_is_the_active_one(kernel):
     assert done.stdout.strip() == kernel
 
 
+def test_empty_forced_kernel_means_the_best():
+    env = {k: v for k, v in os.environ.items() if k != "INTCORE_CPU_KERNEL"}
+    best = subprocess.run([sys.executable, "-c", "import intcore; print(intcore._C.cpu_kernel())"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    done = _import_with("")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == best.stdout.strip() != ""
+
+
 def test_forced_kernel_the_cpu_lacks_fails_at_import():
     lacking = [k for k in _C.all_cpu_kernels() if k not in _C.supported_cpu_kernels()]
     assert lacking, "every machine lacks either the x86 or the Arm sets"
