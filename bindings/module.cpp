@@ -315,7 +315,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "fixed_point_layer_norm_forward",
       [](py::object x, py::object gamma, py::object beta, int64_t bits_arg, double eps, const std::string& rounding,
-         const std::string& rsqrt, bool per_row_input, uint64_t seed, py::object y, py::object xhat,
+         const std::string& rsqrt, bool per_row_input, bool centered, uint64_t seed, py::object y, py::object xhat,
          py::object xhat_exponent,
          py::object x_exponent, py::object rstd_mantissa, py::object rstd_exponent, py::object gamma_mantissa,
          py::object gamma_exponent) {
@@ -331,12 +331,13 @@ PYBIND11_MODULE(_C, m) {
         options.rounding = parse_rounding(rounding);
         options.rsqrt = parse_rsqrt(rsqrt);
         options.per_row_input = per_row_input;
+        options.centered = centered;
         const LayerNormSaved saved{xh.view(), xhe.view(), xe.view(), rm.view(), re.view(), gm.view(), ge.view()};
         py::gil_scoped_release release;
         fixed_point_layer_norm_forward(xv.view(), gv.get(), bv.get(), options, {seed, 0}, yv.view(), saved);
       },
       py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("bits"), py::arg("eps"), py::arg("rounding"),
-      py::arg("rsqrt"), py::arg("per_row_input"), py::arg("seed"), py::arg("y"), py::arg("xhat"),
+      py::arg("rsqrt"), py::arg("per_row_input"), py::arg("centered"), py::arg("seed"), py::arg("y"), py::arg("xhat"),
       py::arg("xhat_exponent"),
       py::arg("x_exponent"), py::arg("rstd_mantissa"), py::arg("rstd_exponent"), py::arg("gamma_mantissa"),
       py::arg("gamma_exponent"));
@@ -345,7 +346,7 @@ PYBIND11_MODULE(_C, m) {
       "fixed_point_layer_norm_backward",
       [](py::object dy, py::object xhat, py::object xhat_exponent, py::object x_exponent, py::object rstd_mantissa,
          py::object rstd_exponent, py::object gamma_mantissa, py::object gamma_exponent, bool has_gamma,
-         int64_t grad_bits_arg, const std::string& rounding, uint64_t seed, py::object dx, py::object dgamma,
+         bool centered, int64_t grad_bits_arg, const std::string& rounding, uint64_t seed, py::object dx, py::object dgamma,
          py::object dbeta) {
         const bindings::BindingCall call("fixed_point_layer_norm_backward");
         const int grad_bits = narrow_int(grad_bits_arg);
@@ -356,12 +357,12 @@ PYBIND11_MODULE(_C, m) {
         const Rounding r = parse_rounding(rounding);
         const LayerNormSaved saved{xh.view(), xhe.view(), xe.view(), rm.view(), re.view(), gm.view(), ge.view()};
         py::gil_scoped_release release;
-        fixed_point_layer_norm_backward(dyv.view(), saved, has_gamma, grad_bits, r, {seed, 0}, dxv.view(), dgv.get(),
+        fixed_point_layer_norm_backward(dyv.view(), saved, has_gamma, centered, grad_bits, r, {seed, 0}, dxv.view(), dgv.get(),
                                         dbv.get());
       },
       py::arg("dy"), py::arg("xhat"), py::arg("xhat_exponent"), py::arg("x_exponent"), py::arg("rstd_mantissa"),
       py::arg("rstd_exponent"), py::arg("gamma_mantissa"), py::arg("gamma_exponent"), py::arg("has_gamma"),
-      py::arg("grad_bits"), py::arg("rounding"), py::arg("seed"), py::arg("dx"), py::arg("dgamma"), py::arg("dbeta"));
+      py::arg("centered"), py::arg("grad_bits"), py::arg("rounding"), py::arg("seed"), py::arg("dx"), py::arg("dgamma"), py::arg("dbeta"));
 
   m.def(
       "fixed_point_embedding_forward",

@@ -230,7 +230,7 @@ void rsqrt_fixed(uint128 d, RsqrtMode mode, int64_t* m, int32_t* e) {
 void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma, const TensorView* beta,
                                     const LayerNormOptions& options, RandomStream stream, const TensorView& y,
                                     const LayerNormSaved& saved) {
-  const std::string fn = "fixed_point_layer_norm";
+  const std::string fn = options.centered ? "fixed_point_layer_norm" : "fixed_point_rms_norm";
   check_cpu(fn, x);
   check_floating(fn, x);
   check_dim(fn, x, 2);
@@ -241,6 +241,7 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
   check_features(fn, x, n);
   check_vector(fn, gamma, n);
   check_vector(fn, beta, n);
+  if (!options.centered && beta != nullptr) throw_value_error(fn + ": an RMSNorm (centered = false) takes no beta");
   check_dtype(fn, y, DType::kFloat32);
   check_shape(fn, y, {rows, n});
   check_contiguous(fn, y);
@@ -276,6 +277,7 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
       const int32_t* qr = q.mantissa.data() + r * n;
       int64_t s1 = 0, s2 = 0;
       row_moments(qr, n, &s1, &s2);
+      if (!options.centered) s1 = 0;  // RMSNorm: D = N S2 + eps_q, xhat = N q r
       const int128 d = static_cast<int128>(n) * s2 - static_cast<int128>(s1) * s1 + static_cast<int128>(eps_in_steps(r));
       if (d <= 0) {  // a constant row with eps = 0: xhat is 0 there
         rstd_m[r] = 0;
@@ -335,9 +337,9 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
 }
 
 void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved& saved, bool has_gamma,
-                                     int grad_bits, Rounding rounding, RandomStream stream, const TensorView& dx,
+                                     bool centered, int grad_bits, Rounding rounding, RandomStream stream, const TensorView& dx,
                                      const TensorView* dgamma, const TensorView* dbeta) {
-  const std::string fn = "fixed_point_layer_norm_backward";
+  const std::string fn = centered ? "fixed_point_layer_norm_backward" : "fixed_point_rms_norm_backward";
   check_cpu(fn, dy);
   check_floating(fn, dy);
   check_dim(fn, dy, 2);
@@ -363,6 +365,7 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
     check_shape(fn, *v, {n});
     check_contiguous(fn, *v);
   }
+  if (!centered && dbeta != nullptr) throw_value_error(fn + ": an RMSNorm (centered = false) has no dbeta");
   check_disjoint(fn, {&dx, dgamma, dbeta},
                  {&dy, &saved.xhat, &saved.xhat_exponent, &saved.x_exponent, &saved.rstd_mantissa, &saved.rstd_exponent,
                   &saved.gamma, &saved.gamma_exponent});
@@ -387,6 +390,7 @@ void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved&
       // |prod| < 2^30, |xhat| < 2^15 and N <= 2^16, so sum_gx < 2^61 fits int64.
       int64_t sum_g = 0, sum_gx = 0;
       row_products(gr, has_gamma ? gamma : nullptr, xr, n, prod.data(), &sum_g, &sum_gx);
+      if (!centered) sum_g = 0;  // RMSNorm: no mean was subtracted, so no mean-of-G term
       const double row_step = pow2(rstd_e[r] - e_x[per_row_x ? r : 0] + e_g);
       // xhat_q sum_gx 2^(2 e_xhat), rounded to the nearest integer (ties to even), then
       // t = n prod - sum_g - that, kept modulo 2^64 as the cast below keeps it. With

@@ -11,7 +11,13 @@ cpu_kernels.check_forced_kernel()
 from intcore import memory, nn, peft, recipes
 from intcore.backends.dispatch import kernel_table, portable_kernels
 from intcore.convert import convert, summary
-from intcore.fixed_point import FixedPointConfig, fixed_point_embedding, fixed_point_layer_norm, fixed_point_linear
+from intcore.fixed_point import (
+    FixedPointConfig,
+    fixed_point_embedding,
+    fixed_point_layer_norm,
+    fixed_point_linear,
+    fixed_point_rms_norm,
+)
 from intcore.int4_training import Int4Config, hadamard, int4_linear, search_block_size
 from intcore.functional import (
     FixedPoint,
@@ -50,6 +56,7 @@ __all__ = [
     "cuda_unavailable_reason",
     "fixed_point_embedding",
     "fixed_point_layer_norm",
+    "fixed_point_rms_norm",
     "fixed_point_linear",
     "recipes",
     "summary",

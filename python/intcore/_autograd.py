@@ -95,6 +95,27 @@ _ops.fixed_point_layer_norm.register_autograd(
 )
 
 
+def _fixed_point_rms_norm_setup(ctx, inputs, output):
+    x, weight, bits, grad_bits, eps, rounding, rsqrt, per_row, seed = inputs
+    ctx.save_for_backward(*output[1:])
+    ctx.has_weight = weight is not None
+    ctx.grad_bits, ctx.rounding = grad_bits, rounding
+    ctx.dtypes = (x.dtype, None if weight is None else weight.dtype)
+
+
+def _fixed_point_rms_norm_backward(ctx, grad, *_saved_grads):
+    with errors_named("fixed_point_rms_norm backward", grad=grad):
+        dx, dgamma = _ops.fixed_point_rms_norm_backward(
+            grad, *ctx.saved_tensors, ctx.has_weight, ctx.grad_bits, ctx.rounding, draw_seed(grad.device)
+        )
+    x_dtype, w_dtype = ctx.dtypes
+    dgamma = dgamma.to(w_dtype) if w_dtype is not None and ctx.needs_input_grad[1] else None
+    return dx.to(x_dtype), dgamma, None, None, None, None, None, None, None
+
+
+_ops.fixed_point_rms_norm.register_autograd(_fixed_point_rms_norm_backward, setup_context=_fixed_point_rms_norm_setup)
+
+
 def _fixed_point_embedding_setup(ctx, inputs, output):
     ids, weight, bits, grad_bits, rounding, padding_idx = inputs
     ctx.save_for_backward(ids)

@@ -303,6 +303,55 @@ def _(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma
     )
 
 
+@torch.library.custom_op("intcore::fixed_point_rms_norm", mutates_args=())
+def fixed_point_rms_norm(
+    x: Tensor,
+    weight: Optional[Tensor],
+    bits: int,
+    grad_bits: int,
+    eps: float,
+    rounding: str,
+    rsqrt: str,
+    per_row: bool,
+    seed: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The layer norm's outputs (y and what the backward needs), for an RMSNorm: no mean, no bias."""
+    return _portable_kernel("fixed_point_rms_norm")(x, weight, bits, grad_bits, eps, rounding, rsqrt, per_row, seed)
+
+
+@_fake(fixed_point_rms_norm)
+def _(x, weight, bits, grad_bits, eps, rounding, rsqrt, per_row, seed):
+    return _layer_norm_outputs(x, per_row)
+
+
+@torch.library.custom_op("intcore::fixed_point_rms_norm_backward", mutates_args=())
+def fixed_point_rms_norm_backward(
+    grad: Tensor,
+    xhat: Tensor,
+    xhat_exponent: Tensor,
+    x_exponent: Tensor,
+    rstd_mantissa: Tensor,
+    rstd_exponent: Tensor,
+    gamma_mantissa: Tensor,
+    gamma_exponent: Tensor,
+    has_weight: bool,
+    grad_bits: int,
+    rounding: str,
+    seed: Tensor,
+) -> tuple[Tensor, Tensor]:
+    return _portable_kernel("fixed_point_rms_norm_backward")(
+        grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent,
+        has_weight, grad_bits, rounding, seed
+    )
+
+
+@_fake(fixed_point_rms_norm_backward)
+def _(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent,
+      has_weight, grad_bits, rounding, seed):
+    return (grad.new_empty(xhat.shape, dtype=torch.float32),
+            grad.new_empty((xhat.shape[1],) if has_weight else (0,), dtype=torch.float32))
+
+
 @torch.library.custom_op("intcore::fixed_point_embedding", mutates_args=())
 def fixed_point_embedding(
     ids: Tensor, weight: Tensor, bits: int, grad_bits: int, rounding: str, padding_idx: int

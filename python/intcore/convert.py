@@ -1,5 +1,7 @@
-"""Model conversion: swap nn.Linear / nn.LayerNorm / nn.Embedding (and Hugging Face's Conv1D, the
-linear layer of GPT-2) for integer modules in place.
+"""Model conversion: swap nn.Linear / nn.LayerNorm / RMSNorm / nn.Embedding (and Hugging Face's
+Conv1D, the linear layer of GPT-2) for integer modules in place. RMSNorm is torch's nn.RMSNorm and
+transformers' per-model classes (Llama, Qwen, Mistral, Gemma's 1 + weight, ...: nn/rms_norm.py);
+it computes in the recipe's layer-norm format.
 
 Converted modules share the original parameters and keep their names, so a state_dict saved
 before conversion loads after it and the other way round, and an optimizer built on the
@@ -18,6 +20,7 @@ from intcore.nn.fixed_point import FixedPointEmbedding, FixedPointLayerNorm, Fix
 from intcore.int4_training import Int4Config
 from intcore.nn.conv1d import FixedPointConv1D, Int4Conv1D
 from intcore.nn.linear import Int4Linear, Int8Linear
+from intcore.nn.rms_norm import FixedPointRMSNorm, rms_norm_form
 
 Skip = Union[None, str, Iterable[str], Callable[[str, nn.Module], bool]]
 
@@ -53,7 +56,7 @@ def _converted_modules() -> tuple:
     from intcore import qbert  # noqa: F401  (first: group_quantized imports part of it)
     from intcore.nn import group_quantized
 
-    return (FixedPointLinear, FixedPointLayerNorm, FixedPointEmbedding, Int8Linear, Int4Linear,
+    return (FixedPointLinear, FixedPointLayerNorm, FixedPointRMSNorm, FixedPointEmbedding, Int8Linear, Int4Linear,
             group_quantized.GroupQuantizedLinear, group_quantized.IntegerGroupLinear,
             group_quantized.GroupQuantizedEmbedding, group_quantized.IntegerGroupEmbedding)
 
@@ -89,6 +92,8 @@ def _replacement(module: nn.Module, recipe: "_recipes.Recipe") -> Optional[nn.Mo
         return FixedPointLinear.from_linear(module, recipe.linear)
     if type(module) is nn.LayerNorm and recipe.layer_norm is not None:
         return FixedPointLayerNorm.from_layer_norm(module, recipe.layer_norm)
+    if recipe.layer_norm is not None and rms_norm_form(module) is not None:
+        return FixedPointRMSNorm.from_rms_norm(module, recipe.layer_norm)
     if type(module) is nn.Embedding and recipe.embedding is not None:
         return FixedPointEmbedding.from_embedding(module, recipe.embedding)
     return None
@@ -155,7 +160,7 @@ def convert(model: nn.Module, recipe="int16", skip: Skip = None) -> nn.Module:
 
 
 def _format(module: nn.Module) -> Optional[str]:
-    if isinstance(module, (FixedPointLinear, FixedPointLayerNorm, FixedPointEmbedding)):
+    if isinstance(module, (FixedPointLinear, FixedPointLayerNorm, FixedPointRMSNorm, FixedPointEmbedding)):
         return module.config.describe()
     if isinstance(module, Int8Linear):
         return "int8 absmax"
@@ -164,14 +169,15 @@ def _format(module: nn.Module) -> Optional[str]:
     bits = getattr(module, "bits", None)
     if bits is not None and type(module).__module__ == "intcore.nn.group_quantized":
         return f"Q-BERT {bits}-bit" + (" (integer)" if type(module).__name__.startswith("Integer") else " (QAT)")
-    if isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)) or is_transformers_conv1d(module):
+    if (isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)) or is_transformers_conv1d(module)
+            or rms_norm_form(module) is not None):
         dtypes = {p.dtype for p in module.parameters(recurse=False)}
         return "float" + (f" ({', '.join(str(d).replace('torch.', '') for d in dtypes)})" if dtypes else "")
     return None
 
 
 def summary(model: nn.Module) -> str:
-    """A table of the model's linear, layer-norm and embedding modules and their formats."""
+    """A table of the model's linear, normalization and embedding modules and their formats."""
     rows = []
     counts: dict[str, int] = {}
     for name, module in model.named_modules():

@@ -140,6 +140,47 @@ def fixed_point_layer_norm(
     return y.reshape(x.shape)
 
 
+@_checks.public("fixed_point_rms_norm")
+def fixed_point_rms_norm(
+    x: Tensor,
+    weight: Optional[Tensor] = None,
+    eps: float = 1e-6,
+    config: FixedPointConfig = DEFAULT_CONFIG,
+    weight_offset: float = 0.0,
+) -> Tensor:
+    """RMSNorm over the last dimension, ``x / sqrt(mean(x^2) + eps) * (weight_offset + weight)``,
+    with integer sums, products and reciprocal square root, forward and backward: the layer
+    norm's arithmetic with no mean subtracted and no bias (cpp/include/intcore/layer_norm.h).
+    ``weight_offset=1`` is Gemma's form (weights stored as the scale minus one)."""
+    _checks.check_float("x", x)
+    if x.dim() == 0:
+        raise ValueError("x must have at least 1 dimension, got a 0-dim tensor")
+    n = x.shape[-1]
+    if weight is not None:
+        _checks.check_float("weight", weight)
+        if weight.shape != (n,):
+            raise ValueError(f"weight must have shape ({n},) (the last dimension of x), got {tuple(weight.shape)}")
+    for name, value in (("eps", eps), ("weight_offset", weight_offset)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+    if not math.isfinite(weight_offset):
+        raise ValueError(f"weight_offset must be finite, got {weight_offset}")
+    if weight_offset != 0 and weight is None:
+        raise ValueError("weight_offset needs a weight")
+    _checks.check_config("config", config, FixedPointConfig)
+    _checks.check_same_device(x=x, weight=weight)
+    # The scale is mapped to fixed point as a whole, so Gemma's 1 + w keeps its small w's steps
+    # relative to 1 (and its gradient is the weight's).
+    scale = weight if weight is None or weight_offset == 0 else weight + weight_offset
+    y = ops.fixed_point_rms_norm(
+        _checks.as_rows(x), scale, config.activation_bits, config.grad_bits, float(eps), config.rounding,
+        config.rsqrt, config.granularity == "per_row", _forward_seed(config),
+    )[0]
+    return y.reshape(x.shape)
+
+
 @_checks.public("fixed_point_embedding", renames={"input": "ids"})
 def fixed_point_embedding(
     ids: Tensor, weight: Tensor, padding_idx: Optional[int] = None, config: FixedPointConfig = DEFAULT_CONFIG

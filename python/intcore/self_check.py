@@ -98,6 +98,7 @@ def cases(device: str) -> list[Case]:
         ]
     ln_grad, emb_grad = randn(37, 96), randn(40, 96)
     ln = ops.fixed_point_layer_norm(x, ln_weight, ln_bias, 16, 16, 1e-5, "stochastic", "integer", True, _seed(8))
+    rms = ops.fixed_point_rms_norm(x, ln_weight, 16, 16, 1e-6, "stochastic", "integer", True, _seed(12))
     out += [
         Case("fixed_point_layer_norm", "16 bits, affine, per row",
              (x, ln_weight, ln_bias, 16, 16, 1e-5, "stochastic", "integer", True, _seed(8))),
@@ -105,6 +106,12 @@ def cases(device: str) -> list[Case]:
              (x, None, None, 8, 8, 1e-5, "nearest", "float", False, _seed(8))),
         Case("fixed_point_layer_norm_backward", "16 bits",
              (ln_grad, *ln[1:], True, 16, "stochastic", _seed(9))),
+        Case("fixed_point_rms_norm", "16 bits, weight, per row",
+             (x, ln_weight, 16, 16, 1e-6, "stochastic", "integer", True, _seed(12))),
+        Case("fixed_point_rms_norm", "8 bits, no weight, float rsqrt",
+             (x, None, 8, 8, 1e-6, "nearest", "float", False, _seed(12))),
+        Case("fixed_point_rms_norm_backward", "16 bits",
+             (ln_grad, *rms[1:], True, 16, "stochastic", _seed(13))),
         Case("fixed_point_embedding", "16 bits", (ids, table, 16, 16, "stochastic", -1)),
         Case("fixed_point_embedding_backward", "repeated ids, padding 3",
              (emb_grad, ids, 50, 16, "stochastic", 3, _seed(10))),

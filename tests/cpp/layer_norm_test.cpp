@@ -102,7 +102,7 @@ TEST(FixedPointLayerNorm, ForwardAndBackwardErrorShrinksWithBits) {
       options.rsqrt = mode;
       fixed_point_layer_norm_forward(x.view("x"), &g, &b, options, {7, 0}, run.y.view("y"), run.saved());
       const TensorView dgv(run.dgamma.data.data(), DType::kFloat32, {n}), dbv(run.dbeta.data.data(), DType::kFloat32, {n});
-      fixed_point_layer_norm_backward(dy.view("dy"), run.saved(), true, bits, Rounding::kStochastic, {8, 0},
+      fixed_point_layer_norm_backward(dy.view("dy"), run.saved(), true, true, bits, Rounding::kStochastic, {8, 0},
                                       run.dx.view("dx"), &dgv, &dbv);
       const double errors[4] = {max_rel_error(run.y.data.data(), y_ref), max_rel_error(run.dx.data.data(), dx_ref),
                                 max_rel_error(run.dgamma.data.data(), dg_ref),
@@ -118,6 +118,70 @@ TEST(FixedPointLayerNorm, ForwardAndBackwardErrorShrinksWithBits) {
       }
     }
   }
+}
+
+// fp64 RMSNorm forward and backward: y = gamma x / rms, dx = (G - xhat mean(G xhat)) / rms.
+void rms_reference(const Array<float>& x, const Array<float>& gamma, const Array<float>& dy, double eps,
+                   std::vector<double>& y, std::vector<double>& dx, std::vector<double>& dg) {
+  const int64_t rows = x.rows, n = x.cols;
+  y.assign(rows * n, 0);
+  dx.assign(rows * n, 0);
+  dg.assign(n, 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    double ms = 0;
+    for (int64_t i = 0; i < n; ++i) ms += static_cast<double>(x(r, i)) * x(r, i) / n;
+    const double rstd = 1 / std::sqrt(ms + eps);
+    double mgx = 0;
+    for (int64_t i = 0; i < n; ++i) mgx += dy(r, i) * gamma(i, 0) * x(r, i) * rstd / n;
+    for (int64_t i = 0; i < n; ++i) {
+      const double xh = x(r, i) * rstd;
+      y[r * n + i] = gamma(i, 0) * xh;
+      dx[r * n + i] = rstd * (dy(r, i) * gamma(i, 0) - xh * mgx);
+      dg[i] += dy(r, i) * xh;
+    }
+  }
+}
+
+TEST(FixedPointRmsNorm, ForwardAndBackwardErrorShrinksWithBits) {
+  const int64_t rows = 24, n = 96;
+  auto x = random_floats(rows, n, 11, 2.0f), dy = random_floats(rows, n, 12);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < n; ++i) x(r, i) += 0.5f * static_cast<float>(r);  // a mean an RMSNorm keeps
+  auto gamma = random_floats(n, 1, 13, 0.2f);
+  for (auto& g : gamma.data) g += 1.0f;
+  std::vector<double> y_ref, dx_ref, dg_ref;
+  rms_reference(x, gamma, dy, 1e-6, y_ref, dx_ref, dg_ref);
+  double previous[3] = {1, 1, 1};
+  for (int bits : {8, 10, 12, 16}) {
+    LayerNormRun run(rows, n);
+    const TensorView g = TensorView(gamma.data.data(), DType::kFloat32, {n}, "gamma");
+    LayerNormOptions options;
+    options.bits = bits;
+    options.eps = 1e-6;
+    options.centered = false;
+    fixed_point_layer_norm_forward(x.view("x"), &g, nullptr, options, {7, 0}, run.y.view("y"), run.saved());
+    const TensorView dgv(run.dgamma.data.data(), DType::kFloat32, {n});
+    fixed_point_layer_norm_backward(dy.view("dy"), run.saved(), true, false, bits, Rounding::kStochastic, {8, 0},
+                                    run.dx.view("dx"), &dgv, nullptr);
+    const double errors[3] = {max_rel_error(run.y.data.data(), y_ref), max_rel_error(run.dx.data.data(), dx_ref),
+                              max_rel_error(run.dgamma.data.data(), dg_ref)};
+    const double bound = 16 * std::ldexp(1.0, -(bits - 1));
+    for (int j = 0; j < 3; ++j) {
+      EXPECT_LT(errors[j], bound) << "bits " << bits << " output " << j;
+      EXPECT_LT(errors[j], previous[j]) << "bits " << bits << " output " << j;
+      previous[j] = errors[j];
+    }
+  }
+}
+
+TEST(FixedPointRmsNorm, RefusesBeta) {
+  auto x = random_floats(2, 8, 14), beta = random_floats(8, 1, 15);
+  LayerNormRun run(2, 8);
+  LayerNormOptions options;
+  options.centered = false;
+  const TensorView b = TensorView(beta.data.data(), DType::kFloat32, {8}, "beta");
+  EXPECT_THROW(fixed_point_layer_norm_forward(x.view("x"), nullptr, &b, options, {}, run.y.view("y"), run.saved()),
+               Error);
 }
 
 TEST(FixedPointLayerNorm, IntegerAndFloatRsqrtAgreeClosely) {

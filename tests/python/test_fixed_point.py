@@ -105,6 +105,44 @@ def test_config_validation():
     with pytest.raises(ValueError, match=r"weight must have shape \(8,\)"):
         intcore.fixed_point_layer_norm(torch.randn(2, 8), torch.ones(7), torch.zeros(7))
 
+class _RMSNorm(nn.Module):
+    """Llama's RMSNorm in fp64 (scale weight) or Gemma's (scale 1 + weight)."""
+
+    def __init__(self, n, offset):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n, dtype=torch.float64) * 0.2 + (0 if offset else 1))
+        self.offset = offset
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * (self.offset + self.weight)
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+def test_rms_norm_error_shrinks_with_bits(bits, offset):
+    ref = _RMSNorm(128, offset)
+    mod = intcore.nn.FixedPointRMSNorm(128, eps=1e-6, weight_offset=offset, config=FixedPointConfig.uniform(bits))
+    mod.load_state_dict({"weight": ref.weight.detach().float()})
+    x = torch.randn(4, 16, 128) * 3 + torch.linspace(-2, 2, 16)[None, :, None]
+    g = torch.randn(4, 16, 128)
+    (y, dx), (y_ref, dx_ref) = run_against_fp64(ref, mod, x, g)
+    floor = snr_floor(bits)
+    assert snr_db(y, y_ref) > floor
+    assert snr_db(dx, dx_ref) > floor - 3
+    assert snr_db(mod.weight.grad, ref.weight.grad) > floor
+
+
+def test_rms_norm_refuses_bad_arguments_naming_them():
+    x = torch.randn(2, 8)
+    with pytest.raises(ValueError, match=r"fixed_point_rms_norm: weight must have shape \(8,\)"):
+        intcore.fixed_point_rms_norm(x, torch.ones(7))
+    with pytest.raises(ValueError, match="fixed_point_rms_norm: eps must be finite"):
+        intcore.fixed_point_rms_norm(x, torch.ones(8), eps=-1.0)
+    with pytest.raises(ValueError, match="fixed_point_rms_norm: weight_offset needs a weight"):
+        intcore.fixed_point_rms_norm(x, None, weight_offset=1.0)
+    with pytest.raises(TypeError, match="fixed_point_rms_norm: x must be a floating-point"):
+        intcore.fixed_point_rms_norm(x.long(), torch.ones(8))
+
 
 def _opcheck_cases():
     seed = torch.tensor(5)
@@ -121,6 +159,10 @@ def _opcheck_cases():
     yield torch.ops.intcore.fixed_point_layer_norm, (xl, None, None, 16, 8, 1e-5, "nearest", "float", True, seed)
     saved = torch.ops.intcore.fixed_point_layer_norm(xl, gamma, beta, 12, 12, 1e-5, "stochastic", "integer", True, seed)[1:]
     yield torch.ops.intcore.fixed_point_layer_norm_backward, (torch.randn(5, 16), *saved, True, 12, "stochastic", seed)
+    yield torch.ops.intcore.fixed_point_rms_norm, (xl, gamma, 12, 12, 1e-6, "stochastic", "integer", False, seed)
+    yield torch.ops.intcore.fixed_point_rms_norm, (xl, None, 16, 8, 1e-6, "nearest", "float", True, seed)
+    saved = torch.ops.intcore.fixed_point_rms_norm(xl, gamma, 12, 12, 1e-6, "stochastic", "integer", True, seed)[1:]
+    yield torch.ops.intcore.fixed_point_rms_norm_backward, (torch.randn(5, 16), *saved, True, 12, "stochastic", seed)
     ids = torch.tensor([0, 3, 3, 7])
     table = torch.randn(8, 5, requires_grad=True)
     yield torch.ops.intcore.fixed_point_embedding, (ids, table, 16, 16, "stochastic", 3)

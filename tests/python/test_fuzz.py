@@ -318,6 +318,10 @@ def fuzz_public(f: Fuzz, deadline: float) -> None:
         yield "fixed_point_layer_norm", {"x": x, "weight": f.floats(x.shape[-1:]) if affine else None,
                                          "bias": f.floats(x.shape[-1:]) if affine else None,
                                          "eps": f.pick(1e-5, 0.0, 1.0), "config": config()}
+        x = f.floats((*lead(), f.pick(*ks)))
+        yield "fixed_point_rms_norm", {"x": x, "weight": f.pick(None, f.floats(x.shape[-1:]), f.floats((3,))),
+                                       "eps": f.pick(1e-6, 0.0, 1.0), "weight_offset": f.pick(0.0, 1.0),
+                                       "config": config()}
         vocab = f.pick(0, 1, 5, 9)
         yield "fixed_point_embedding", {"ids": torch.randint(0, max(vocab, 1), lead()),
                                         "weight": f.floats((vocab, f.pick(1, 3, 8))),
@@ -362,8 +366,8 @@ def fuzz_public(f: Fuzz, deadline: float) -> None:
                     f.problem(f"{call}: in_features 0 must give the bias (or zeros)")
             elif f.moderate(x, w, bias, limit=1e3) and not f.finite(result):
                 f.problem(f"{call}: not finite for moderate inputs")
-        elif name == "fixed_point_layer_norm":
-            if result.shape != x.shape or (f.moderate(x, args["weight"], args["bias"], limit=1e3) and not f.finite(result)):
+        elif name in ("fixed_point_layer_norm", "fixed_point_rms_norm"):
+            if result.shape != x.shape or (f.moderate(x, args["weight"], args.get("bias"), limit=1e3) and not f.finite(result)):
                 f.problem(f"{call}: result {describe(result)} (finite: {f.finite(result)})")
         elif name == "fixed_point_embedding":
             if result.shape != (*args["ids"].shape, args["weight"].shape[1]) or not f.finite(result):
@@ -419,7 +423,7 @@ def fuzz_public(f: Fuzz, deadline: float) -> None:
                 except Exception as e:  # noqa: BLE001 (an oracle tripping is a finding too)
                     f.problem(f"{call}: oracle failed: {type(e).__name__}: {e}")
                 if name in ("int8_linear", "int4_linear", "fixed_point_linear", "fixed_point_layer_norm",
-                            "hadamard") and f.chance(0.3):
+                            "fixed_point_rms_norm", "hadamard") and f.chance(0.3):
                     backward(name, args, result, call)
             if time.monotonic() > deadline:
                 break
@@ -473,6 +477,11 @@ def fuzz_ops(f: Fuzz, deadline: float) -> None:
                                            torch.randn(k) if affine else None, bits, bits, 1e-5, "nearest",
                                            "integer", per_row, seed())[1:]
         yield "fixed_point_layer_norm_backward", (f.floats((m, k)), *saved, affine, bits, rounding, seed())
+        yield "fixed_point_rms_norm", (x, gamma, bits, bits, f.pick(1e-6, 0.0), rounding, f.pick("integer", "float"),
+                                       per_row, seed())
+        saved = ops.fixed_point_rms_norm(torch.randn(m, k), torch.randn(k) if affine else None, bits, bits, 1e-6,
+                                         "nearest", "integer", per_row, seed())[1:]
+        yield "fixed_point_rms_norm_backward", (f.floats((m, k)), *saved, affine, bits, rounding, seed())
         vocab = f.pick(1, 4, 7)
         ids = torch.randint(0, vocab, (m,))
         yield "fixed_point_embedding", (ids, f.floats((vocab, n)), bits, bits, rounding, f.pick(-1, 0, vocab))
@@ -582,14 +591,17 @@ def fuzz_engine(f: Fuzz, deadline: float) -> None:
                       rstd_mantissa=out((m,), torch.int64), rstd_exponent=out((m,), torch.int32),
                       gamma_mantissa=out((k,), torch.int16), gamma_exponent=out((1,), torch.int32))
         yield "fixed_point_layer_norm_forward", dict(x=x, gamma=None, beta=None, bits=bits, eps=1e-5, rounding=rounding,
-                                                     rsqrt="integer", per_row_input=per_row, seed=5, **ln_out)
+                                                     rsqrt="integer", per_row_input=per_row,
+                                                     centered=f.chance(0.7), seed=5, **ln_out)
         saved = dict(xhat=torch.zeros(m, k, dtype=torch.int16), xhat_exponent=torch.zeros(1, dtype=torch.int32),
                      x_exponent=torch.zeros(1, dtype=torch.int32), rstd_mantissa=torch.zeros(m, dtype=torch.int64),
                      rstd_exponent=torch.zeros(m, dtype=torch.int32), gamma_mantissa=torch.zeros(k, dtype=torch.int16),
                      gamma_exponent=torch.zeros(1, dtype=torch.int32))
-        yield "fixed_point_layer_norm_backward", dict(dy=f.floats((m, k)), **saved, has_gamma=True, grad_bits=bits,
+        yield "fixed_point_layer_norm_backward", dict(dy=f.floats((m, k)), **saved, has_gamma=True,
+                                                      centered=f.chance(0.7), grad_bits=bits,
                                                       rounding=rounding, seed=2, dx=out((m, k), torch.float32),
-                                                      dgamma=out((k,), torch.float32), dbeta=None)
+                                                      dgamma=out((k,), torch.float32),
+                                                      dbeta=f.pick(None, out((k,), torch.float32)))
         vocab = f.pick(1, 4)
         ids = torch.randint(0, vocab, (m,))
         if f.chance(0.1):

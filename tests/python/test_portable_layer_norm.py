@@ -153,6 +153,58 @@ def test_layer_norm_sweep(dtype):
         )
 
 
+def check_rms_norm(x, weight, bits, eps, rounding, rsqrt, per_row, s, grad_bits, grad_rounding, grad):
+    forward = run_both("fixed_point_rms_norm", x, weight, bits, grad_bits, eps, rounding, rsqrt, per_row, seed(s))
+    if forward is None:
+        return
+    for has_weight in (weight is not None, False, True):
+        run_both("fixed_point_rms_norm_backward", grad, *forward[1:], has_weight, grad_bits, grad_rounding, seed(s ^ 1))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_rms_norm_sweep(dtype):
+    rng = random.Random("rms" + str(dtype))
+    kinds = ["normal", "outliers", "constant rows", "row scales", "tiny", "levels"]
+    for case in range(60):
+        shape = rng.choice(LN_SHAPES)
+        x = ln_input(rng, shape, dtype, rng.choice(kinds))
+        weight = (torch.randn(shape[1]) * 0.5 + 1).to(dtype) if rng.random() < 0.7 else None
+        grad = torch.randn(shape, dtype=torch.float64) * 10 ** rng.uniform(-6, 3)
+        check_rms_norm(
+            x, weight, rng.randrange(2, 17), rng.choice([0.0, 1e-6, 1e-5, 0.5, 1e4]),
+            rng.choice(["nearest", "stochastic"]), rng.choice(["integer", "float"]), rng.random() < 0.5,
+            rng.choice([0, case, 2**63 - 1, -1]), rng.randrange(2, 17), rng.choice(["nearest", "stochastic"]),
+            grad.to(rng.choice(FLOATS)),
+        )
+
+
+def test_rms_norm_edges():
+    # Zero rows (D = eps, or 0 with eps = 0), one-signed rows (N q at its bound: no mean taken
+    # off), the widest rows with extreme mantissas, and an eps too large for the range.
+    n = 16
+    for x in (torch.zeros(3, n), torch.full((3, n), -2.5), torch.randn(3, n) * 1e-12, torch.randn(3, n) * 1e37):
+        for eps in (0.0, 1e-6, 1.0):
+            for bits in (2, 16):
+                for per_row in (False, True):
+                    check_rms_norm(x, torch.randn(n), bits, eps, "stochastic", "integer", per_row, 5, 16, "nearest",
+                                   torch.randn(3, n))
+    wide = torch.full((2, 65536), 3.0)
+    wide[1, ::2] = -3.0
+    check_rms_norm(wide, None, 16, 0.0, "stochastic", "integer", False, 1, 16, "stochastic", torch.randn(2, 65536) * 1e3)
+
+
+def test_rms_norm_is_the_layer_norm_of_a_zero_mean_row():
+    # Rows whose codes sum to zero: the layer norm subtracts nothing, so the two agree bit for bit,
+    # and so do their backwards when the gradient's row sums (times gamma) are zero too.
+    x = torch.randn(6, 32)
+    x = torch.cat([x, -x], 1)
+    w = torch.randn(64)
+    ln = engine_kernels.KERNELS["fixed_point_layer_norm"](x, w, None, 12, 12, 1e-6, "nearest", "integer", True, seed(1))
+    rms = engine_kernels.KERNELS["fixed_point_rms_norm"](x, w, 12, 12, 1e-6, "nearest", "integer", True, seed(1))
+    for a, b in zip(ln, rms):
+        assert not mismatch(a, b)
+
+
 def test_layer_norm_edges():
     n = 16
     grad = torch.randn(4, n)

@@ -11,6 +11,9 @@
 // Backward, with dy mapped to `grad_bits` bits (stochastic by default) and G = dy_q gamma_q:
 //   dbeta = sum_rows dy, dgamma = sum_rows dy * xhat               (int64 column sums)
 //   dx = m 2^(e - e_x + e_g) (N G - sum G - xhat_q sum(G xhat_q) 2^(2 e_xhat))   (int128)
+// RMSNorm (centered = false) is the same pipeline with S1 taken as 0 (D = N S2 + eps_q =
+// N^2 (mean(x^2) + eps), xhat = N q r = x / rms) and no beta, and its backward drops the
+// sum G term: dx = m 2^(e - e_x + e_g) (N G - xhat_q sum(G xhat_q) 2^(2 e_xhat)).
 #pragma once
 
 #include <cstdint>
@@ -42,6 +45,8 @@ struct LayerNormOptions {
   // One input exponent per row instead of per tensor: rows are normalized independently, so
   // a row with a few huge activations no longer coarsens every other row's grid.
   bool per_row_input = false;
+  // false: RMSNorm (no mean subtracted; beta must be null).
+  bool centered = true;
 };
 
 // What the forward keeps for the backward, allocated by the caller (R rows of N).
@@ -61,9 +66,10 @@ void fixed_point_layer_norm_forward(const TensorView& x, const TensorView* gamma
                                     const LayerNormSaved& saved);
 
 // dy: [R, N] any float dtype. dx: float32 [R, N]; dgamma, dbeta: float32 [N] or null.
-// has_gamma says whether the forward had gamma (saved.gamma is then valid).
+// has_gamma says whether the forward had gamma (saved.gamma is then valid); centered is the
+// forward's option (false: RMSNorm, dbeta must be null).
 void fixed_point_layer_norm_backward(const TensorView& dy, const LayerNormSaved& saved, bool has_gamma,
-                                     int grad_bits, Rounding rounding, RandomStream stream, const TensorView& dx,
+                                     bool centered, int grad_bits, Rounding rounding, RandomStream stream, const TensorView& dx,
                                      const TensorView* dgamma, const TensorView* dbeta);
 
 // 1/sqrt(d) for d > 0 as m * 2^e with m in (2^29, 2^30]: fixed-point Newton iteration in

@@ -1,4 +1,4 @@
-"""nn modules: integer replacements for nn.Linear / nn.LayerNorm / nn.Embedding and Hugging Face's
+"""nn modules: integer replacements for nn.Linear / nn.LayerNorm / RMSNorm / nn.Embedding and Hugging Face's
 Conv1D (float master weights, integer arithmetic), and the pieces parameter-efficient methods build from: the
 bottleneck adapter and reversible couplings (intcore.nn.reversible), the frozen 4-bit bases
 (NF4Linear, Int4BaseLinear) and the dynamic-rank LoRA layer (DyLoraLinear)."""
@@ -10,6 +10,7 @@ from intcore.nn.fixed_point import FixedPointEmbedding, FixedPointLayerNorm, Fix
 from intcore.nn.int4_base import Int4BaseLinear
 from intcore.nn.linear import Int4Linear, Int8Linear
 from intcore.nn.nf4 import NF4Linear
+from intcore.nn.rms_norm import FixedPointRMSNorm
 
 __all__ = ["BottleneckAdapter", "DyLoraLinear", "FixedPointConv1D", "FixedPointEmbedding", "FixedPointLayerNorm",
-           "FixedPointLinear", "Int4BaseLinear", "Int4Conv1D", "Int4Linear", "Int8Linear", "NF4Linear"]
+           "FixedPointLinear", "FixedPointRMSNorm", "Int4BaseLinear", "Int4Conv1D", "Int4Linear", "Int8Linear", "NF4Linear"]

@@ -40,4 +40,5 @@ from intcore.backends.portable import (  # noqa: E402,F401  (each module records
     layer_norm,
     linear,
     quantize,
+    rms_norm,
 )

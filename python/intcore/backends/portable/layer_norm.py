@@ -109,7 +109,12 @@ def rsqrt_fixed(d: wide_int.Wide, rsqrt: str):
 
 @portable_kernel("fixed_point_layer_norm")
 def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed):
-    fn = "fixed_point_layer_norm"
+    return forward("fixed_point_layer_norm", x, weight, bias, bits, eps, rounding, rsqrt, per_row, True, seed)
+
+
+def forward(fn, x, weight, bias, bits, eps, rounding, rsqrt, per_row, centered, seed):
+    """The layer norm (centered) or RMSNorm (not centered: S1 taken as 0, no bias) forward;
+    errors name fn, the op."""
     check_float_matrix(fn, "x", x)
     rows, n = x.shape
     seed_v = seed_value(seed)
@@ -130,7 +135,7 @@ def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsq
 
     # Pass 1: per-row statistics and the reciprocal square root.
     q = q.to(torch.int64)
-    s1 = q.sum(1)
+    s1 = q.sum(1) if centered else q.new_zeros(rows)  # RMSNorm: D = N S2 + eps_q, xhat = N q r
     variance_n2 = n * (q * q).sum(1) - s1 * s1
     eps_q = wide_int.from_integral_double(torch.round(eps_steps).expand(rows))
     d = wide_int.add(wide_int.from_int64(variance_n2), eps_q)
@@ -139,9 +144,9 @@ def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsq
     m, e = rsqrt_fixed(wide_int.Wide(torch.where(positive, d.hi, 0), torch.where(positive, d.lo, one)), rsqrt)
     m, e = torch.where(positive, m, 0), torch.where(positive, e, 0)
 
-    centered = n * q - s1[:, None]
+    numerator = n * q - s1[:, None]  # xhat = numerator r
     # max |xhat| in units of 2^e (m >= 0); no features (n = 0): no xhat at all
-    top = m * centered.abs().amax(1) if n else torch.zeros_like(m)
+    top = m * numerator.abs().amax(1) if n else torch.zeros_like(m)
     row_top = torch.where(top != 0, wide_int.bit_length(top) + e, _NO_TOP)
     e_max = row_top.amax() if rows else torch.tensor(_NO_TOP, device=x.device)
     e_xhat = torch.where(e_max == _NO_TOP, 0, e_max) - (bits - 1)  # |xhat| < 2^e_max
@@ -150,7 +155,7 @@ def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsq
     words = random_words(seed_v, 1, 0, rows * n, x.device).reshape(rows, n) if rounding == "stochastic" else None
     qmax = (1 << (bits - 1)) - 1
     shift = (e_xhat - e)[:, None]
-    xhat = wide_int.shift_round(wide_int.from_int64(centered * m[:, None]), shift, rounding, words).clamp(-qmax, qmax)
+    xhat = wide_int.shift_round(wide_int.from_int64(numerator * m[:, None]), shift, rounding, words).clamp(-qmax, qmax)
 
     gamma_exponent = torch.zeros(1, dtype=torch.int32, device=x.device)
     if weight is not None:
@@ -179,7 +184,18 @@ def _fixed_point_layer_norm_backward(
     grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent,
     has_affine, grad_bits, rounding, seed,
 ):
-    fn = "fixed_point_layer_norm_backward"
+    return backward(
+        "fixed_point_layer_norm_backward", grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent,
+        gamma_mantissa, gamma_exponent, has_affine, True, grad_bits, rounding, seed,
+    )
+
+
+def backward(
+    fn, grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent,
+    has_affine, centered, grad_bits, rounding, seed,
+):
+    """dx, dgamma and dbeta of the layer norm (centered) or RMSNorm (not centered: no sum G
+    term; dbeta is computed but an RMSNorm's op drops it); errors name fn, the op."""
     seed_v = seed_value(seed)
     _check_choice(fn, "rounding", rounding, ("nearest", "stochastic"))
     check_float_matrix(fn, "grad", grad)
@@ -212,7 +228,7 @@ def _fixed_point_layer_norm_backward(
     x = xhat.to(torch.int64)
     prod = g * gamma_mantissa.to(torch.int64) if has_affine else g  # G = dy_q gamma_q
     e_g = g_exponent + (gamma_exponent if has_affine else 0)
-    sum_g = prod.sum(1, keepdim=True)
+    sum_g = prod.sum(1, keepdim=True) if centered else 0  # RMSNorm: no mean-of-G term
     sum_gx = (prod * x).sum(1, keepdim=True)
     # xhat_q sum(G xhat_q) 2^(2 e_xhat), rounded to an integer.
     correction = wide_int.shift_round(wide_int.multiply(x, sum_gx), -2 * xhat_exponent, "nearest", None)
