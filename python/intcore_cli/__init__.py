@@ -21,6 +21,9 @@ COMMANDS = {
                  "fine-tune a classifier (BERT, RoBERTa, ELECTRA, DistilBERT, GPT-2) with integer recipes"),
     "evaluate": ("intcore.drivers.evaluate:cli", "accuracy and F1 of a fine-tuned run's models on a labelled file"),
     "predict": ("intcore.drivers.predict:cli", "labels and probabilities from a fine-tuned run's models"),
+    "finetune-lm": ("intcore.drivers.finetune_lm:cli",
+                    "fine-tune a causal LM (Llama, Qwen, Mistral, Gemma; .gguf or Hugging Face) with integer recipes"),
+    "generate": ("intcore.drivers.generate:cli", "text from a fine-tuned causal LM, a .gguf file or a base model"),
     "train-lm": ("intcore.drivers.train_lm:cli", "train a GPT-style language model from scratch"),
     "qbert": ("intcore.drivers.qbert:cli", "Q-BERT: Hessian-guided mixed-precision quantization, integer evaluation"),
     "doctor": ("intcore.doctor:main", "report the installation and check native kernels against portable ones"),
@@ -29,7 +32,7 @@ COMMANDS = {
 
 def usage() -> str:
     lines = ["usage: intcore [--version] <command> [options]", "", "commands:"]
-    lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += [f"  {name:<11} {summary}" for name, (_, summary) in COMMANDS.items()]
     lines += ["", "`intcore <command> --help` lists a command's options and their defaults."]
     return "\n".join(lines)
 

@@ -34,8 +34,7 @@ _STAGING_PREFIX = ".incomplete-"
 _STATE_KEYS = ("step", "state", "optimizer", "scheduler")
 
 
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    state = optimizer.state_dict()
+def _flatten_optimizer(state: dict) -> tuple[dict, dict]:
     tensors, scalars = {}, {}
     for index, slots in state["state"].items():
         for key, value in slots.items():
@@ -56,18 +55,29 @@ def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
 
 
 def save(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-         scheduler, state: dict, rng: dict, keep: int = 2) -> Path:
+         scheduler, state: dict, rng: dict, keep: int = 2, full_state: tuple[dict, dict] | None = None) -> Path:
     """Writes checkpoint ``step`` under ``directory`` atomically and keeps the newest ``keep``.
 
     rng: named RNG state tensors (see distributed.rng_states), stored beside the optimizer's.
+    full_state: (model state dict, optimizer state dict) gathered from every rank where the model
+    holds only its shard of them (FSDP2; see distributed.full_training_state).
     What an interrupted save left behind (staging directories, temporary pointer files) is
     removed first.
     """
     clean_leftovers(directory)
     staging = staging_dir(directory, _STAGING_PREFIX)
-    model_tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    model_tensors, seen = {}, set()
+    model_state, optimizer_state = full_state or (model.state_dict(), optimizer.state_dict())
+    for k, v in model_state.items():
+        v = v.detach().cpu().contiguous()
+        # Tied weights (an LLM's embedding and output head) are one tensor under two names, which
+        # safetensors refuses to store twice: the second name gets a copy (loading fills both).
+        if v.untyped_storage().data_ptr() in seen:
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        model_tensors[k] = v
     save_file(model_tensors, staging / "model.safetensors")
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer_state)
     save_file({**opt_tensors, **rng}, staging / "optimizer.safetensors")
     meta = {"step": step, "state": state, "optimizer": opt_meta,
             "scheduler": scheduler.state_dict() if scheduler is not None else None}
@@ -198,9 +208,12 @@ def verify(path: Path) -> dict:
     return manifest
 
 
-def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> tuple[dict, dict]:
+def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+         restore=None) -> tuple[dict, dict]:
     """Restores model, optimizer and scheduler from a checkpoint that matches its manifest;
-    returns the saved driver state (with "step") and the RNG state tensors."""
+    returns the saved driver state (with "step") and the RNG state tensors. restore(model state,
+    optimizer state) replaces the modules' own load_state_dict (FSDP2 scatters the whole state
+    to its shards; see distributed.restore_full_training_state)."""
     manifest = verify(path)
     try:
         meta = json.loads((path / "state.json").read_text())
@@ -215,9 +228,13 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, s
             not isinstance(meta["optimizer"], dict)):
         raise _corrupt(path, f"state.json does not hold the state of step {manifest['step']}")
     try:
-        model.load_state_dict(model_tensors)
         rng = {k: opt_tensors.pop(k) for k in [k for k in opt_tensors if k.startswith("rng.")]}
-        optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, meta["optimizer"]))
+        optimizer_state = _unflatten_optimizer(opt_tensors, meta["optimizer"])
+        if restore is not None:
+            restore(model_tensors, optimizer_state)
+        else:
+            model.load_state_dict(model_tensors)
+            optimizer.load_state_dict(optimizer_state)
         if scheduler is not None and meta["scheduler"] is not None:
             scheduler.load_state_dict(meta["scheduler"])
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:

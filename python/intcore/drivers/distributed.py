@@ -62,15 +62,95 @@ def device_for(world: World, device: str) -> torch.device:
     return parsed
 
 
-def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, world: World, device: torch.device, fsdp: bool = False) -> torch.nn.Module:
+    """The model replicated on every rank (DistributedDataParallel) or, with fsdp, sharded with
+    FSDP2: each transformer block (a child of the model's ModuleList of layers) is one unit,
+    then the model itself; its state is then gathered by full_state_dict."""
     if not world.distributed:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for module in list(model.modules()):
+            if isinstance(module, torch.nn.ModuleList):
+                for block in module:
+                    fully_shard(block)
+        fully_shard(model)
+        model.intcore_fsdp = True
         return model
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    return bool(getattr(model, "intcore_fsdp", False))
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def full_state_dict(model: torch.nn.Module, world: World) -> dict | None:
+    """The model's whole state as CPU tensors: gathered from every rank under FSDP2 (a
+    collective: every rank must call it; rank 0 gets the tensors, the others None), or None where
+    each rank already holds it all (model.state_dict() then serves)."""
+    if not is_sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    state = get_model_state_dict(model, options=_full_options())
+    return state if world.is_main else None
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """A sharded (FSDP2) model's and optimizer's whole state, gathered to rank 0 (a collective:
+    every rank calls it), in the layout of an unsharded model's state_dict and optimizer's: the
+    optimizer's parameters numbered in their param_groups order, so a checkpoint reads the same
+    whichever way it was trained."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    model_state = get_model_state_dict(model, options=_full_options())
+    named = get_optimizer_state_dict(model, optimizer, options=_full_options())
+    if not named:  # ranks other than 0 receive nothing
+        return model_state, named
+    order = [name for group in named["param_groups"] for name in group["params"]]
+    index = {name: i for i, name in enumerate(order)}
+    numbered = {"state": {index[name]: slots for name, slots in named["state"].items()},
+                "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in named["param_groups"]]}
+    return model_state, numbered
+
+
+def restore_full_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    """restore(model state, optimizer state) for checkpoint.load: the whole states (read by every
+    rank) scattered to this rank's shards."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    def restore(model_state: dict, optimizer_state: dict) -> None:
+        set_model_state_dict(model, model_state, options=_full_options())
+        # The optimizer's parameters by name, in its own order (the numbering of full_training_state).
+        name_of = {id(p): n for n, p in model.named_parameters()}
+        names = [name_of[id(p)] for g in optimizer.param_groups for p in g["params"]]
+        named = {"state": {names[i]: slots for i, slots in optimizer_state["state"].items()},
+                 "param_groups": [{**g, "params": [names[i] for i in g["params"]]}
+                                  for g in optimizer_state["param_groups"]]}
+        set_optimizer_state_dict(model, optimizer, named, options=_full_options())
+
+    return restore
+
+
+def evaluation_share(items: list, world: World, model: torch.nn.Module) -> tuple[list, bool]:
+    """(this rank's share of evaluation items, whether the ranks' sums must be added). Under
+    FSDP2 every forward is a collective, so every rank evaluates every item (and the sums are
+    already whole); otherwise the ranks split them."""
+    if is_sharded(model):
+        return items, False
+    return items[world.rank::world.size], True
 
 
 def sum_across(world: World, values: list[float], device: torch.device) -> list[float]:

@@ -1,7 +1,13 @@
-"""`intcore evaluate`: accuracy and F1 of a fine-tuned run's models on a labelled file.
+"""`intcore evaluate`: accuracy and F1 of a fine-tuned run's models on a labelled file (or, for a
+causal LM, its perplexity on a text file).
 
     intcore evaluate runs/compare --data reviews.csv              # every run of the output directory
     intcore evaluate runs/compare/models/int8 --data reviews.jsonl --text-column review
+    intcore evaluate runs/lm-sentiment --data reviews.csv         # finetune-lm --data rotten_tomatoes runs
+    intcore evaluate runs/lm --data play.txt                      # finetune-lm text runs: perplexity
+
+A causal LM fine-tuned on the sentiment task answers each text's sentiment prompt; its accuracy
+counts the answers of higher likelihood (labels "negative"/"positive", or 0/1).
 
 Each model runs in its recipe's arithmetic (models/<run>/intcore.json), as in the run's own
 evaluation. Labels in the file are the run's label names (as `intcore finetune` read them) or
@@ -16,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from intcore.drivers import classification_data, distributed, export, finetune, help_text, report
+from intcore.drivers import classification_data, distributed, export, finetune, help_text, lm_evaluation, report
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.atomic_files import write_atomic
 
@@ -38,7 +44,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="intcore evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
-    p.add_argument("--data", required=True, help="a labelled CSV/TSV/JSONL/JSON file")
+    p.add_argument("--data", required=True, help="a labelled CSV/TSV/JSONL/JSON file (a .txt file for a causal LM's "
+                                                 "perplexity)")
     p.add_argument("--label-column", default="label", help="--data's column of labels")
     p.add_argument("--batch-size", type=int,
                    help="examples per batch (default: the run's own evaluation batch size, which reproduces its "
@@ -77,19 +84,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     models = export.find(args.run_dir, runs_of(args), "evaluate")
     if not Path(args.data).is_file():
         raise DriverError(f"--data {args.data}: no such file")
-    rows = classification_data.read_rows(Path(args.data))
-    if not rows:
+    text = Path(args.data).suffix.lower() == ".txt"
+    rows = [] if text else classification_data.read_rows(Path(args.data))
+    if not text and not rows:
         raise DriverError(f"--data {args.data} holds no rows")
     results = {}
     for run, directory in models.items():
         model, tokenizer, record = export.load(directory, device, "evaluate")
-        ids = classification_data.tokenize(tokenizer, label_indices(rows, args, record.labels, run), record.max_length)
-        batches = classification_data.evaluation_batches(ids, args.batch_size or record.batch_size,
-                                                         tokenizer.pad_token_id or 0)
-        figures = finetune.evaluate(model, batches, record.recipe, device, distributed.World(), len(record.labels))
-        results[run] = {"recipe": record.recipe, "examples": len(ids), **figures}
-    print(report.table(["run", "recipe", "examples", "accuracy", "F1", "loss"],
-                       [[run, r["recipe"], r["examples"], r["accuracy"], r["f1"], r["loss"]] for run, r in results.items()]))
+        if record.task == "causal-lm" or text:
+            if not (record.task == "causal-lm" and text):
+                raise DriverError(f"--data {args.data}: run {run} ({record.task}) is evaluated on "
+                                  f"{'a .txt file' if record.task == 'causal-lm' else 'a labelled file'}")
+            results[run] = {"recipe": record.recipe, **lm_evaluation.perplexity(model, tokenizer, record, args.data,
+                                                                                args.batch_size, device)}
+            continue
+        examples = label_indices(rows, args, record.labels, run)
+        if record.task == "sentiment-lm":
+            figures = lm_evaluation.sentiment(model, tokenizer, record, examples, args.batch_size, device)
+        else:
+            ids = classification_data.tokenize(tokenizer, examples, record.max_length)
+            batches = classification_data.evaluation_batches(ids, args.batch_size or record.batch_size,
+                                                             tokenizer.pad_token_id or 0)
+            figures = finetune.evaluate(model, batches, record.recipe, device, distributed.World(), len(record.labels))
+        results[run] = {"recipe": record.recipe, "examples": len(examples), **figures}
+    if any("perplexity" in r for r in results.values()):
+        print(report.table(["run", "recipe", "tokens", "loss", "perplexity"],
+                           [[run, r["recipe"], r["tokens"], r["loss"], r["perplexity"]] for run, r in results.items()]))
+    else:
+        print(report.table(["run", "recipe", "examples", "accuracy", "F1", "loss"],
+                           [[run, r["recipe"], r["examples"], r["accuracy"], r.get("f1", ""), r["loss"]]
+                            for run, r in results.items()]))
     if args.output:
         write_atomic(Path(args.output), (json.dumps({"data": args.data, "runs": results}, indent=2) + "\n").encode())
         print(f"\nresults: {args.output}")

@@ -1,10 +1,12 @@
 """A fine-tuned run's model as a Hugging Face model directory, and loading it back.
 
-`intcore finetune` writes each completed run (with --method full) to <output>/models/<run>/:
+`intcore finetune` and `intcore finetune-lm` write each completed run (with --method full) to
+<output>/models/<run>/:
 
     config.json, model.safetensors   the float32 master weights under the original parameter
                                      names: transformers.AutoModelForSequenceClassification
-                                     loads the directory as it is
+                                     (AutoModelForCausalLM for a causal LM) loads the directory
+                                     as it is
     tokenizer files                  the tokenizer the run used
     intcore.json                     the recipe that runs the model in intcore's arithmetic, the
                                      label names, and the evaluation settings of the run
@@ -41,20 +43,32 @@ class Record:
     max_length: int      # tokens per example the run was trained and evaluated with
     batch_size: int      # the run's evaluation batch size (its test figures are reproduced with it)
     format: int = FORMAT
+    # "classification" (a sequence classifier), "causal-lm" (a language model) or "sentiment-lm" (a
+    # language model answering the sentiment prompt of drivers/causal_lm_data.py; labels by answer)
+    task: str = "classification"
+
+    @property
+    def causal(self) -> bool:
+        return self.task != "classification"
 
 
-def save(model: torch.nn.Module, tokenizer_source: Path, directory: Path, record: Record) -> Path:
-    """Writes the model, its tokenizer and its record to `directory`, atomically (a staging
-    directory renamed into place), replacing an earlier export of the same run."""
+def save(model: torch.nn.Module, tokenizer, directory: Path, record: Record, state_dict: dict | None = None) -> Path:
+    """Writes the model, its tokenizer (a tokenizer, or the directory to read it from) and its
+    record to `directory`, atomically (a staging directory renamed into place), replacing an
+    earlier export of the same run. state_dict: the model's whole state where the model holds
+    only a shard of it (FSDP2)."""
     import transformers
 
-    model.config.id2label = dict(enumerate(record.labels))
-    model.config.label2id = {name: i for i, name in enumerate(record.labels)}
+    if not record.causal:
+        model.config.id2label = dict(enumerate(record.labels))
+        model.config.label2id = {name: i for i, name in enumerate(record.labels)}
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer)
     staging = staging_dir(directory.parent, f".{directory.name}.incomplete-")
     try:
         # The recipe's modules keep nn.Linear's parameter names, so the state dict is a float model's.
-        model.save_pretrained(staging)
-        transformers.AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(staging)
+        model.save_pretrained(staging, state_dict=state_dict)
+        tokenizer.save_pretrained(staging)
         write_atomic(staging / RECORD, (json.dumps(asdict(record), indent=2) + "\n").encode())
         for path in staging.iterdir():
             if path.is_file():  # transformers writes model.safetensors through a private temporary file
@@ -108,8 +122,9 @@ def load(directory: Path, device: torch.device, command: str):
     record = read_record(directory, command)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    auto = transformers.AutoModelForCausalLM if record.causal else transformers.AutoModelForSequenceClassification
     try:
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(directory)
+        model = auto.from_pretrained(directory)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
     except (OSError, ValueError) as e:
         raise DriverError(f"{directory} is not a complete model directory ({str(e).splitlines()[0]})") from None

