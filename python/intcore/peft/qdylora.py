@@ -29,17 +29,20 @@ from intcore.backends.portable.philox import random_words
 from intcore.convert import is_transformers_conv1d
 from intcore.nn.conv1d import FixedPointConv1D, Int4Conv1D
 from intcore.nn.dylora import MODES, DyLoraLinear
+from intcore.nn.gguf_q4 import GGUFQ4Linear
 from intcore.nn.int4_base import Int4BaseLinear
 from intcore.nn.nf4 import NF4Linear
 from intcore.peft import adapters
 
 PREFIX = "lora_"
-BASES = ("nf4", "int4", "fp32")
+BASES = ("nf4", "int4", "gguf", "gguf-int", "fp32")
+# Every linear layer of a Llama-family decoder block (Llama, Qwen, Mistral, Gemma, SmolLM).
+LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Every linear layer of a BERT block: "output.dense" matches the attention output projection
 # (attention.output.dense) and the feed-forward output (output.dense).
 BERT_LINEARS = ("query", "key", "value", "output.dense", "intermediate.dense")
 _STEP_BUFFER = "qdylora_step"
-_QUANTIZED = (NF4Linear, Int4BaseLinear)
+_QUANTIZED = (NF4Linear, Int4BaseLinear, GGUFQ4Linear)
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class QDyLoraConfig:
     dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch's input"})
     base: str = field(default="nf4", metadata={
         "help": "frozen base weights: nf4 (QLoRA NF4, double quantization), int4 (int4 codes, integer GEMMs), "
-                "fp32 (unquantized)"})
+                "gguf (the GGUF file's own Q4_0/Q4_1 blocks, float products), gguf-int (the same blocks, "
+                "int8 activations and exact per-block integer products), fp32 (unquantized)"})
     mode: str = field(default="frozen", metadata={
         "help": "frozen: only rank b learns in a step at rank b (DyLoRA); all: ranks 1..b learn; "
                 "fixed: plain LoRA at rank r_max"})
@@ -61,18 +65,22 @@ class QDyLoraConfig:
         "help": "training forwards per optimizer step (gradient accumulation); they share one rank"})
     modules_to_save: tuple = field(default=("classifier",), metadata={
         "help": "modules that stay float and train in full (the new task head)"})
+    skip_modules: tuple = field(default=(), metadata={
+        "help": "linear layers left as they are, float and frozen (a causal LM's output head, tied to its "
+                "embedding)"})
 
     def __post_init__(self):
-        for name in ("target_modules", "modules_to_save"):
+        for name in ("target_modules", "modules_to_save", "skip_modules"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = (value,)
             if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) and v for v in value):
                 raise ValueError(f"QDyLoraConfig: {name} must be a tuple of module names, got {value!r}")
             object.__setattr__(self, name, tuple(value))
-        dotted = [m for m in self.modules_to_save if "." in m]
+        dotted = [m for m in self.modules_to_save + self.skip_modules if "." in m]
         if dotted:
-            raise ValueError(f"QDyLoraConfig: modules_to_save names single modules (e.g. 'classifier'), got {dotted}")
+            raise ValueError(f"QDyLoraConfig: modules_to_save and skip_modules name single modules (e.g. 'classifier'), "
+                             f"got {dotted}")
         if not self.target_modules:
             raise ValueError("QDyLoraConfig: target_modules is empty; name at least one linear layer")
         for name in ("r_max", "group_size", "accumulation_steps"):
@@ -123,6 +131,8 @@ def _base_layer(linear: nn.Linear, config: QDyLoraConfig) -> nn.Module:
         return NF4Linear.from_linear(linear)
     if config.base == "int4":
         return Int4BaseLinear.from_linear(linear, config.group_size)
+    if config.base in ("gguf", "gguf-int"):
+        return GGUFQ4Linear.from_linear(linear, integer=config.base == "gguf-int")
     return linear
 
 
@@ -162,13 +172,21 @@ def wrap_qdylora(model: nn.Module, config: QDyLoraConfig) -> nn.Module:
     if hasattr(model, "qdylora_config"):
         raise ValueError("wrap_qdylora: the model is wrapped already")
     adapters.check_module_names("wrap_qdylora", model, config.modules_to_save, "modules_to_save")
+    adapters.check_module_names("wrap_qdylora", model, config.skip_modules, "skip_modules")
     for name, module in model.named_modules():
         if is_transformers_conv1d(module) or isinstance(module, (FixedPointConv1D, Int4Conv1D)):
             raise ValueError(f"wrap_qdylora: {name} is a transformers Conv1D (GPT-2's linear layer, weight stored "
                              f"[in, out]), which QDyLoRA does not adapt")
     # A module to save covers its children, as the adapter files' name matching does.
+    kept = config.modules_to_save + config.skip_modules
     linears = [(n, m) for n, m in model.named_modules()
-               if isinstance(m, nn.Linear) and not any(s in n.split(".") for s in config.modules_to_save)]
+               if isinstance(m, nn.Linear) and not any(s in n.split(".") for s in kept)]
+    if config.base in ("gguf", "gguf-int"):
+        missing = [n for n, m in linears if getattr(m, "gguf_blocks", None) is None]
+        if missing:
+            raise ValueError(f"wrap_qdylora: base {config.base} uses a GGUF file's Q4_0/Q4_1 blocks, and "
+                             f"{missing[0]} has none ({len(missing)} such layers): load the model from a GGUF file "
+                             f"whose linear weights are Q4_0 or Q4_1, or choose base nf4 or int4")
     for pattern in config.target_modules:
         if not any(_matches(n, pattern) for n, _ in linears):
             examples = ", ".join(sorted({n.rpartition(".")[2] for n, _ in linears})[:6])
@@ -259,7 +277,7 @@ def base_storage(model: nn.Module) -> dict:
     config = _config_of("base_storage", model)
     stored = fp32 = 0
     for name, module in model.named_modules():
-        if any(saved in name.split(".") for saved in config.modules_to_save):
+        if any(saved in name.split(".") for saved in config.modules_to_save + config.skip_modules):
             continue
         if isinstance(module, _QUANTIZED):
             stored += module.storage_bytes()

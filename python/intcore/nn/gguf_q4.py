@@ -1,0 +1,112 @@
+"""A frozen linear layer holding a GGUF file's own Q4_0 / Q4_1 blocks: the base that LoRA and
+QDyLoRA adapters train against when the model came from llama.cpp, so the adapters learn exactly
+the weights llama.cpp serves (no second 4-bit grid; see intcore.gguf.q4_blocks for the format).
+
+Products, by ``integer``:
+- float (fp32 and bf16 recipes): y = x W^T + b with W dequantized from the blocks as gguf-py
+  dequantizes them (bit for bit).
+- integer (the integer recipes): llama.cpp's own arithmetic. x's rows are mapped to int8 (absmax,
+  nearest), and every 32-weight block's product is an exact integer dot product,
+  P_g = sum over the block of x_q q, |P_g| <= 32 * 127 * 15 < 2^24; then
+      y = s_x (sum_g d_g P_g + m_g sum_g x_q)   (Q4_0: q - 8 in place of q, no m)
+  in float32. The block dot products run as one batched float32 GEMM: every partial sum is an
+  integer below 2^24, so the float GEMM is exact whatever its summation order.
+  The input gradient uses the dequantized weight in float (the base is frozen: no weight
+  gradient), as QLoRA's backward does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from intcore import _checks, functional
+from intcore.gguf import q4_blocks
+from intcore.gguf.q4_blocks import BLOCK, Q4Tensor
+
+_ROW_CHUNK = 512  # rows of x per batched block GEMM: caps its [blocks, rows, out] float32 result
+
+
+class _BlockProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, module: "GGUFQ4Linear") -> Tensor:
+        ctx.module, ctx.x_dtype = module, x.dtype
+        rows = _checks.as_rows(x).float()
+        y = torch.cat([module.block_product(rows[i:i + _ROW_CHUNK]) for i in range(0, rows.shape[0], _ROW_CHUNK)]) \
+            if rows.shape[0] else rows.new_zeros(0, module.out_features)
+        if module.bias is not None:
+            y = y + module.bias
+        return y.reshape(*x.shape[:-1], module.out_features).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        dx = _checks.as_rows(grad).float() @ ctx.module.dequantize()
+        return dx.reshape(*grad.shape[:-1], ctx.module.in_features).to(ctx.x_dtype), None
+
+
+class GGUFQ4Linear(nn.Module):
+    """A frozen Q4_0/Q4_1 linear layer. State: buffers ``codes`` (uint8, the file's nibble order),
+    ``scales`` and, for Q4_1, ``mins`` (float16, one per 32 weights), and a frozen ``bias``;
+    ``integer`` picks the products (see the module docstring)."""
+
+    def __init__(self, blocks: Q4Tensor, bias: Tensor | None = None, integer: bool = False):
+        super().__init__()
+        out_features, in_features = blocks.shape
+        if in_features % BLOCK:
+            raise ValueError(f"GGUFQ4Linear: in_features must be a multiple of {BLOCK}, got {in_features}")
+        self.format, self.in_features, self.out_features, self.integer = blocks.format, in_features, out_features, integer
+        self.register_buffer("codes", blocks.codes)
+        self.register_buffer("scales", blocks.scales)
+        self.register_buffer("mins", blocks.mins)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, integer: bool = False) -> "GGUFQ4Linear":
+        """The base for a linear layer loaded from a GGUF file, whose blocks intcore.gguf.attach_q4_blocks
+        kept beside it (``linear.gguf_blocks``)."""
+        blocks = getattr(linear, "gguf_blocks", None)
+        if blocks is None:
+            raise ValueError("GGUFQ4Linear.from_linear: the layer holds no GGUF Q4_0/Q4_1 blocks (load the model "
+                             "from a GGUF file whose linear weights are Q4_0 or Q4_1)")
+        return cls(blocks, linear.bias, integer)
+
+    def blocks(self) -> Q4Tensor:
+        return Q4Tensor(self.format, self.codes, self.scales, self.mins)
+
+    def dequantize(self) -> Tensor:
+        """The float32 weight [out_features, in_features], bit for bit gguf-py's."""
+        return q4_blocks.dequantize(self.blocks())
+
+    def block_product(self, rows: Tensor) -> Tensor:
+        """y (no bias) for float rows [M, in_features]: int8 rows, exact per-block integer dot
+        products, float32 scales (the module docstring)."""
+        x_codes, x_scale = functional.quantize_absmax(rows, 8, "nearest", per_row=True)
+        groups = self.in_features // BLOCK
+        x = x_codes.float().reshape(-1, groups, BLOCK).transpose(0, 1)              # [G, M, 32]
+        q = q4_blocks.unpack_codes(self.codes).float()
+        if self.format == "Q4_0":
+            q = q - 8
+        q = q.reshape(self.out_features, groups, BLOCK).permute(1, 2, 0)             # [G, 32, N]
+        products = torch.bmm(x, q)                                                   # [G, M, N], exact integers
+        y = (products * self.scales.float().t()[:, None, :]).sum(0)
+        if self.mins is not None:
+            y = y + x.sum(2).t() @ self.mins.float().t()                             # sum_g m_g sum_block x_q
+        return y * x_scale[:, None]
+
+    def storage_bytes(self) -> int:
+        """Bytes as the GGUF file stores the weight: codes, scales and mins."""
+        return sum(b.numel() * b.element_size() for b in (self.codes, self.scales, self.mins) if b is not None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _checks.check_float("x", x)
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"GGUFQ4Linear: x must have {self.in_features} features (last dimension), "
+                             f"got shape {tuple(x.shape)}")
+        if self.integer:
+            return _BlockProduct.apply(x, self)
+        return nn.functional.linear(x, self.dequantize().to(x.dtype), None if self.bias is None else
+                                    self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"{self.format} blocks, {'integer' if self.integer else 'float'} products")

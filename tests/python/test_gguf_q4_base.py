@@ -1,0 +1,147 @@
+"""A GGUF file's own Q4_0/Q4_1 blocks as the frozen base of LoRA/QDyLoRA (intcore.gguf.q4_blocks,
+intcore.nn.GGUFQ4Linear) and the adapters written back as GGUF LoRA files (intcore.gguf.lora_adapter)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf")
+transformers = pytest.importorskip("transformers")
+
+from intcore import functional  # noqa: E402
+from intcore.gguf import attach_q4_blocks, load_causal_lm, q4_blocks, read_q4_tensors  # noqa: E402
+from intcore.gguf.lora_adapter import read_lora_adapter, write_lora_adapter  # noqa: E402
+from intcore.nn.gguf_q4 import GGUFQ4Linear  # noqa: E402
+from intcore.peft import qdylora  # noqa: E402
+from tiny_gguf import HEADS, KV_HEADS, rotary_permute, write_tiny_llama  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_q4(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gguf-q4") / "tiny-q4.gguf"
+    write_tiny_llama(path, all_q4=True)
+    model, tokenizer = load_causal_lm(path)
+    attach_q4_blocks(model, path)
+    return path, model, tokenizer
+
+
+def test_blocks_dequantize_as_gguf_does_bit_for_bit(tiny_q4):
+    path, model, _ = tiny_q4
+    reader = gguf.GGUFReader(str(path))
+    arch, tensors = read_q4_tensors(path)
+    assert arch == "llama" and len(tensors) == 14 and {t.format for t in tensors.values()} == {"Q4_0", "Q4_1"}
+    for t in reader.tensors:
+        module = q4_blocks.module_name(t.name)
+        if module is None:
+            continue
+        theirs = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type)
+        if t.name.split(".")[2] in ("attn_q", "attn_k"):  # stored rotary-permuted: compare in file order
+            ours = q4_blocks.dequantize(tensors[module]).numpy()
+            heads = HEADS if t.name.split(".")[2] == "attn_q" else KV_HEADS
+            ours = rotary_permute(ours, heads)
+        else:
+            ours = q4_blocks.dequantize(tensors[module]).numpy()
+        assert np.array_equal(ours.view(np.int32), theirs.view(np.int32)), t.name
+    # attach_q4_blocks checked each layer against transformers' own loading too.
+    layer = model.model.layers[0].self_attn.q_proj
+    assert torch.equal(GGUFQ4Linear.from_linear(layer).dequantize(), layer.weight)
+
+
+def test_names_round_trip():
+    for name in ("blk.7.attn_q.weight", "blk.0.ffn_down.weight"):
+        assert q4_blocks.tensor_name(q4_blocks.module_name(name)) == name
+    assert q4_blocks.module_name("token_embd.weight") is None
+    assert q4_blocks.tensor_name("lm_head") is None
+
+
+def test_integer_products_are_exact_per_block(tiny_q4):
+    _, model, _ = tiny_q4
+    for layer in (model.model.layers[0].mlp.gate_proj, model.model.layers[1].self_attn.o_proj):  # Q4_1, Q4_0
+        base = GGUFQ4Linear.from_linear(layer, integer=True)
+        x = torch.randn(5, 3, base.in_features)
+        y = base(x)
+        # int64 reference: the same int8 rows, every block's dot product in integers
+        codes, scale = functional.quantize_absmax(x.reshape(15, -1), 8, "nearest", per_row=True)
+        q = q4_blocks.unpack_codes(base.codes).long() - (8 if base.format == "Q4_0" else 0)
+        blocks = (codes.long().reshape(15, 1, -1, 32) * q.reshape(1, q.shape[0], -1, 32)).sum(3)
+        sums = codes.long().reshape(15, -1, 32).sum(2)
+        expected = (blocks.double() * base.scales.double()[None]).sum(2)
+        if base.mins is not None:
+            expected = expected + sums.double() @ base.mins.double().t()
+        expected = expected * scale.double()[:, None]
+        torch.testing.assert_close(y.reshape(15, -1).double(), expected, rtol=1e-5, atol=1e-5)
+        # and close to the float product with the dequantized weight (int8 activations)
+        ref = x @ layer.weight.t()
+        assert (y - ref).norm() / ref.norm() < 0.02
+        x.requires_grad_()
+        base(x).sum().backward()
+        torch.testing.assert_close(x.grad, torch.ones(5, 3, base.out_features) @ layer.weight)
+
+
+def wrapped(model, base, mode="frozen", r_max=4):
+    config = qdylora.QDyLoraConfig(r_max=r_max, alpha=8, target_modules=qdylora.LLAMA_LINEARS, base=base, mode=mode,
+                                   modules_to_save=(), skip_modules=("lm_head",), dropout=0.0)
+    return qdylora.wrap_qdylora(copy.deepcopy(model), config)
+
+
+@pytest.mark.parametrize("base", ["gguf", "gguf-int"])
+def test_qdylora_trains_on_the_gguf_blocks(tiny_q4, base):
+    _, model, tokenizer = tiny_q4
+    m = wrapped(model, base)
+    bases = [x for x in m.modules() if isinstance(x, GGUFQ4Linear)]
+    assert len(bases) == 14 and all(b.integer == (base == "gguf-int") for b in bases)
+    assert isinstance(m.lm_head, torch.nn.Linear) and not m.lm_head.weight.requires_grad
+    storage = qdylora.base_storage(m)
+    assert storage["bytes"] == sum(b.storage_bytes() for b in bases)
+    ids = torch.randint(0, 263, (4, 12), generator=torch.Generator().manual_seed(0))
+    trainable = [p for p in m.parameters() if p.requires_grad]
+    assert trainable and all(n.split(".")[-1].startswith("lora_") for n, p in m.named_parameters() if p.requires_grad)
+    opt = torch.optim.AdamW(trainable, lr=1e-2)
+    m.train()
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = m(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_wrapping_a_layer_without_blocks_is_refused(tiny_q4, tmp_path):
+    path = tmp_path / "mixed.gguf"
+    write_tiny_llama(path)  # q, o and down in Q8_0
+    model, _ = load_causal_lm(path)
+    attach_q4_blocks(model, path)
+    with pytest.raises(ValueError, match="q_proj has none"):
+        wrapped(model, "gguf")
+
+
+def test_lora_adapter_round_trips_and_matches_the_merged_weights(tiny_q4, tmp_path):
+    _, model, _ = tiny_q4
+    m = wrapped(model, "gguf", mode="all")
+    with torch.no_grad():
+        for layer in m.modules():
+            if hasattr(layer, "lora_B"):
+                layer.lora_B.normal_()
+    qdylora.set_rank(m, 3)
+    out = write_lora_adapter(m, tmp_path / "adapter.gguf", "llama", rank=3)
+    meta, tensors = read_lora_adapter(out)
+    assert meta == {"architecture": "llama", "type": "adapter", "adapter_type": "lora", "alpha": 8.0}
+    assert len(tensors) == 2 * 14
+    merged = qdylora.merge_and_unload(copy.deepcopy(m), rank=3)
+    reader = gguf.GGUFReader(str(tiny_q4[0]))
+    stored = {t.name: np.array(gguf.quants.dequantize(np.asarray(t.data), t.tensor_type)) for t in reader.tensors}
+    for name in ("blk.0.attn_q.weight", "blk.1.attn_k.weight", "blk.0.ffn_down.weight"):
+        a, b = tensors[f"{name}.lora_a"], tensors[f"{name}.lora_b"]
+        assert a.shape[0] == 3 and b.shape[1] == 3
+        # What llama.cpp computes in its own row order: W + (alpha / r) B A ...
+        served = torch.from_numpy(stored[name]) + (8.0 / 3) * torch.from_numpy(b) @ torch.from_numpy(a)
+        # ... is our merged weight, in that order.
+        ours = merged.get_submodule(q4_blocks.module_name(name)).weight.detach()
+        kind = name.split(".")[2]
+        if kind in ("attn_q", "attn_k"):
+            ours = torch.from_numpy(rotary_permute(ours.numpy(), HEADS if kind == "attn_q" else KV_HEADS))
+        torch.testing.assert_close(served, ours, rtol=1e-5, atol=1e-5)
