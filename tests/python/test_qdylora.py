@@ -146,7 +146,7 @@ def test_wrap_replaces_every_linear_and_trains_only_lora_and_classifier(base, ki
 
 @pytest.mark.parametrize("make, message", [
     (lambda: QDyLoraConfig(r_max=0), "r_max must be a positive int"),
-    (lambda: QDyLoraConfig(base="fp8"), "base must be one of nf4, int4, fp32"),
+    (lambda: QDyLoraConfig(base="fp8"), "base must be one of nf4, int4, gguf, gguf-int, fp32"),
     (lambda: QDyLoraConfig(mode="sometimes"), "mode must be one of frozen, all, fixed"),
     (lambda: QDyLoraConfig(dropout=1.0), r"dropout must be in \[0, 1\)"),
     (lambda: QDyLoraConfig(alpha=0), "alpha must be a positive finite number"),

@@ -77,10 +77,10 @@ class QDyLoraConfig:
             if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) and v for v in value):
                 raise ValueError(f"QDyLoraConfig: {name} must be a tuple of module names, got {value!r}")
             object.__setattr__(self, name, tuple(value))
-        dotted = [m for m in self.modules_to_save + self.skip_modules if "." in m]
-        if dotted:
-            raise ValueError(f"QDyLoraConfig: modules_to_save and skip_modules name single modules (e.g. 'classifier'), "
-                             f"got {dotted}")
+        for name in ("modules_to_save", "skip_modules"):
+            dotted = [m for m in getattr(self, name) if "." in m]
+            if dotted:
+                raise ValueError(f"QDyLoraConfig: {name} names single modules (e.g. 'classifier'), got {dotted}")
         if not self.target_modules:
             raise ValueError("QDyLoraConfig: target_modules is empty; name at least one linear layer")
         for name in ("r_max", "group_size", "accumulation_steps"):
