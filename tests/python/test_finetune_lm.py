@@ -190,3 +190,39 @@ def test_two_process_runs_and_resume(tiny_llama, corpus, tmp_path, sharding):
     done = torchrun("intcore.finetune_lm", args + ["--resume"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["recipes"]["int8"]["history"] == r["history"]
+
+
+@pytest.fixture(scope="module")
+def tiny_q4_gguf(tmp_path_factory) -> Path:
+    from tiny_gguf import write_tiny_llama
+
+    path = tmp_path_factory.mktemp("gguf-lm") / "tiny-q4.gguf"
+    write_tiny_llama(path, all_q4=True)
+    return path
+
+
+@pytest.mark.parametrize("method,base", [("qdylora", "gguf-int"), ("lora", None)])
+def test_adapters_on_the_gguf_blocks(tiny_q4_gguf, tmp_path, capsys, monkeypatch, method, base):
+    from intcore.gguf.lora_adapter import read_lora_adapter
+
+    reviews = [(f"hello {'world' if i % 2 else 'hell'}", i % 2) for i in range(120)]
+    monkeypatch.setattr(assets, "rotten_tomatoes", lambda: reviews)
+    out = tmp_path / method
+    extra = ["--method", method, "--rank-max", "3", "--rank", "2"] + (["--base", base] if base else [])
+    assert finetune_lm.cli(lm_args(tiny_q4_gguf, "rotten_tomatoes", out, "--recipe", "int8", "--steps", "6",
+                                   "--lr", "1e-2", *extra)) == 0
+    results = json.loads((out / "results.json").read_text())
+    run = f"{method}-{base or 'gguf'}-int8"  # a GGUF model of Q4 weights defaults to its own blocks
+    a = results["recipes"][run]["adapters"]
+    assert [r["rank"] for r in a["ranks"]] == ([1, 2, 3] if method == "qdylora" else [2])
+    assert a["base_storage"]["ratio"] < 0.2 and 0 < a["trainable_parameters"] < a["total_parameters"]
+    meta, tensors = read_lora_adapter(a["gguf"])
+    assert meta["type"] == "adapter" and meta["architecture"] == "llama" and meta["alpha"] == 16.0
+    assert tensors["blk.0.attn_q.weight.lora_a"].shape[0] == a["best_rank"]
+    assert Path(a["file"]).is_file()
+    merged = transformers.AutoModelForCausalLM.from_pretrained(out / "models" / run)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    printed = capsys.readouterr().out
+    assert "parameters train; base weights" in printed and "for llama.cpp" in printed
+    if method == "qdylora":
+        assert "every rank of one run" in printed and Path(a["plot"]).is_file()

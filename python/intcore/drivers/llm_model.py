@@ -26,8 +26,10 @@ def resolve(source: str, world: distributed.World = distributed.World()) -> Path
     return path
 
 
-def load_causal_lm(source: str, world: distributed.World = distributed.World()):
-    """(model in float32 and train mode, tokenizer with a pad token, a display name)."""
+def load_causal_lm(source: str, world: distributed.World = distributed.World(), q4_blocks: bool = False):
+    """(model in float32 and train mode, tokenizer with a pad token, a display name, the GGUF file
+    it came from or None). q4_blocks: keep a GGUF file's Q4_0/Q4_1 blocks beside the layers loaded
+    from them (intcore.gguf.attach_q4_blocks), for a LoRA base that uses them as they are."""
     import transformers
 
     path = resolve(source, world)
@@ -38,9 +40,11 @@ def load_causal_lm(source: str, world: distributed.World = distributed.World()):
 
         try:
             model, tokenizer = gguf.load_causal_lm(path)
+            if q4_blocks:
+                gguf.attach_q4_blocks(model, path)
         except gguf.GGUFError as e:
             raise DriverError(f"--model: {e}") from None
-        name = path.stem
+        name, source_file = path.stem, path
     else:
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype="float32")
@@ -50,5 +54,5 @@ def load_causal_lm(source: str, world: distributed.World = distributed.World()):
                               f"({str(e).splitlines()[0]})") from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        name = path.name
-    return model.float().train(), tokenizer, name
+        name, source_file = path.name, None
+    return model.float().train(), tokenizer, name, source_file
