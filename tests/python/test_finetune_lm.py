@@ -45,6 +45,21 @@ def tiny_llama(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tiny_gemma(tmp_path_factory, tiny_llama) -> Path:
+    """A 2-layer random Gemma 3 (RMSNorm scaling by 1 + weight) with the tiny Llama's tokenizer."""
+    path = tmp_path_factory.mktemp("tiny-gemma")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_llama)
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = transformers.Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96,
+                                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                           head_dim=12, max_position_embeddings=256, sliding_window=16,
+                                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    transformers.Gemma3ForCausalLM(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "proverbs.txt"
     path.write_text(TEXT)
@@ -80,6 +95,13 @@ def test_text_runs_write_outputs_and_perplexity_falls(tiny_llama, corpus, tmp_pa
     assert "[int8 (int8)] the quick" in first
     assert generate.cli([str(out), "--prompt", "the quick", "--max-new-tokens", "8", "--raw"]) == 0
     assert capsys.readouterr().out == first  # nearest rounding in eval: generation repeats itself
+
+
+def test_gemma_fine_tunes_in_int16(tiny_gemma, corpus, tmp_path):
+    out = tmp_path / "gemma"
+    assert finetune_lm.cli(lm_args(tiny_gemma, corpus, out, "--recipe", "int16", "--steps", "20")) == 0
+    r = json.loads((out / "results.json").read_text())["recipes"]["int16"]
+    assert r["val_perplexity"] < 0.5 * r["base_val_perplexity"]
 
 
 def test_resume_reproduces_the_uninterrupted_run(tiny_llama, corpus, tmp_path):
