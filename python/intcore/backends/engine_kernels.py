@@ -207,62 +207,57 @@ def _fixed_point_linear_backward(grad, x_mantissa, x_exponent, w_mantissa, w_exp
     return dx, dw
 
 
-@kernel("fixed_point_layer_norm")
-def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed):
+def _norm_forward(fn, x, weight, bias, bits, eps, rounding, rsqrt, per_row, centered, seed):
+    """The layer norm (centered) or RMSNorm forward, on the engine's one routine; errors name fn."""
     if not x.is_floating_point():
-        raise TypeError(f"fixed_point_layer_norm: x must be a floating-point tensor, got {x.dtype}")
+        raise TypeError(f"{fn}: x must be a floating-point tensor, got {x.dtype}")
     if x.dim() != 2:
-        raise ValueError(f"fixed_point_layer_norm: x must be 2-D, got shape {tuple(x.shape)}")
+        raise ValueError(f"{fn}: x must be 2-D, got shape {tuple(x.shape)}")
     y, xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e = _ops._layer_norm_outputs(x, per_row)
     y = _empty(x, y.shape, dtype=torch.float32)
     _C.fixed_point_layer_norm_forward(
-        x.detach(), _detached(weight), _detached(bias), bits, eps, rounding, rsqrt, per_row, True, _seed_value(seed),
-        y, xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e,
+        x.detach(), _detached(weight), _detached(bias), bits, eps, rounding, rsqrt, per_row, centered,
+        _seed_value(seed), y, xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e,
     )
     return y.to(x.dtype), xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e
 
 
-@kernel("fixed_point_layer_norm_backward")
-def _fixed_point_layer_norm_backward(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent,
-      has_affine, grad_bits, rounding, seed):
+def _norm_backward(grad, saved, has_affine, centered, grad_bits, rounding, seed):
+    """(dx, dgamma, dbeta) of either norm; an RMSNorm (not centered) computes no dbeta."""
+    xhat = saved[0]
     n = _size(xhat, 1)
     dx = _empty(grad, xhat.shape, dtype=torch.float32)
     dgamma = _empty(grad, (n,) if has_affine else (0,), dtype=torch.float32)
-    dbeta = _empty(grad, (n,) if has_affine else (0,), dtype=torch.float32)
+    dbeta = _empty(grad, (n,) if has_affine and centered else (0,), dtype=torch.float32)
     _C.fixed_point_layer_norm_backward(
-        grad.detach(), xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa,
-        gamma_exponent, has_affine, True, grad_bits, rounding, _seed_value(seed), dx,
-        dgamma if has_affine else None, dbeta if has_affine else None,
+        grad.detach(), *saved, has_affine, centered, grad_bits, rounding, _seed_value(seed), dx,
+        dgamma if has_affine else None, dbeta if has_affine and centered else None,
     )
     return dx, dgamma, dbeta
 
 
+@kernel("fixed_point_layer_norm")
+def _fixed_point_layer_norm(x, weight, bias, bits, grad_bits, eps, rounding, rsqrt, per_row, seed):
+    return _norm_forward("fixed_point_layer_norm", x, weight, bias, bits, eps, rounding, rsqrt, per_row, True, seed)
+
+
+@kernel("fixed_point_layer_norm_backward")
+def _fixed_point_layer_norm_backward(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa,
+                                     gamma_exponent, has_affine, grad_bits, rounding, seed):
+    saved = (xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent)
+    return _norm_backward(grad, saved, has_affine, True, grad_bits, rounding, seed)
+
+
 @kernel("fixed_point_rms_norm")
 def _fixed_point_rms_norm(x, weight, bits, grad_bits, eps, rounding, rsqrt, per_row, seed):
-    if not x.is_floating_point():
-        raise TypeError(f"fixed_point_rms_norm: x must be a floating-point tensor, got {x.dtype}")
-    if x.dim() != 2:
-        raise ValueError(f"fixed_point_rms_norm: x must be 2-D, got shape {tuple(x.shape)}")
-    y, xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e = _ops._layer_norm_outputs(x, per_row)
-    y = _empty(x, y.shape, dtype=torch.float32)
-    _C.fixed_point_layer_norm_forward(
-        x.detach(), _detached(weight), None, bits, eps, rounding, rsqrt, per_row, False, _seed_value(seed),
-        y, xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e,
-    )
-    return y.to(x.dtype), xhat, xhat_e, x_e, rstd_m, rstd_e, gamma_m, gamma_e
+    return _norm_forward("fixed_point_rms_norm", x, weight, None, bits, eps, rounding, rsqrt, per_row, False, seed)
 
 
 @kernel("fixed_point_rms_norm_backward")
 def _fixed_point_rms_norm_backward(grad, xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa,
                                    gamma_exponent, has_weight, grad_bits, rounding, seed):
-    n = _size(xhat, 1)
-    dx = _empty(grad, xhat.shape, dtype=torch.float32)
-    dgamma = _empty(grad, (n,) if has_weight else (0,), dtype=torch.float32)
-    _C.fixed_point_layer_norm_backward(
-        grad.detach(), xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa,
-        gamma_exponent, has_weight, False, grad_bits, rounding, _seed_value(seed), dx,
-        dgamma if has_weight else None, None,
-    )
+    saved = (xhat, xhat_exponent, x_exponent, rstd_mantissa, rstd_exponent, gamma_mantissa, gamma_exponent)
+    dx, dgamma, _ = _norm_backward(grad, saved, has_weight, False, grad_bits, rounding, seed)
     return dx, dgamma
 
 

@@ -76,14 +76,16 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device, fsdp: bool 
                 for block in module:
                     fully_shard(block)
         fully_shard(model)
-        model.intcore_fsdp = True
         return model
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
-    return bool(getattr(model, "intcore_fsdp", False))
+    """Whether wrap sharded the model with FSDP2 (fully_shard makes it an FSDPModule)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
