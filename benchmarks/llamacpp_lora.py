@@ -7,11 +7,17 @@ logits on held-out text.
 RUN_DIR is an `intcore finetune-lm --method lora|qdylora` output directory whose model came from
 a .gguf file: the run's adapters/<run>-rank<b>.gguf is applied by llama.cpp over that file, and
 models/<run>/ (the base merged with the adapter at the same rank, float32) is run by transformers.
-Both see the same token ids (the held-out tenth of Shakespeare by default, in windows of
---window tokens); the script prints top-1 agreement and the largest logit difference, for the base
-file alone (no adapter) and with the adapter, so the adapter's effect is read against llama.cpp's
-own 4-bit arithmetic (its activations are quantized to 8 bits per block of 32): with the adapter
-llama.cpp should agree with the merged model far better than without it.
+Both see the same token ids (the held-out tenth of Shakespeare by default, in windows of --window
+tokens). The script prints top-1 agreement and logit differences for four llama.cpp runs:
+
+    f32 file + adapter    against the merged model: does llama.cpp apply our adapter as we do?
+    f32 file alone        against intcore's float base: the two implementations' floor
+    gguf file + adapter   against the merged model: what a user serving the 4-bit file gets
+    gguf file alone       against intcore's float base: the floor of llama.cpp's 4-bit arithmetic
+
+The f32 file is the .gguf's own weights dequantized (gguf-py) and written as float32, so llama.cpp
+runs the same weights without its 4-bit kernels, which multiply Q4 blocks by activations rounded to
+8 bits per block of 32. The KV cache is float32 in every run (llama.cpp's default is fp16).
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+GGML_TYPE_F32 = 0  # llama.cpp's type id for a float32 KV cache
 
 
 def windows(tokens: list[int], total: int, window: int) -> list[list[int]]:
@@ -30,19 +39,38 @@ def windows(tokens: list[int], total: int, window: int) -> list[list[int]]:
     return [tokens[i:i + window] for i in range(0, len(tokens), window)]
 
 
-def intcore_logits(directory: Path, chunks: list[list[int]]) -> np.ndarray:
-    import transformers
+def write_f32_copy(source: Path, target: Path) -> None:
+    """The GGUF file at source with every tensor dequantized to float32 (metadata kept)."""
+    import gguf
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(target, reader.fields["general.architecture"].contents())
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue  # written by GGUFWriter itself
+        kind = field.types[0]
+        value = 0 if field.name == "general.file_type" else field.contents()  # 0: all float32
+        writer.add_key_value(field.name, value, kind, sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+    for tensor in reader.tensors:
+        weights = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        writer.add_tensor(tensor.name, weights.reshape([int(n) for n in reversed(tensor.shape)]))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def transformers_logits(model, chunks: list[list[int]]) -> np.ndarray:
     with torch.no_grad():
-        return np.concatenate([model(input_ids=torch.tensor([c])).logits[0].numpy() for c in chunks])
+        return np.concatenate([model(input_ids=torch.tensor([c])).logits[0].float().numpy() for c in chunks])
 
 
 def llamacpp_logits(model_path: Path, adapter: Path | None, chunks: list[list[int]], window: int) -> np.ndarray:
     from llama_cpp import Llama
 
     kwargs = {"lora_path": str(adapter), "lora_scale": 1.0} if adapter else {}
-    llm = Llama(model_path=str(model_path), n_ctx=window, logits_all=True, verbose=False, n_threads=2, **kwargs)
+    llm = Llama(model_path=str(model_path), n_ctx=window, logits_all=True, verbose=False, n_threads=2,
+                type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, **kwargs)
     out = []
     for chunk in chunks:
         llm.reset()
@@ -67,7 +95,7 @@ def main(argv=None) -> int:
 
     import transformers
 
-    from intcore import assets
+    from intcore import assets, gguf
     from intcore.drivers import llm_model
 
     results = json.loads((args.run_dir / "results.json").read_text())
@@ -75,15 +103,25 @@ def main(argv=None) -> int:
     model_path = llm_model.resolve(results["args"]["model"])
     if "gguf" not in adapters:
         sys.exit(f"{args.run} has no GGUF adapter (its model did not come from a .gguf file)")
+    adapter = Path(adapters["gguf"])
     merged = args.run_dir / "models" / args.run
     tokenizer = transformers.AutoTokenizer.from_pretrained(merged)
     text = "".join(text[int(len(text) * 0.9):] for text in assets.shakespeare().values())
     ids = tokenizer(text[: args.tokens * 8], add_special_tokens=False)["input_ids"]
     chunks = windows(ids, args.tokens, args.window)
-    ours = intcore_logits(merged, chunks)
-    figures = {"with_adapter": compare(llamacpp_logits(model_path, Path(adapters["gguf"]), chunks, args.window), ours),
-               "base_only": compare(llamacpp_logits(model_path, None, chunks, args.window), ours),
-               "adapter": adapters["gguf"], "rank": adapters["best_rank"], "model": str(model_path)}
+    ours_merged = transformers_logits(
+        transformers.AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval(), chunks)
+    ours_base = transformers_logits(gguf.load_causal_lm(model_path)[0], chunks)
+
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        f32_path = Path(tmp) / "f32.gguf"
+        write_f32_copy(model_path, f32_path)
+        for name, path in (("f32", f32_path), ("gguf", model_path)):
+            figures[f"{name}_file_with_adapter"] = compare(llamacpp_logits(path, adapter, chunks, args.window), ours_merged)
+            figures[f"{name}_file_alone"] = compare(llamacpp_logits(path, None, chunks, args.window), ours_base)
+            print(name, json.dumps({k: v for k, v in figures.items() if k.startswith(name)}), flush=True)
+    figures.update({"adapter": str(adapter), "rank": adapters["best_rank"], "model": str(model_path)})
     print(json.dumps(figures, indent=2))
     if args.output:
         args.output.write_text(json.dumps(figures, indent=2) + "\n")

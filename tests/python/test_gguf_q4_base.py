@@ -10,8 +10,8 @@ import torch
 gguf = pytest.importorskip("gguf")
 transformers = pytest.importorskip("transformers")
 
-from intcore import functional  # noqa: E402
 from intcore.gguf import attach_q4_blocks, load_causal_lm, q4_blocks, read_q4_tensors  # noqa: E402
+from intcore.gguf.q8_blocks import quantize_q8_blocks  # noqa: E402
 from intcore.gguf.lora_adapter import read_lora_adapter, write_lora_adapter  # noqa: E402
 from intcore.nn.gguf_q4 import GGUFQ4Linear  # noqa: E402
 from intcore.peft import qdylora  # noqa: E402
@@ -62,19 +62,17 @@ def test_integer_products_are_exact_per_block(tiny_q4):
         base = GGUFQ4Linear.from_linear(layer, integer=True)
         x = torch.randn(5, 3, base.in_features)
         y = base(x)
-        # int64 reference: the same int8 rows, every block's dot product in integers
-        codes, scale = functional.quantize_absmax(x.reshape(15, -1), 8, "nearest", per_row=True)
+        # int64 reference: the same 8-bit activation blocks, every block's dot product in integers
+        xq = quantize_q8_blocks(x.reshape(15, -1))
         q = q4_blocks.unpack_codes(base.codes).long() - (8 if base.format == "Q4_0" else 0)
-        blocks = (codes.long().reshape(15, 1, -1, 32) * q.reshape(1, q.shape[0], -1, 32)).sum(3)
-        sums = codes.long().reshape(15, -1, 32).sum(2)
-        expected = (blocks.double() * base.scales.double()[None]).sum(2)
+        blocks = (xq.codes.long()[:, None] * q.reshape(1, q.shape[0], -1, 32)).sum(3)
+        expected = (blocks.double() * (xq.scales[:, None] * base.scales.float()[None]).double()).sum(2)
         if base.mins is not None:
-            expected = expected + sums.double() @ base.mins.double().t()
-        expected = expected * scale.double()[:, None]
+            expected = expected + xq.sums.double() @ base.mins.double().t()
         torch.testing.assert_close(y.reshape(15, -1).double(), expected, rtol=1e-5, atol=1e-5)
-        # and close to the float product with the dequantized weight (int8 activations)
+        # and close to the float product with the dequantized weight (8-bit activations)
         ref = x @ layer.weight.t()
-        assert (y - ref).norm() / ref.norm() < 0.02
+        assert (y - ref).norm() / ref.norm() < 0.01
         x.requires_grad_()
         base(x).sum().backward()
         torch.testing.assert_close(x.grad, torch.ones(5, 3, base.out_features) @ layer.weight)
@@ -145,3 +143,23 @@ def test_lora_adapter_round_trips_and_matches_the_merged_weights(tiny_q4, tmp_pa
         if kind in ("attn_q", "attn_k"):
             ours = torch.from_numpy(rotary_permute(ours.numpy(), HEADS if kind == "attn_q" else KV_HEADS))
         torch.testing.assert_close(served, ours, rtol=1e-5, atol=1e-5)
+
+
+def test_q8_blocks_equal_gguf_py():
+    """Codes and fp16 scales bit for bit gguf-py's Q8_0 (ggml's reference quantizer), ties at .5
+    included; s is fp16(d * sum q); an all-zero block gets d = 0 and codes 0."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 256, generator=g) * torch.logspace(-3, 3, 7)[:, None]
+    x[0, :32] = 0
+    x[1, :32] = (torch.arange(32) - 16) / 2  # amax 8: 127 x / 8 puts x / d on or next to .5 ties
+    x[2, :32] = torch.linspace(-127, 127, 32).round() / 127 * 3  # exact multiples of d
+    ours = quantize_q8_blocks(x)
+    raw = gguf.quants.quantize(x.numpy(), gguf.GGMLQuantizationType.Q8_0).reshape(7, 8, 34)
+    d = torch.from_numpy(raw[..., :2].copy().view(np.float16)).float().squeeze(-1)
+    codes = torch.from_numpy(raw[..., 2:].copy().view(np.int8))
+    assert torch.equal(ours.codes, codes) and torch.equal(ours.scales, d)
+    d32 = x.reshape(7, 8, 32).abs().amax(-1) / 127  # s takes d before its rounding to fp16, as ggml does
+    assert torch.equal(ours.sums, (d32 * codes.float().sum(-1)).half().float())
+    assert ours.scales[0, 0] == 0 and not ours.codes[0, 0].any()
+    with pytest.raises(ValueError, match="multiple of 32"):
+        quantize_q8_blocks(torch.zeros(3, 40))

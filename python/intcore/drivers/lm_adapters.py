@@ -6,13 +6,14 @@
               curve drawn (<output>/<run>-ranks.png)
     lora      plain LoRA at --rank on the same base: the fixed-rank comparison
 
---base gguf (the default for a .gguf model whose linear weights are Q4_0/Q4_1) keeps the file's
-own blocks as the base, with float products; gguf-int the same blocks with int8 activations and
-exact per-block integer products; nf4 and int4 re-quantize the float weights. The output head
-(tied to the embedding) stays float and frozen; the recipe converts the embedding and the norms,
-frozen too. A run writes its adapters (every rank) to <output>/adapters/<run>.safetensors, the
-merged float model at its best rank to models/<run>/, and, for a GGUF model, the adapter at that
-rank as a GGUF LoRA file for llama.cpp: <output>/adapters/<run>-rank<b>.gguf.
+--base gguf (the default for a .gguf model whose linear weights are Q4_0/Q4_1) keeps the file's own
+blocks as the base, with float products; gguf-int the same blocks with activations in llama.cpp's
+8-bit blocks and exact per-block integer products; nf4 and int4 re-quantize the float weights. The
+output head (tied to the embedding) stays float and frozen; the recipe converts the embedding and
+the norms, frozen too. A run writes its adapters (every rank) to
+<output>/adapters/<run>.safetensors, the merged float model at its best rank to models/<run>/, and,
+for a GGUF model, the adapter at that rank as a GGUF LoRA file for llama.cpp:
+<output>/adapters/<run>-rank<b>.gguf.
 """
 
 from __future__ import annotations

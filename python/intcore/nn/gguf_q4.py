@@ -5,12 +5,14 @@ the weights llama.cpp serves (no second 4-bit grid; see intcore.gguf.q4_blocks f
 Products, by ``integer``:
 - float (fp32 and bf16 recipes): y = x W^T + b with W dequantized from the blocks as gguf-py
   dequantizes them (bit for bit).
-- integer (the integer recipes): llama.cpp's own arithmetic. x's rows are mapped to int8 (absmax,
-  nearest), and every 32-weight block's product is an exact integer dot product,
+- integer (--base gguf-int): the arithmetic of llama.cpp's CPU dot products. x is taken in
+  llama.cpp's 8-bit activation blocks (intcore.gguf.q8_blocks: 32 values, fp16 scale e, Q4_1 also
+  the block sum s = e sum x_q), and every 32-weight block's product is an exact integer dot product,
   P_g = sum over the block of x_q q, |P_g| <= 32 * 127 * 15 < 2^24; then
-      y = s_x (sum_g d_g P_g + m_g sum_g x_q)   (Q4_0: q - 8 in place of q, no m)
+      y = sum_g (d_g e_g) P_g + m_g s_g   (Q4_0: q - 8 in place of q, no m)
   in float32. The block dot products run as one batched float32 GEMM: every partial sum is an
-  integer below 2^24, so the float GEMM is exact whatever its summation order.
+  integer below 2^24, so the float GEMM is exact whatever its summation order (only the float
+  sum over blocks depends on the order, as it does inside llama.cpp).
   The input gradient uses the dequantized weight in float (the base is frozen: no weight
   gradient), as QLoRA's backward does.
 """
@@ -20,9 +22,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from intcore import _checks, functional
+from intcore import _checks
 from intcore.gguf import q4_blocks
 from intcore.gguf.q4_blocks import BLOCK, Q4Tensor
+from intcore.gguf.q8_blocks import quantize_q8_blocks
 
 _ROW_CHUNK = 512  # rows of x per batched block GEMM: caps its [blocks, rows, out] float32 result
 
@@ -78,20 +81,19 @@ class GGUFQ4Linear(nn.Module):
         return q4_blocks.dequantize(self.blocks())
 
     def block_product(self, rows: Tensor) -> Tensor:
-        """y (no bias) for float rows [M, in_features]: int8 rows, exact per-block integer dot
-        products, float32 scales (the module docstring)."""
-        x_codes, x_scale = functional.quantize_absmax(rows, 8, "nearest", per_row=True)
-        groups = self.in_features // BLOCK
-        x = x_codes.float().reshape(-1, groups, BLOCK).transpose(0, 1)              # [G, M, 32]
+        """y (no bias) for float rows [M, in_features]: 8-bit activation blocks, exact per-block
+        integer dot products, float32 scales (the module docstring)."""
+        x = quantize_q8_blocks(rows)                                                 # codes [M, G, 32]
+        codes = x.codes.float().transpose(0, 1)                                      # [G, M, 32]
         q = q4_blocks.unpack_codes(self.codes).float()
         if self.format == "Q4_0":
             q = q - 8
-        q = q.reshape(self.out_features, groups, BLOCK).permute(1, 2, 0)             # [G, 32, N]
-        products = torch.bmm(x, q)                                                   # [G, M, N], exact integers
-        y = (products * self.scales.float().t()[:, None, :]).sum(0)
+        q = q.reshape(self.out_features, -1, BLOCK).permute(1, 2, 0)                 # [G, 32, N]
+        products = torch.bmm(codes, q)                                               # [G, M, N], exact integers
+        y = (products * (x.scales.t()[:, :, None] * self.scales.float().t()[:, None, :])).sum(0)
         if self.mins is not None:
-            y = y + x.sum(2).t() @ self.mins.float().t()                             # sum_g m_g sum_block x_q
-        return y * x_scale[:, None]
+            y = y + x.sums @ self.mins.float().t()                                   # sum_g m_g s_g
+        return y
 
     def storage_bytes(self) -> int:
         """Bytes as the GGUF file stores the weight: codes, scales and mins."""

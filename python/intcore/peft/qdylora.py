@@ -55,7 +55,7 @@ class QDyLoraConfig:
     base: str = field(default="nf4", metadata={
         "help": "frozen base weights: nf4 (QLoRA NF4, double quantization), int4 (int4 codes, integer GEMMs), "
                 "gguf (the GGUF file's own Q4_0/Q4_1 blocks, float products), gguf-int (the same blocks, "
-                "int8 activations and exact per-block integer products), fp32 (unquantized)"})
+                "8-bit activation blocks and exact per-block integer products), fp32 (unquantized)"})
     mode: str = field(default="frozen", metadata={
         "help": "frozen: only rank b learns in a step at rank b (DyLoRA); all: ranks 1..b learn; "
                 "fixed: plain LoRA at rank r_max"})
