@@ -70,6 +70,10 @@ def test_integer_products_are_exact_per_block(tiny_q4):
         if base.mins is not None:
             expected = expected + xq.sums.double() @ base.mins.double().t()
         torch.testing.assert_close(y.reshape(15, -1).double(), expected, rtol=1e-5, atol=1e-5)
+        # rows are independent, across the row chunks of the batched GEMM too; no rows, no output
+        many = torch.randn(1100, base.in_features)
+        torch.testing.assert_close(base(many), torch.cat([base(many[:7]), base(many[7:])]), rtol=1e-6, atol=1e-6)
+        assert base(many[:0]).shape == (0, base.out_features)
         # and close to the float product with the dequantized weight (8-bit activations)
         ref = x @ layer.weight.t()
         assert (y - ref).norm() / ref.norm() < 0.01

@@ -34,9 +34,7 @@ class _BlockProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, module: "GGUFQ4Linear") -> Tensor:
         ctx.module, ctx.x_dtype = module, x.dtype
-        rows = _checks.as_rows(x).float()
-        y = torch.cat([module.block_product(rows[i:i + _ROW_CHUNK]) for i in range(0, rows.shape[0], _ROW_CHUNK)]) \
-            if rows.shape[0] else rows.new_zeros(0, module.out_features)
+        y = module.block_product(_checks.as_rows(x).float())
         if module.bias is not None:
             y = y + module.bias
         return y.reshape(*x.shape[:-1], module.out_features).to(x.dtype)
@@ -83,17 +81,18 @@ class GGUFQ4Linear(nn.Module):
     def block_product(self, rows: Tensor) -> Tensor:
         """y (no bias) for float rows [M, in_features]: 8-bit activation blocks, exact per-block
         integer dot products, float32 scales (the module docstring)."""
-        x = quantize_q8_blocks(rows)                                                 # codes [M, G, 32]
-        codes = x.codes.float().transpose(0, 1)                                      # [G, M, 32]
         q = q4_blocks.unpack_codes(self.codes).float()
         if self.format == "Q4_0":
             q = q - 8
         q = q.reshape(self.out_features, -1, BLOCK).permute(1, 2, 0)                 # [G, 32, N]
-        products = torch.bmm(codes, q)                                               # [G, M, N], exact integers
-        y = (products * (x.scales.t()[:, :, None] * self.scales.float().t()[:, None, :])).sum(0)
-        if self.mins is not None:
-            y = y + x.sums @ self.mins.float().t()                                   # sum_g m_g s_g
-        return y
+        scales, mins = self.scales.float().t()[:, None, :], None if self.mins is None else self.mins.float().t()
+        out = rows.new_empty(rows.shape[0], self.out_features)
+        for i in range(0, rows.shape[0], _ROW_CHUNK):
+            x = quantize_q8_blocks(rows[i:i + _ROW_CHUNK])                           # codes [M, G, 32]
+            products = torch.bmm(x.codes.float().transpose(0, 1), q)                # [G, M, N], exact integers
+            y = (products * (x.scales.t()[:, :, None] * scales)).sum(0)
+            out[i:i + _ROW_CHUNK] = y if mins is None else y + x.sums @ mins        # + sum_g m_g s_g
+        return out
 
     def storage_bytes(self) -> int:
         """Bytes as the GGUF file stores the weight: codes, scales and mins."""
