@@ -104,6 +104,21 @@ def test_deleted_latest_pointer_resumes_from_the_newest_complete_checkpoint(tmp_
     assert checkpoint.latest(tmp_path / "nothing-here") is None
 
 
+def test_pruning_keeps_the_newest_and_removes_the_empty_checkpoints_folder(tmp_path):
+    runs = tmp_path / "checkpoints"
+    for step in (5, 10, 100_000_000):  # past 8 digits: newest by number, not by name
+        _save(runs / "a", step)
+    (runs / "a" / "step-notes").mkdir()  # not a checkpoint: never deleted as one
+    _save(runs / "b", 5)
+    checkpoint.prune_finished(runs / "a", 2)
+    assert sorted(p.name for p in (runs / "a").iterdir()) == ["latest", "step-00000010", "step-100000000",
+                                                              "step-notes"]
+    checkpoint.prune_finished(runs / "a", 0)
+    assert [p.name for p in runs.iterdir()] == ["b"]  # another run's checkpoints keep the folder
+    checkpoint.prune_finished(runs / "b", 0)
+    assert not runs.exists() and tmp_path.is_dir()
+
+
 def test_leftovers_of_an_interrupted_save_are_cleaned(tmp_path):
     _save(tmp_path, 5)
     (tmp_path / ".incomplete-abc123").mkdir()

@@ -136,8 +136,16 @@ def prune(directory: Path, keep: int) -> None:
     if keep == 0:
         shutil.rmtree(directory, ignore_errors=True)
         return
-    for old in sorted(p for p in directory.glob("step-*") if p.is_dir())[:-keep]:
+    for old in _step_dirs(directory)[:-keep]:
         shutil.rmtree(old)
+
+
+def prune_finished(directory: Path, keep: int) -> None:
+    """At the end of a run: prune(directory, keep), then the folder that holds every run's
+    checkpoint directory (<output>/checkpoints) goes too once no run has any left."""
+    prune(directory, keep)
+    if directory.parent.is_dir() and not any(directory.parent.iterdir()):
+        directory.parent.rmdir()
 
 
 def _step_dirs(directory: Path) -> list[Path]:

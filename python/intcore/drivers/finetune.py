@@ -271,10 +271,8 @@ def _keep_model(args, run: str, recipe: str, method: methods.Method, model, mode
             record = export.Record(run=run, recipe=recipe, skip="classifier", labels=list(data.label_names),
                                    max_length=args.max_length, batch_size=args.batch_size * 2)
             exported = str(export.save(distributed.unwrap(model), model_path, output.model(run), record))
-        checkpoints = output.checkpoints(run)
-        checkpoint.prune(checkpoints, args.keep_checkpoints if exported else max(1, args.keep_checkpoints))
-        if checkpoints.parent.is_dir() and not any(checkpoints.parent.iterdir()):
-            checkpoints.parent.rmdir()
+        checkpoint.prune_finished(output.checkpoints(run),
+                                  args.keep_checkpoints if exported else max(1, args.keep_checkpoints))
     distributed.barrier(world)
     return exported
 

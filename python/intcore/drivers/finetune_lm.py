@@ -301,16 +301,15 @@ def _keep_model(args, run: str, recipe: str, model, tokenizer, data, world, outp
         record = export.Record(run=run, recipe=recipe, skip=HEAD, labels=labels, max_length=args.context,
                                batch_size=args.batch_size * 2, task=task)
         exported = str(export.save(distributed.unwrap(model), tokenizer, output.model(run), record, state_dict=full))
-        checkpoint.prune(output.checkpoints(run), args.keep_checkpoints)
-        if output.checkpoints(run).parent.is_dir() and not any(output.checkpoints(run).parent.iterdir()):
-            output.checkpoints(run).parent.rmdir()
+        checkpoint.prune_finished(output.checkpoints(run), args.keep_checkpoints)
     distributed.barrier(world)
     return exported
 
 
 def zero_shot(base, data, world, device, args, pad_id: int) -> dict:
     """The base model's figures before any training (fp32): the baseline every run is read against."""
-    model = copy.deepcopy(base).to(device)
+    on_device = next(base.parameters()).device == torch.device(device)
+    model = base if on_device else copy.deepcopy(base).to(device)  # a copy only to leave the base where it is
     figures = {"test_accuracy": choice_accuracy(model, data.test, data.answers, "fp32", device, world,
                                                 args.batch_size * 2, args.context, pad_id)}
     return figures
