@@ -52,6 +52,18 @@ def test_describe_reads_the_header(tiny):
     assert info.has_chat_template
 
 
+def test_describe_reads_a_rewritten_file_afresh(tmp_path):
+    """The parsed header is kept for the next reader of the same file, until the file changes."""
+    path = tmp_path / "model.gguf"
+    write_tiny_llama(path)
+    assert describe(path).tensor_types["Q4_1"] == 4 and describe(path) == describe(path)
+    write_tiny_llama(path, all_q4=True)
+    assert describe(path).tensor_types["Q4_1"] > 4
+    write_without_tokenizer(tmp_path).replace(path)
+    with pytest.raises(GGUFError, match="no tokenizer"):
+        describe(path)
+
+
 def test_loaded_model_matches_transformers_built_from_the_same_weights(tiny, tiny_loaded):
     _, expected = tiny
     model, tokenizer = tiny_loaded

@@ -9,6 +9,7 @@ names the file and the problem.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +67,25 @@ def describe(path: str | Path) -> GGUFInfo:
     file is missing, is not GGUF, is truncated or corrupt, holds an architecture or a tensor type
     that load_causal_lm() does not accept, or has no tokenizer (which load_causal_lm() returns with
     the model, and without which transformers guesses the vocabulary size)."""
-    import gguf
+    return checked_reader(path)[0]
 
+
+def checked_reader(path: str | Path) -> tuple[GGUFInfo, "gguf.GGUFReader"]:
+    """describe(path) and the gguf-py reader it checked. Parsing a header takes seconds (gguf-py
+    reads the tokenizer's arrays element by element), and loading a model for LoRA reads it more
+    than once, so the last few files are kept, each until it changes on disk."""
     path = Path(path)
     _check_magic(path)
+    stat = path.stat()
+    return _read_checked(path, path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_checked(path: Path, resolved: Path, mtime_ns: int, size: int) -> tuple[GGUFInfo, "gguf.GGUFReader"]:
+    """The work of checked_reader; path as the caller wrote it (messages name it), the rest the
+    cache key: which file, and its state on disk."""
+    import gguf
+
     try:
         reader = gguf.GGUFReader(path)
     # gguf-py signals a malformed file with whatever its numpy indexing happens to raise
@@ -97,7 +113,7 @@ def describe(path: str | Path) -> GGUFInfo:
     block_count = _metadata(path, reader, f"{architecture}.block_count")
     name_field = reader.get_field("general.name")
     tensor_types = Counter(tensor.tensor_type.name for tensor in reader.tensors)
-    return GGUFInfo(
+    info = GGUFInfo(
         path=path,
         architecture=architecture,
         name=name_field.contents() if name_field is not None else path.stem,
@@ -105,6 +121,7 @@ def describe(path: str | Path) -> GGUFInfo:
         tensor_types=dict(sorted(tensor_types.items())),
         has_chat_template=reader.get_field("tokenizer.chat_template") is not None,
     )
+    return info, reader
 
 
 def _check_magic(path: Path) -> None:

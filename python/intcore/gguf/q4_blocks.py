@@ -122,12 +122,9 @@ def dequantize(t: Q4Tensor) -> torch.Tensor:
 def read_q4_tensors(path: Path) -> tuple[str, dict[str, Q4Tensor]]:
     """(architecture, transformers module name -> its Q4Tensor in transformers' row order) for
     every Q4_0/Q4_1 linear weight of a GGUF file."""
-    from gguf import GGUFReader
+    from intcore.gguf.header import checked_reader
 
-    from intcore.gguf.header import describe
-
-    info = describe(path)
-    reader = GGUFReader(str(path))
+    info, reader = checked_reader(path)
 
     def field(key):
         f = reader.fields.get(key)
