@@ -5,10 +5,11 @@ the weights llama.cpp serves (no second 4-bit grid; see intcore.gguf.q4_blocks f
 Products, by ``integer``:
 - float (fp32 and bf16 recipes): y = x W^T + b with W dequantized from the blocks as gguf-py
   dequantizes them (bit for bit).
-- integer (--base gguf-int): the arithmetic of llama.cpp's CPU dot products. x is taken in
-  llama.cpp's 8-bit activation blocks (intcore.gguf.q8_blocks: 32 values, fp16 scale e, Q4_1 also
-  the block sum s = e sum x_q), and every 32-weight block's product is an exact integer dot product,
-  P_g = sum over the block of x_q q, |P_g| <= 32 * 127 * 15 < 2^24; then
+- integer (--base gguf-int): the form of ggml's reference dot products (vec_dot_q4_1_q8_1 and its
+  Q4_0 twin; llama.cpp's logits differ from ours as much as from float ones: docs/llm.md). x is
+  taken in llama.cpp's 8-bit activation blocks (intcore.gguf.q8_blocks: 32 values, fp16 scale e,
+  Q4_1 also the block sum s = e sum x_q), and every 32-weight block's product is an exact integer
+  dot product, P_g = sum over the block of x_q q, |P_g| <= 32 * 127 * 15 < 2^24; then
       y = sum_g (d_g e_g) P_g + m_g s_g   (Q4_0: q - 8 in place of q, no m)
   in float32. The block dot products run as one batched float32 GEMM: every partial sum is an
   integer below 2^24, so the float GEMM is exact whatever its summation order (only the float
