@@ -163,6 +163,29 @@ def test_sentiment_task_scores_answers_by_likelihood(tiny_llama, tmp_path, capsy
     assert "1.0000" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gemma"])
+def test_one_token_answers_scored_from_one_forward_equal_the_pair_losses(name, request):
+    """Left-padded prompts, the last column's logits only: the same nats as scoring every answer
+    appended to its prompt (right-padded), for prompts of many lengths, some cut to the context,
+    and past Gemma's sliding window."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(request.getfixturevalue(name)).eval()
+    g = torch.Generator().manual_seed(0)
+    examples = [(torch.randint(3, 290, (n,), generator=g).tolist(), n % 2) for n in (3, 9, 17, 30, 41, 60)]
+    answers = [[7], [11]]
+    pairs_batches = [causal_lm_data.collate([(p, a) for p, _ in examples for a in answers], 1, 40)]
+    batches = causal_lm_data.choice_batches(examples, answers, 4, 40, 1)
+    assert [b.input_ids.shape for b, _ in batches] == [(4, 30), (2, 39)]
+    with torch.no_grad():
+        ours = torch.cat([finetune_lm.answer_losses(model, b, answers) for b, _ in batches])
+        pairs = finetune_lm.token_losses(model, pairs_batches[0]).view(-1, 2)
+    torch.testing.assert_close(ours, pairs, rtol=1e-4, atol=1e-4)
+    assert torch.equal(torch.cat([labels for _, labels in batches]), torch.tensor([n % 2 for n in (3, 9, 17, 30, 41, 60)]))
+    # longer answers keep the pair layout
+    two = [[7, 8], [11]]
+    batch, _ = causal_lm_data.choice_batches(examples[:2], two, 4, 40, 1)[0]
+    assert batch.input_ids.shape[0] == 4 and finetune_lm.answer_losses(model, batch, two).shape == (2, 2)
+
+
 def run_cli_error(cli, args, capsys) -> str:
     assert cli(args) == 2
     err = capsys.readouterr().err.strip()

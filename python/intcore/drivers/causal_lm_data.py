@@ -209,13 +209,37 @@ def validation_batches(data: LMData, batch_size: int, context: int, pad_id: int,
     return [collate(pairs[i:i + batch_size], pad_id, context) for i in range(0, len(pairs), batch_size)]
 
 
+def one_token_answers(answers: list[list[int]]) -> bool:
+    """Whether every answer is a single token (the sentiment task's are): then one forward of the
+    prompt scores them all."""
+    return all(len(a) == 1 for a in answers)
+
+
 def choice_batches(examples: list[tuple[list[int], int]], answers: list[list[int]], batch_size: int, context: int,
                    pad_id: int) -> list[tuple[Batch, torch.Tensor]]:
-    """For each example every answer appended to its prompt: batches of (sequences, labels of the
-    examples), the sequences ordered example by example, answer by answer."""
+    """Batches of (sequences, labels of the examples) that score every answer of each example.
+    One-token answers: the prompts alone, left-padded so that each ends in the last column (whose
+    logits give every answer's likelihood), cut from the left as collate cuts a prompt before a
+    one-token answer. Otherwise every answer appended to its prompt, ordered example by example,
+    answer by answer."""
     out = []
     for i in range(0, len(examples), batch_size):
         chunk = examples[i:i + batch_size]
-        pairs = [(prompt, answer) for prompt, _ in chunk for answer in answers]
-        out.append((collate(pairs, pad_id, context), torch.tensor([label for _, label in chunk])))
+        labels = torch.tensor([label for _, label in chunk])
+        if one_token_answers(answers):
+            out.append((_left_padded([prompt for prompt, _ in chunk], pad_id, max(context - 1, 1)), labels))
+        else:
+            out.append((collate([(prompt, answer) for prompt, _ in chunk for answer in answers], pad_id, context),
+                        labels))
     return out
+
+
+def _left_padded(prompts: list[list[int]], pad_id: int, max_length: int) -> Batch:
+    prompts = [p[max(0, len(p) - max_length):] for p in prompts]
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    return Batch(ids, mask, torch.full_like(ids, IGNORE))

@@ -119,6 +119,19 @@ def token_losses(model, batch: causal_lm_data.Batch) -> torch.Tensor:
     return losses.sum(1)
 
 
+def answer_losses(model, batch: causal_lm_data.Batch, answers: list[list[int]]) -> torch.Tensor:
+    """[examples, answers]: the nats of each answer after its example's prompt, for a batch of
+    causal_lm_data.choice_batches. One-token answers are read from the logits of the prompts' last
+    column (left-padded; positions counted from each prompt's first token, so padding moves no
+    rotary position), and only that column's logits are computed."""
+    if causal_lm_data.one_token_answers(answers):
+        positions = (batch.attention_mask.cumsum(1) - 1).clamp(min=0)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions,
+                       logits_to_keep=1).logits[:, -1].float()
+        return -logits.log_softmax(-1)[:, [a[0] for a in answers]]
+    return token_losses(model, batch).view(-1, len(answers))
+
+
 @torch.no_grad()
 def choice_accuracy(model, examples, answers, recipe: str, device, world, batch_size: int, context: int,
                     pad_id: int) -> float:
@@ -129,7 +142,7 @@ def choice_accuracy(model, examples, answers, recipe: str, device, world, batch_
     mine, split = distributed.evaluation_share(batches, world, model)
     for batch, labels in mine:
         with recipe_setup.forward_context(recipe, device):
-            nll = token_losses(distributed.unwrap(model), batch.to(device)).view(len(labels), len(answers))
+            nll = answer_losses(distributed.unwrap(model), batch.to(device), answers)
         correct += int((nll.argmin(1).cpu() == labels).sum())
         total += len(labels)
     if split:

@@ -26,7 +26,7 @@ def sentiment(model, tokenizer, record, examples: list[tuple[str, int]], batch_s
     for batch, labels in causal_lm_data.choice_batches(prompts, answers, batch_size or record.batch_size,
                                                        record.max_length, _pad_id(tokenizer)):
         with recipe_setup.forward_context(record.recipe, device):
-            nll = finetune_lm.token_losses(model, batch.to(device)).view(len(labels), len(answers)).cpu()
+            nll = finetune_lm.answer_losses(model, batch.to(device), answers).cpu()
         correct += int((nll.argmin(1) == labels).sum())
         nats += float(nll.gather(1, labels[:, None]).sum())
     return {"accuracy": correct / len(prompts), "loss": nats / len(prompts)}
