@@ -37,7 +37,7 @@ def quantize_q8_blocks(x: torch.Tensor) -> Q8Blocks:
     """float [..., K] (K a multiple of 32) -> its Q8 blocks along the last dimension."""
     if x.shape[-1] % BLOCK:
         raise ValueError(f"quantize_q8_blocks: the last dimension must be a multiple of {BLOCK}, got {x.shape[-1]}")
-    blocks = x.float().reshape(*x.shape[:-1], -1, BLOCK)
+    blocks = x.float().reshape(*x.shape[:-1], x.shape[-1] // BLOCK, BLOCK)
     d = blocks.abs().amax(-1) / 127
     inverse = torch.where(d == 0, torch.zeros_like(d), 1 / d)
     codes = _roundf(blocks * inverse[..., None])
