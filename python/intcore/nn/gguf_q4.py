@@ -11,9 +11,10 @@ Products, by ``integer``:
   Q4_1 also the block sum s = e sum x_q); with P_g = sum over block g of x_q q (Q4_0: q - 8),
       y = sum_g (d_g e_g) P_g + m_g s_g   (Q4_0: no m).
   One float64 GEMM computes it: every term (e x_q)(d q) is exact in float64 (7 + 4 bits of codes,
-  11 + 11 of fp16 significands), and their float64 sum carries a relative error of about 2^-50 at
-  most, far below the single rounding of y to float32. So the result is the integer form's, without
-  the cost of scaling every block's product apart (a [blocks, rows, out] tensor: 20x slower).
+  11 + 11 of fp16 significands), and their float64 sum is off by at most about K 2^-53 of the
+  terms' summed magnitudes, far below the single rounding of y to float32 unless the terms cancel
+  almost exactly. So the result is the integer form's, without the cost of scaling every
+  block's product apart (a [blocks, rows, out] tensor: 20x slower).
   The input gradient uses the dequantized weight in float (the base is frozen: no weight
   gradient), as QLoRA's backward does.
 """
