@@ -204,6 +204,8 @@ def test_bad_input_gives_one_line_errors(tiny_llama, corpus, tmp_path, capsys):
     fake = tmp_path / "fake.gguf"
     fake.write_bytes(b"not a gguf file at all")
     assert str(fake) in run_cli_error(finetune_lm.cli, lm_args(fake, corpus, out), capsys)
+    assert "--rank-mode applies to --method qdylora, not lora" in run_cli_error(
+        finetune_lm.cli, lm_args(tiny_llama, corpus, out, "--method", "lora", "--rank-mode", "all"), capsys)
     assert "--fsdp shards across processes" in run_cli_error(finetune_lm.cli, lm_args(tiny_llama, corpus, out, "--fsdp"),
                                                              capsys)
 
@@ -246,19 +248,23 @@ def tiny_q4_gguf(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("method,base", [("qdylora", "gguf-int"), ("lora", None)])
-def test_adapters_on_the_gguf_blocks(tiny_q4_gguf, tmp_path, capsys, monkeypatch, method, base):
+@pytest.mark.parametrize("method,base,mode", [("qdylora", "gguf-int", None), ("lora", None, None),
+                                              ("qdylora", "gguf", "all")])
+def test_adapters_on_the_gguf_blocks(tiny_q4_gguf, tmp_path, capsys, monkeypatch, method, base, mode):
     from intcore.gguf.lora_adapter import read_lora_adapter
 
     reviews = [(f"hello {'world' if i % 2 else 'hell'}", i % 2) for i in range(120)]
     monkeypatch.setattr(assets, "rotten_tomatoes", lambda: reviews)
     out = tmp_path / method
-    extra = ["--method", method, "--rank-max", "3", "--rank", "2"] + (["--base", base] if base else [])
+    extra = (["--method", method, "--rank-max", "3", "--rank", "2"] + (["--base", base] if base else [])
+             + (["--rank-mode", mode] if mode else []))
     assert finetune_lm.cli(lm_args(tiny_q4_gguf, "rotten_tomatoes", out, "--recipe", "int8", "--steps", "6",
                                    "--lr", "1e-2", *extra)) == 0
     results = json.loads((out / "results.json").read_text())
-    run = f"{method}-{base or 'gguf'}-int8"  # a GGUF model of Q4 weights defaults to its own blocks
+    # A GGUF model of Q4 weights defaults to its own blocks; mode all is in the run's name.
+    run = f"{method}{'-all' if mode == 'all' else ''}-{base or 'gguf'}-int8"
     a = results["recipes"][run]["adapters"]
+    assert a["config"]["mode"] == (mode or ("frozen" if method == "qdylora" else "fixed"))
     assert [r["rank"] for r in a["ranks"]] == ([1, 2, 3] if method == "qdylora" else [2])
     assert a["base_storage"]["ratio"] < 0.2 and 0 < a["trainable_parameters"] < a["total_parameters"]
     meta, tensors = read_lora_adapter(a["gguf"])
@@ -271,3 +277,4 @@ def test_adapters_on_the_gguf_blocks(tiny_q4_gguf, tmp_path, capsys, monkeypatch
     assert "parameters train; base weights" in printed and "for llama.cpp" in printed
     if method == "qdylora":
         assert "every rank of one run" in printed and Path(a["plot"]).is_file()
+        assert f"[{run}] rank 3 of 3: val loss" in printed

@@ -277,6 +277,9 @@ def _adapter_results(args, run, recipe, model, tokenizer, data, val_batches, wor
             row["test_accuracy"] = choice_accuracy(model, data.test, data.answers, recipe, device, world,
                                                    args.batch_size * 2, args.context, pad_id)
         ranks.append(row)
+        if world.is_main and config.mode != "fixed":  # scoring every rank takes minutes: say where it is
+            accuracy = f", test accuracy {row['test_accuracy']:.4f}" if "test_accuracy" in row else ""
+            print(f"[{run}] rank {b} of {config.r_max}: val loss {row['val_loss']:.4f}{accuracy}", flush=True)
     best = min(ranks, key=lambda r: r["val_loss"])
     qdylora.set_rank(plain, best["rank"])
     out = {"adapters": {"config": config.to_dict(), "description": config.describe(), "ranks": ranks,

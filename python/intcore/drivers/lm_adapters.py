@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full: every weight trains in the recipe; lora: LoRA at --rank on a frozen 4-bit --base; "
                         "qdylora: dynamic-rank LoRA, a model at every rank 1..--rank-max from one run")
     p.add_argument("--rank-max", type=int, default=8, help="qdylora: the largest rank")
+    p.add_argument("--rank-mode", choices=("frozen", "all"), default=None,
+                   help="qdylora: which ranks learn in a step drawn at rank b: frozen, only rank b (DyLoRA's default), "
+                        "or all, ranks 1..b (every step trains the low ranks; run named qdylora-all-...)")
     p.add_argument("--rank", type=int, default=8, help="lora: the LoRA rank")
     p.add_argument("--base", choices=qdylora.BASES,
                    help="lora/qdylora: the frozen base: gguf (the file's own Q4_0/Q4_1 blocks; the default for such "
@@ -46,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
+    if args.rank_mode is not None and args.method != "qdylora":
+        raise DriverError(f"--rank-mode applies to --method qdylora, not {args.method}")
     if args.method == "full":
         return
     rank, flag = (args.rank, "--rank") if args.method == "lora" else (args.rank_max, "--rank-max")
@@ -60,8 +65,16 @@ def check_arguments(args: argparse.Namespace) -> None:
                           "DistributedDataParallel replicates cheaply (leave --fsdp out)")
 
 
+def rank_mode(args: argparse.Namespace) -> str:
+    """The QDyLoraConfig mode of the run: fixed for lora, --rank-mode (default frozen) for qdylora."""
+    return "fixed" if args.method == "lora" else args.rank_mode or "frozen"
+
+
 def run_name(args: argparse.Namespace, recipe: str) -> str:
-    return recipe if args.method == "full" else f"{args.method}-{args.base}-{recipe}"
+    if args.method == "full":
+        return recipe
+    method = "qdylora-all" if rank_mode(args) == "all" else args.method
+    return f"{method}-{args.base}-{recipe}"
 
 
 def prepare(model: nn.Module, recipe: str, args: argparse.Namespace, head: str) -> nn.Module:
@@ -70,7 +83,7 @@ def prepare(model: nn.Module, recipe: str, args: argparse.Namespace, head: str) 
     try:
         config = qdylora.QDyLoraConfig(
             r_max=args.rank if args.method == "lora" else args.rank_max, alpha=args.lora_alpha,
-            target_modules=targets, base=args.base, mode="fixed" if args.method == "lora" else "frozen",
+            target_modules=targets, base=args.base, mode=rank_mode(args),
             seed=args.seed, modules_to_save=(), skip_modules=(head,), dropout=0.05)
         qdylora.wrap_qdylora(model, config)
     except ValueError as e:
