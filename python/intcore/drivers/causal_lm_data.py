@@ -25,7 +25,6 @@ from typing import Optional
 
 import torch
 
-from intcore import assets
 from intcore.drivers import classification_data, lm_data
 from intcore.drivers.errors import DriverError
 

@@ -316,7 +316,7 @@ def report_memory(args, model_path: Path, data, device, world, output: OutputDir
     print(f"\nresults: {output.results}")
 
 
-def prepare(args, world, command: str):
+def prepare(args, world, device, command: str):
     """The output directory, model directory, tokenized data and previous results of a run."""
     output = session.open_output(args.output, args.resume, world)
     if args.model:
@@ -336,9 +336,7 @@ def prepare(args, world, command: str):
     for split in ("train", "validation", "test"):
         setattr(data, f"{split}_ids", classification_data.tokenize(tokenizer, getattr(data, split), args.max_length))
     data.pad_id = tokenizer.pad_token_id or 0
-    results = session.previous_results(output, args.resume)
-    results.setdefault("command", command)
-    results["args"] = {k: v for k, v in vars(args).items() if k != "resume"}
+    results = session.start_results(output, args, command, world, device)
     results["data"] = {"source": args.data, "labels": data.label_names,
                        "train": len(data.train), "validation": len(data.validation), "test": len(data.test)}
     return output, model_path, data, results
@@ -346,11 +344,8 @@ def prepare(args, world, command: str):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    world = distributed.init(args.device)
-    device = distributed.device_for(world, args.device)
-    try:
-        output, model_path, data, results = prepare(args, world, "finetune")
-        results["environment"] = session.environment(world, device)
+    with session.command_world(args) as (world, device):
+        output, model_path, data, results = prepare(args, world, device, "finetune")
         if args.memory_report:
             report_memory(args, model_path, data, device, world, output, results)
             return 0
@@ -370,8 +365,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             method = methods.get(args.method)
             if method.report:
                 print(method.report({name: results["recipes"][name] for name in runs}))
-    finally:
-        distributed.shutdown(world)
     return 0
 
 

@@ -333,12 +333,10 @@ def zero_shot(base, data, world, device, args, pad_id: int) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    world = distributed.init(args.device)
-    device = distributed.device_for(world, args.device)
-    if args.fsdp and not world.distributed:
-        raise DriverError("--fsdp shards across processes: start the command under torchrun "
-                          "(torchrun --nproc_per_node=2 -m intcore.finetune_lm --fsdp ...)")
-    try:
+    with session.command_world(args) as (world, device):
+        if args.fsdp and not world.distributed:
+            raise DriverError("--fsdp shards across processes: start the command under torchrun "
+                              "(torchrun --nproc_per_node=2 -m intcore.finetune_lm --fsdp ...)")
         output = session.open_output(args.output, args.resume, world)
         base, tokenizer, model_name, source_gguf = load_causal_lm(args.model, world, q4_blocks=args.method != "full")
         if args.method != "full" and args.base is None:
@@ -347,13 +345,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         data = causal_lm_data.load(args.data, tokenizer, args.seed, args.prompt_field, args.response_field,
                                    not args.no_chat_template, args.max_examples)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        results = session.previous_results(output, args.resume)
-        results.setdefault("command", "finetune-lm")
-        results["args"] = {k: v for k, v in vars(args).items() if k != "resume"}
+        results = session.start_results(output, args, "finetune-lm", world, device)
         results["model"] = {"source": args.model, "name": model_name,
                             "parameters": sum(p.numel() for p in base.parameters())}
         results["data"] = {"source": args.data, "kind": data.kind, "summary": data.describe()}
-        results["environment"] = session.environment(world, device)
         if world.is_main:
             print(f"intcore finetune-lm: {model_name} ({results['model']['parameters'] / 1e6:.1f}M parameters) on "
                   f"{args.data} ({data.describe()}); recipes {', '.join(args.recipes)}; output {output.path}")
@@ -377,18 +372,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     row.insert(4, r["test_accuracy"])
                 rows.append(["zero-shot (fp32)", "", "", "", results["zero_shot"]["test_accuracy"], "", ""])
             session.print_summary(output, headers, rows)
-            for name, r in done.items():
-                if "adapters" in r:
-                    a = r["adapters"]
-                    if len(a["ranks"]) > 1:
-                        print("\n" + lm_adapters.rank_table(name, a["ranks"], data.kind == "sentiment"))
-                        print(f"best rank by validation loss: {a['best_rank']}; plot {a['plot']}")
-                    print(lm_adapters.storage_line(name, a, a["config"]["base"]))
-                    print(f"adapters: {a['file']}" + (f"; for llama.cpp: {a['gguf']}" if "gguf" in a else ""))
+            lm_adapters.print_runs(done, data.kind == "sentiment")
             print(f"models:  {output.path / 'models'} (intcore generate / intcore evaluate run them in their "
                   f"recipes' arithmetic)")
-    finally:
-        distributed.shutdown(world)
     return 0
 
 

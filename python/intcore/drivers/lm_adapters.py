@@ -106,6 +106,19 @@ def storage_line(run: str, summary: dict, base: str) -> str:
             f"= {s['ratio']:.3f}x their {s['fp32_bytes'] / 1e6:.2f} MB in fp32")
 
 
+def print_runs(runs: dict, sentiment: bool) -> None:
+    """What each LoRA/QDyLoRA run of a finished command gave: its rank table, base and files."""
+    for name, r in runs.items():
+        if "adapters" not in r:
+            continue
+        a = r["adapters"]
+        if len(a["ranks"]) > 1:
+            print("\n" + rank_table(name, a["ranks"], sentiment))
+            print(f"best rank by validation loss: {a['best_rank']}; plot {a['plot']}")
+        print(storage_line(name, a, a["config"]["base"]))
+        print(f"adapters: {a['file']}" + (f"; for llama.cpp: {a['gguf']}" if "gguf" in a else ""))
+
+
 def rank_table(run: str, ranks: list[dict], sentiment: bool) -> str:
     headers = ["rank", "val loss", "val ppl"] + (["test acc"] if sentiment else [])
     rows = [[r["rank"], r["val_loss"], r["val_perplexity"]] + ([r["test_accuracy"]] if sentiment else []) for r in ranks]

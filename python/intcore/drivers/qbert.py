@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import torch
 
 from intcore import hessian, qbert
-from intcore.drivers import classification_data, distributed, finetune, help_text, methods, recipe_setup, session
+from intcore.drivers import classification_data, finetune, help_text, methods, recipe_setup, session
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.qbert.bit_assignment import validate_allowed
 
@@ -235,11 +235,8 @@ def plot(path: Path, sensitivity: Optional[dict], runs: dict) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    world = distributed.init(args.device)
-    device = distributed.device_for(world, args.device)
-    try:
-        output, model_path, data, results = finetune.prepare(args, world, "qbert")
-        results["environment"] = session.environment(world, device)
+    with session.command_world(args) as (world, device):
+        output, model_path, data, results = finetune.prepare(args, world, device, "qbert")
         num_labels = len(data.label_names)
         _check_model(model_path, num_labels)
         if world.is_main:
@@ -294,8 +291,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       + ", ".join(f"{v['omega']:.3g}" for v in sensitivity["blocks"].values()))
             plot(output.path / "qbert.png", sensitivity, {runs[k]: v for k, v in done.items()})
             print(f"\nresults: {output.results}\nplot:    {output.path / 'qbert.png'}\nconfigs: {output.path / 'configs'}")
-    finally:
-        distributed.shutdown(world)
     return 0
 
 

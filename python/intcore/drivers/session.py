@@ -1,7 +1,11 @@
-"""What both drivers do around their training loops: the output directory, the previous
-results of a resumed run, and a record of the environment."""
+"""What the training commands do around their training loops: the process group, the output
+directory, the run's record (previous results of a resumed run, arguments, environment), and
+checkpoints."""
 
 from __future__ import annotations
+
+import argparse
+import contextlib
 
 import torch
 
@@ -20,10 +24,27 @@ def open_output(path: str, resume: bool, world: distributed.World) -> OutputDir:
     return output
 
 
-def previous_results(output: OutputDir, resume: bool) -> dict:
-    """The results.json of the run being resumed (every rank reads it, so that all ranks skip
-    the same finished recipes), or an empty record."""
-    return output.load_results() if resume else {}
+@contextlib.contextmanager
+def command_world(args: argparse.Namespace):
+    """(world, device) of a command's process (--device; torchrun's group where there is one),
+    the group shut down however the command ends."""
+    world = distributed.init(args.device)
+    try:
+        yield world, distributed.device_for(world, args.device)
+    finally:
+        distributed.shutdown(world)
+
+
+def start_results(output: OutputDir, args: argparse.Namespace, command: str, world: distributed.World,
+                  device: torch.device) -> dict:
+    """The run's record: results.json of the run being resumed (every rank reads it, so that all
+    ranks skip the same finished recipes) or an empty one, with this command's arguments and
+    environment."""
+    results = output.load_results() if args.resume else {}
+    results.setdefault("command", command)
+    results["args"] = {k: v for k, v in vars(args).items() if k != "resume"}
+    results["environment"] = environment(world, device)
+    return results
 
 
 def environment(world: distributed.World, device: torch.device) -> dict:

@@ -159,21 +159,16 @@ def train_recipe(args, recipe: str, corpus, world, device, output: OutputDir) ->
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    world = distributed.init(args.device)
-    device = distributed.device_for(world, args.device)
-    try:
+    with session.command_world(args) as (world, device):
         output = session.open_output(args.output, args.resume, world)
         if world.is_main and args.corpus == "shakespeare":
             lm_data.load(args.corpus, args.tokens)  # download once, before the other ranks look
         distributed.barrier(world)
         corpus = lm_data.load(args.corpus, args.tokens)
-        results = session.previous_results(output, args.resume)
-        results.setdefault("command", "train-lm")
-        results["args"] = {k: v for k, v in vars(args).items() if k != "resume"}
+        results = session.start_results(output, args, "train-lm", world, device)
         results["corpus"] = {"source": args.corpus, "tokens": args.tokens, "vocab_size": corpus.vocab_size,
                              "train_tokens": len(corpus.train), "validation_tokens": len(corpus.validation),
                              "unigram_val_loss": corpus.unigram_loss()}
-        results["environment"] = session.environment(world, device)
         if world.is_main:
             print(f"intcore train-lm: {args.corpus} ({len(corpus.train):,} train / {len(corpus.validation):,} "
                   f"validation {args.tokens} tokens, vocabulary {corpus.vocab_size}); unigram baseline "
@@ -186,8 +181,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      r["peak_memory_mb"]] for name, r in results["recipes"].items() if name in args.recipes]
             rows.append(["unigram", corpus.unigram_loss(), math.exp(corpus.unigram_loss()), "", "", ""])
             session.print_summary(output, ["recipe", "val loss", "val ppl", "train loss", "tokens/s", "peak MB"], rows)
-    finally:
-        distributed.shutdown(world)
     return 0
 
 
