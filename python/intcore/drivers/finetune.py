@@ -26,12 +26,11 @@ import torch
 import intcore
 from intcore import assets
 from intcore.drivers import (checkpoint, classification_data, distributed, export, help_text, memory, methods,
-                             outputs, recipe_setup, report, session)
+                             outputs, recipe_setup, report, run_arguments, session)
 from intcore.drivers.checkpoint_triggers import CheckpointTriggers
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.outputs import OutputDir
 from intcore.drivers.progress import Progress
-from intcore_cli import reproducible
 
 # int8 (an exponent per row): fp32's accuracy, and the fastest integer recipe on every CPU kernel
 # set (1.30x fp32's training time under AVX2, about fp32's under AVX-512; int16 1.84x and 1.2-1.3x).
@@ -39,8 +38,9 @@ DEFAULT_RECIPE = "int8"
 PLOT_PANELS = [("epoch", "train_loss", "train loss"), ("epoch", "val_accuracy", "validation accuracy")]
 
 
-def add_training_arguments(p: argparse.ArgumentParser) -> None:
-    """The model, data and schedule options every fine-tuning command shares."""
+def add_training_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """The model, data and schedule options of the classifier fine-tuning commands (finetune,
+    qbert), and the options of every training command."""
     p.add_argument("--model", help="a local Hugging Face model directory (default: the pinned all-MiniLM-L6-v2)")
     p.add_argument("--data", default="rotten_tomatoes",
                    help="rotten_tomatoes (default), a CSV/TSV/JSONL/JSON file, or glue/<task>")
@@ -52,51 +52,29 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=64, help="tokens per example (longer ones are truncated)")
     p.add_argument("--max-examples", type=int, help="use only this many examples (before splitting)")
     p.add_argument("--evals-per-epoch", type=int, default=4, help="validation passes per epoch")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0,
-                   help="minutes of wall time between checkpoints, whatever the steps (Ctrl-C also saves one)")
-    p.add_argument("--keep-checkpoints", type=int, default=0, metavar="N",
-                   help="checkpoints (model and AdamW state, 12 bytes per parameter: 260 MiB for MiniLM-L6) kept "
-                        "per run once it completes: the newest N; with 0 a run keeps only its exported model "
-                        "(models/<run>/), or its newest checkpoint where it exports none; while a run trains, "
-                        "its newest checkpoint is kept for --resume")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--output", help="output directory (default: runs/<command>-<date>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoints")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument(reproducible.FLAG, action="store_true", help=reproducible.HELP)
+    run_arguments.add_session(
+        p, command, 0, "checkpoints (model and AdamW state, 12 bytes per parameter: 260 MiB for MiniLM-L6) kept per "
+                       "run once it completes: the newest N; with 0 a run keeps only its exported model "
+                       "(models/<run>/), or its newest checkpoint where it exports none; while a run trains, its "
+                       "newest checkpoint is kept for --resume")
 
 
 def check_training_args(args: argparse.Namespace, command: str) -> None:
-    if args.reproducible and reproducible.missing():
-        raise DriverError(reproducible.missing())
-    for name in ("epochs", "batch_size", "max_length", "evals_per_epoch", "checkpoint_every"):
-        if getattr(args, name) < 1:
-            raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
-    if not args.lr > 0:
-        raise DriverError("--lr must be positive")
-    if not args.checkpoint_minutes > 0:
-        raise DriverError("--checkpoint-minutes must be positive")
-    if args.keep_checkpoints < 0:
-        raise DriverError("--keep-checkpoints must be 0 or more")
+    run_arguments.check(args, ("epochs", "batch_size", "max_length", "evals_per_epoch"))
     outputs.resolve_resume(args, command)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="intcore finetune", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_arguments(p)
-    p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"one recipe (default {DEFAULT_RECIPE})")
-    p.add_argument("--recipes", help="comma-separated recipes to run one after another and compare")
+    add_training_arguments(p, "finetune")
+    run_arguments.add_recipes(p, DEFAULT_RECIPE)
     p.add_argument("--memory-report", action="store_true",
                    help="instead of training, measure one training step per recipe on a batch padded to "
                         "--max-length: bytes saved for backward (activations, parameters), gradients, optimizer state")
     methods.add_arguments(p)
     help_text.show_defaults(p)
     args = p.parse_args(argv)
-    args.recipes = [r.strip() for r in (args.recipes or args.recipe).split(",") if r.strip()]
-    recipe_setup.check_recipes(args.recipes)
     methods.get(args.method)
     check_training_args(args, "finetune")
     return args

@@ -34,14 +34,13 @@ import torch
 
 import intcore
 from intcore.drivers import (causal_lm_data, checkpoint, distributed, export, help_text, lm_adapters, memory,
-                             outputs, recipe_setup, session)
+                             outputs, recipe_setup, run_arguments, session)
 from intcore.drivers.causal_lm_data import IGNORE
 from intcore.drivers.checkpoint_triggers import CheckpointTriggers
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.llm_model import DEFAULT_MODEL, load_causal_lm
 from intcore.drivers.outputs import OutputDir
 from intcore.drivers.progress import Progress
-from intcore_cli import reproducible
 
 # int8-mixed (int8 linear layers, 16-bit RMSNorm and embedding): on SmolLM2-135M / Shakespeare
 # within 5.6% of fp32's perplexity at 0.72x its step time; int8 (8-bit RMSNorm) lost 34%.
@@ -63,8 +62,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--response-field", default="response", help="the JSONL field of responses")
     p.add_argument("--no-chat-template", action="store_true",
                    help="JSONL pairs as plain prompt + response text, even where the model has a chat template")
-    p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"one recipe (default {DEFAULT_RECIPE})")
-    p.add_argument("--recipes", help="comma-separated recipes to run one after another and compare")
+    run_arguments.add_recipes(p, DEFAULT_RECIPE)
     lm_adapters.add_arguments(p)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=8)
@@ -73,38 +71,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--max-examples", type=int, help="use only this many examples (pairs, sentiment)")
     p.add_argument("--eval-every", type=int, default=20, help="steps between validation passes (and one at step 0)")
     p.add_argument("--eval-batches", type=int, default=8, help="text: validation batches per pass")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0,
-                   help="minutes of wall time between checkpoints, whatever the steps (Ctrl-C also saves one)")
-    p.add_argument("--keep-checkpoints", type=int, default=0, metavar="N",
-                   help="checkpoints (model and AdamW state, 12 bytes per parameter: 1.5 GiB for SmolLM2-135M) kept "
-                        "per run once it completes; with 0 a run keeps only its exported model (models/<run>/)")
     p.add_argument("--fsdp", action="store_true",
                    help="under torchrun: shard parameters, gradients and optimizer state with FSDP2 (fully_shard) "
                         "instead of replicating them (DistributedDataParallel)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--output", help="output directory (default: runs/finetune-lm-<date>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoints")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument(reproducible.FLAG, action="store_true", help=reproducible.HELP)
+    run_arguments.add_session(p, "finetune-lm", 0, "checkpoints (model and AdamW state, 12 bytes per parameter: 1.5 "
+                                                   "GiB for SmolLM2-135M) kept per run once it completes; with 0 a "
+                                                   "run keeps only its exported model (models/<run>/)")
     help_text.show_defaults(p)
     args = p.parse_args(argv)
-    args.recipes = [r.strip() for r in (args.recipes or args.recipe).split(",") if r.strip()]
-    recipe_setup.check_recipes(args.recipes)
-    for name in ("steps", "batch_size", "context", "eval_every", "eval_batches", "checkpoint_every"):
-        if getattr(args, name) < 1:
-            raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.max_examples is not None and args.max_examples < 1:
-        raise DriverError("--max-examples must be at least 1")
-    if not args.lr > 0:
-        raise DriverError("--lr must be positive")
-    if not args.checkpoint_minutes > 0:
-        raise DriverError("--checkpoint-minutes must be positive")
-    if args.keep_checkpoints < 0:
-        raise DriverError("--keep-checkpoints must be 0 or more")
-    if args.reproducible and reproducible.missing():
-        raise DriverError(reproducible.missing())
+    run_arguments.check(args, ("steps", "batch_size", "context", "eval_every", "eval_batches"))
     lm_adapters.check_arguments(args)
     outputs.resolve_resume(args, "finetune-lm")
     return args

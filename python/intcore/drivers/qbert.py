@@ -39,7 +39,7 @@ TITLE = "intcore qbert"
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="intcore qbert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    finetune.add_training_arguments(p)
+    finetune.add_training_arguments(p, "qbert")
     q = p.add_argument_group("Q-BERT")
     q.add_argument("--bits", default="2,3,4,8", help="bit widths a block may get (default 2,3,4,8)")
     q.add_argument("--avg-bits", type=float, default=3.0, help="budget: parameter-weighted average bits of the blocks")

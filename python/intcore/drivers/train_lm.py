@@ -20,13 +20,12 @@ from typing import Optional, Sequence
 import torch
 
 import intcore
-from intcore.drivers import distributed, help_text, lm_data, memory, outputs, recipe_setup, session
+from intcore.drivers import distributed, help_text, lm_data, memory, outputs, recipe_setup, run_arguments, session
 from intcore.drivers.checkpoint_triggers import CheckpointTriggers
 from intcore.drivers.errors import DriverError, run_cli
 from intcore.drivers.gpt import GPT, GPTConfig
 from intcore.drivers.outputs import OutputDir
 from intcore.drivers.progress import Progress
-from intcore_cli import reproducible
 
 DEFAULT_RECIPE = "int16"
 PLOT_PANELS = [("step", "train_loss", "train loss (nats/token)"), ("step", "val_loss", "validation loss (nats/token)")]
@@ -37,8 +36,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", default="shakespeare", help="shakespeare (default), a .txt file or a directory of them")
     p.add_argument("--tokens", choices=["char", "byte"], default="char")
-    p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"one recipe (default {DEFAULT_RECIPE})")
-    p.add_argument("--recipes", help="comma-separated recipes to run one after another and compare")
+    run_arguments.add_recipes(p, DEFAULT_RECIPE)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--heads", type=int, default=4)
@@ -49,30 +47,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-every", type=int, default=100, help="steps between validation passes")
     p.add_argument("--eval-batches", type=int, default=20, help="batches per validation pass")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0,
-                   help="minutes of wall time between checkpoints, whatever the steps (Ctrl-C also saves one)")
-    p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",
-                   help="newest checkpoints kept per recipe (model and AdamW state: 12 bytes per parameter); "
-                        "the newest is what --resume and using the trained model need")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--output", help="output directory (default: runs/train-lm-<date>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoints")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument(reproducible.FLAG, action="store_true", help=reproducible.HELP)
+    run_arguments.add_session(p, "train-lm", 1, "newest checkpoints kept per recipe (model and AdamW state: 12 bytes "
+                                                "per parameter); the newest is what --resume and using the trained "
+                                                "model need")
     help_text.show_defaults(p)
     args = p.parse_args(argv)
-    args.recipes = [r.strip() for r in (args.recipes or args.recipe).split(",") if r.strip()]
-    recipe_setup.check_recipes(args.recipes)
-    for name in ("layers", "width", "heads", "context", "steps", "batch_size", "eval_every", "eval_batches",
-                 "checkpoint_every", "keep_checkpoints"):
-        if getattr(args, name) < 1:
-            raise DriverError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.reproducible and reproducible.missing():
-        raise DriverError(reproducible.missing())
-    if not args.checkpoint_minutes > 0:
-        raise DriverError("--checkpoint-minutes must be positive")
+    run_arguments.check(args, ("layers", "width", "heads", "context", "steps", "batch_size", "eval_every",
+                               "eval_batches", "keep_checkpoints"))
     if args.width % args.heads:
         raise DriverError(f"--width ({args.width}) must be a multiple of --heads ({args.heads})")
     outputs.resolve_resume(args, "train-lm")
