@@ -18,6 +18,12 @@ tokens). The script prints top-1 agreement and logit differences for four llama.
 The f32 file is the .gguf's own weights dequantized (gguf-py) and written as float32, so llama.cpp
 runs the same weights without its 4-bit kernels, which multiply Q4 blocks by activations rounded to
 8 bits per block of 32. The KV cache is float32 in every run (llama.cpp's default is fp16).
+
+Then, without llama.cpp, how far apart two implementations of those 8-bit activation blocks land:
+intcore's float base with every linear layer's input rounded to 8-bit blocks as ggml's reference
+quantizer does (q = roundf(x / d), halves away from zero) against the same with llama.cpp's x86
+quantizer (q = x * (127 / amax) rounded half to even). Only the rare exact halves differ, yet the
+requantization in every layer carries each changed code on into the logits.
 """
 
 from __future__ import annotations
@@ -79,6 +85,32 @@ def llamacpp_logits(model_path: Path, adapter: Path | None, chunks: list[list[in
     return np.concatenate(out)
 
 
+def q8_round_trip(x: torch.Tensor, ties: str) -> torch.Tensor:
+    """x in 8-bit blocks of 32 along its last dimension (fp16 scale d = amax / 127), dequantized:
+    rounded as ggml's reference quantizer rounds (ties="away": q = roundf(x / d)) or as llama.cpp's
+    x86 AVX quantizer does (ties="even": q = x * (127 / amax), halves to even)."""
+    from intcore.gguf.q8_blocks import quantize_q8_blocks
+
+    if ties == "away":
+        b = quantize_q8_blocks(x)
+        return (b.codes.float() * b.scales[..., None]).reshape(x.shape)
+    blocks = x.float().reshape(*x.shape[:-1], -1, 32)
+    amax = blocks.abs().amax(-1, keepdim=True)
+    codes = torch.round(blocks * torch.where(amax > 0, 127 / amax, torch.zeros_like(amax)))
+    return (codes * (amax / 127).half().float()).reshape(x.shape)
+
+
+def q8_activation_logits(model, chunks: list[list[int]], ties: str) -> np.ndarray:
+    """Logits of the float model with every linear layer's input through q8_round_trip."""
+    hooks = [m.register_forward_pre_hook(lambda module, args: (q8_round_trip(args[0], ties),))
+             for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        return transformers_logits(model, chunks)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def compare(a: np.ndarray, b: np.ndarray) -> dict:
     return {"top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()), "max_abs_diff": float(np.abs(a - b).max()),
             "mean_abs_diff": float(np.abs(a - b).mean()), "tokens": int(a.shape[0])}
@@ -111,7 +143,8 @@ def main(argv=None) -> int:
     chunks = windows(ids, args.tokens, args.window)
     ours_merged = transformers_logits(
         transformers.AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval(), chunks)
-    ours_base = transformers_logits(gguf.load_causal_lm(model_path)[0], chunks)
+    base = gguf.load_causal_lm(model_path)[0].eval()
+    ours_base = transformers_logits(base, chunks)
 
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,6 +154,10 @@ def main(argv=None) -> int:
             figures[f"{name}_file_with_adapter"] = compare(llamacpp_logits(path, adapter, chunks, args.window), ours_merged)
             figures[f"{name}_file_alone"] = compare(llamacpp_logits(path, None, chunks, args.window), ours_base)
             print(name, json.dumps({k: v for k, v in figures.items() if k.startswith(name)}), flush=True)
+    away, even = (q8_activation_logits(base, chunks, ties) for ties in ("away", "even"))
+    figures["q8_ties_away_vs_even"] = compare(away, even)
+    figures["q8_ties_away_vs_float"] = compare(away, ours_base)
+    figures["q8_ties_even_vs_float"] = compare(even, ours_base)
     figures.update({"adapter": str(adapter), "rank": adapters["best_rank"], "model": str(model_path)})
     print(json.dumps(figures, indent=2))
     if args.output:

@@ -2,6 +2,8 @@
 intcore.nn.GGUFQ4Linear) and the adapters written back as GGUF LoRA files (intcore.gguf.lora_adapter)."""
 
 import copy
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +170,24 @@ def test_q8_blocks_equal_gguf_py():
     assert ours.scales[0, 0] == 0 and not ours.codes[0, 0].any()
     with pytest.raises(ValueError, match="multiple of 32"):
         quantize_q8_blocks(torch.zeros(3, 40))
+
+
+def test_the_llamacpp_benchmarks_two_q8_roundings_differ_only_at_halves(tiny_q4):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from llamacpp_lora import q8_activation_logits, q8_round_trip, transformers_logits
+
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(0)) * 4
+    x[0, :32] = torch.tensor([127.0, 2.5, -2.5, 0.5, -0.5, 3.25] + [1.0] * 26)  # d = 1: exact halves
+    reference = quantize_q8_blocks(x)
+    away, even = q8_round_trip(x, "away"), q8_round_trip(x, "even")
+    assert torch.equal(away, (reference.codes.float() * reference.scales[..., None]).reshape(x.shape))
+    assert away[0, 1:6].tolist() == [3.0, -3.0, 1.0, -1.0, 3.0] and even[0, 1:6].tolist() == [2.0, -2.0, 0.0, -0.0, 3.0]
+    halves = (x * 127 / x.reshape(3, 2, 32).abs().amax(-1).repeat_interleave(32, 1)).frac().abs() == 0.5
+    assert torch.equal(away[~halves], even[~halves]) and halves.sum() == 4
+
+    model = copy.deepcopy(tiny_q4[1])
+    ids = [[5, 9, 200, 17, 3, 44, 101, 7]]
+    plain = transformers_logits(model.eval(), ids)
+    rounded = q8_activation_logits(model, ids, "even")
+    assert not np.array_equal(plain, rounded)
+    assert np.array_equal(transformers_logits(model, ids), plain)  # the rounding hooks are removed again
