@@ -21,9 +21,10 @@ runs the same weights without its 4-bit kernels, which multiply Q4 blocks by act
 
 Then, without llama.cpp, how far apart two implementations of those 8-bit activation blocks land:
 intcore's float base with every linear layer's input rounded to 8-bit blocks as ggml's reference
-quantizer does (q = roundf(x / d), halves away from zero) against the same with llama.cpp's x86
-quantizer (q = x * (127 / amax) rounded half to even). Only the rare exact halves differ, yet the
-requantization in every layer carries each changed code on into the logits.
+quantizer does (q = roundf(x * (1 / d)), halves away from zero) against the same with llama.cpp's
+x86 quantizer (q = x * (127 / amax) rounded half to even). The two codes differ only where the
+scaled value lands on a half or within a float32 ulp of one, yet the requantization in every layer
+carries each changed code on into the logits.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ def llamacpp_logits(model_path: Path, adapter: Path | None, chunks: list[list[in
 
 def q8_round_trip(x: torch.Tensor, ties: str) -> torch.Tensor:
     """x in 8-bit blocks of 32 along its last dimension (fp16 scale d = amax / 127), dequantized:
-    rounded as ggml's reference quantizer rounds (ties="away": q = roundf(x / d)) or as llama.cpp's
-    x86 AVX quantizer does (ties="even": q = x * (127 / amax), halves to even)."""
+    rounded as ggml's reference quantizer rounds (ties="away": q = roundf(x * (1 / d))) or as
+    llama.cpp's x86 AVX quantizer does (ties="even": q = x * (127 / amax), halves to even)."""
     from intcore.gguf.q8_blocks import quantize_q8_blocks
 
     if ties == "away":

@@ -36,8 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "qdylora: dynamic-rank LoRA, a model at every rank 1..--rank-max from one run")
     p.add_argument("--rank-max", type=int, default=8, help="qdylora: the largest rank")
     p.add_argument("--rank-mode", choices=("frozen", "all"), default=None,
-                   help="qdylora: which ranks learn in a step drawn at rank b: frozen, only rank b (DyLoRA's default), "
-                        "or all, ranks 1..b (every step trains the low ranks; run named qdylora-all-...)")
+                   help="qdylora: which ranks learn in a step drawn at rank b: frozen, only rank b (the paper's "
+                        "default), or all, ranks 1..b (every step trains the low ranks; run named qdylora-all-...; "
+                        "the mode that met the accuracy targets in docs/llm.md and docs/qdylora.md)")
     p.add_argument("--rank", type=int, default=8, help="lora: the LoRA rank")
     p.add_argument("--base", choices=qdylora.BASES,
                    help="lora/qdylora: the frozen base: gguf (the file's own Q4_0/Q4_1 blocks; the default for such "
