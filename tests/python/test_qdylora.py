@@ -354,7 +354,7 @@ def test_finetune_qdylora_scores_every_rank_and_lora_runs_on_the_same_base(tiny_
                     "--recipes", "fp32,int8", "--target-modules", "query,value", "--rank-mode", "all") == 0
     printed = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
-    for run in ("qdylora-fp32", "qdylora-int8"):
+    for run in ("qdylora-all-fp32", "qdylora-all-int8"):  # mode all is in the run names
         info = results["recipes"][run]["qdylora"]
         assert [row["rank"] for row in info["ranks"]] == [1, 2, 3]
         assert all(0 <= row["test_accuracy"] <= 1 for row in info["ranks"])

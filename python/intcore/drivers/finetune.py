@@ -137,14 +137,13 @@ def evaluation_due(step: int, per_epoch: int, evals_per_epoch: int) -> bool:
     return position * evals_per_epoch // per_epoch != (position - 1) * evals_per_epoch // per_epoch
 
 
-def train_recipe(args, recipe: str, model_path: Path, data, world, device, output: OutputDir,
-                 method: Optional[methods.Method] = None, run: Optional[str] = None) -> dict:
-    """Trains one run: the model at model_path prepared by `method` (default: --method) and the
-    recipe, with the schedule of args; returns its results."""
+def train_recipe(args, recipe: str, model_path: Path, data, world, device, output: OutputDir, run: str,
+                 method: Optional[methods.Method] = None) -> dict:
+    """Trains one run named `run`: the model at model_path prepared by `method` (default:
+    --method) and the recipe, with the schedule of args; returns its results."""
     torch.manual_seed(args.seed + world.rank)
     num_labels = len(data.label_names)
     method = method or methods.get(args.method)
-    run = run or methods.run_name(method.name, recipe)
     model = method.prepare(_load_model(model_path, num_labels, device), recipe, args)
     model = distributed.wrap(model, world, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -280,7 +279,7 @@ def measure_memory(args, recipe: str, model_path: Path, data, device) -> dict:
 
 
 def report_memory(args, model_path: Path, data, device, world, output: OutputDir, results: dict) -> None:
-    results["memory"] = {methods.run_name(args.method, recipe): measure_memory(args, recipe, model_path, data, device)
+    results["memory"] = {methods.run_name(args, recipe): measure_memory(args, recipe, model_path, data, device)
                          for recipe in args.recipes}
     if not world.is_main:
         return
@@ -331,9 +330,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"intcore finetune: {model_path.name} on {args.data} ({len(data.train)} train, "
                   f"{len(data.validation)} validation, {len(data.test)} test); recipes {', '.join(args.recipes)}; "
                   f"output {output.path}")
-        runs = {methods.run_name(args.method, recipe): recipe for recipe in args.recipes}
+        runs = {methods.run_name(args, recipe): recipe for recipe in args.recipes}
         session.run_recipes(list(runs), results, output, world,
-                            lambda run: train_recipe(args, runs[run], model_path, data, world, device, output),
+                            lambda run: train_recipe(args, runs[run], model_path, data, world, device, output, run),
                             PLOT_PANELS, "intcore finetune")
         if world.is_main:
             rows = [[name, r["test_accuracy"], r["test_f1"], r["median_step_seconds"], r["peak_memory_mb"]]

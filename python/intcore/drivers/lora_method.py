@@ -29,7 +29,7 @@ ARGUMENTS: list[tuple[tuple[str, ...], dict]] = [
                        "help": "qdylora: the largest rank; one run gives a model at every rank 1..R (default 8)"}),
     (("--rank-mode",), {"choices": ("frozen", "all"), "default": "frozen",
                         "help": "qdylora: which ranks learn in a step at rank b: frozen, only rank b (DyLoRA's "
-                                "default), or all, ranks 1..b (default frozen)"}),
+                                "default), or all, ranks 1..b (runs named qdylora-all-<recipe>; default frozen)"}),
     (("--rank",), {"type": int, "default": 8, "help": "lora: the LoRA rank (default 8)"}),
     (("--base",), {"choices": qdylora.BASES, "default": "nf4",
                    "help": "qdylora/lora: the frozen base weights: nf4 (QLoRA's NF4, double quantization), "
@@ -46,7 +46,7 @@ ARGUMENTS: list[tuple[tuple[str, ...], dict]] = [
 def _run_name(args: argparse.Namespace, recipe: str) -> str:
     from intcore.drivers import methods  # here: methods.py imports this module
 
-    return methods.run_name(args.method, recipe)
+    return methods.run_name(args, recipe)
 
 
 def prepare(method: str) -> Callable[[nn.Module, str, argparse.Namespace], nn.Module]:

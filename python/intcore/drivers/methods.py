@@ -125,6 +125,10 @@ def get(name: str) -> Method:
     return METHODS[name]
 
 
-def run_name(method: str, recipe: str) -> str:
-    """The name a run has in results.json, the curves and checkpoints/."""
-    return recipe if method == "full" else f"{method}-{recipe}"
+def run_name(args: argparse.Namespace, recipe: str) -> str:
+    """The name a run has in results.json, the curves and checkpoints/: the recipe, after the
+    method where it is not full fine-tuning (qdylora-all in QDyLoRA's --rank-mode all)."""
+    if args.method == "full":
+        return recipe
+    method = "qdylora-all" if args.method == "qdylora" and args.rank_mode == "all" else args.method
+    return f"{method}-{recipe}"

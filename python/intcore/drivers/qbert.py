@@ -246,7 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # 1. The float model.
         session.run_recipes(["fp32"], results, output, world,
                             lambda run: finetune.train_recipe(args, "fp32", model_path, data, world, device, output,
-                                                              method=methods.get("full"), run="fp32"),
+                                                              "fp32", method=methods.get("full")),
                             PANELS, TITLE)
         float_weights = output.model("fp32") / "model.safetensors"
         if not float_weights.is_file():
@@ -272,7 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             list(runs), results, output, world,
             lambda run: finetune.train_recipe(
                 qat_args, "fp32", model_path, data, world, device, output,
-                method=_qbert_method(runs[run], configs[runs[run]], float_weights, float_bytes, output), run=run),
+                run, method=_qbert_method(runs[run], configs[runs[run]], float_weights, float_bytes, output)),
             PANELS, TITLE)
         if world.is_main:
             fp32 = results["recipes"]["fp32"]
