@@ -23,7 +23,7 @@ from pathlib import Path
 
 from torch import nn
 
-from intcore.drivers import distributed, recipe_setup, report
+from intcore.drivers import distributed, methods, recipe_setup, report
 from intcore.drivers.errors import DriverError
 from intcore.peft import qdylora
 
@@ -72,10 +72,8 @@ def rank_mode(args: argparse.Namespace) -> str:
 
 
 def run_name(args: argparse.Namespace, recipe: str) -> str:
-    if args.method == "full":
-        return recipe
-    method = "qdylora-all" if rank_mode(args) == "all" else args.method
-    return f"{method}-{args.base}-{recipe}"
+    """As intcore finetune names its runs (drivers/methods.py), with the base before the recipe."""
+    return methods.run_name(args, recipe if args.method == "full" else f"{args.base}-{recipe}")
 
 
 def prepare(model: nn.Module, recipe: str, args: argparse.Namespace, head: str) -> nn.Module:
